@@ -1,0 +1,120 @@
+"""RMSNorm forward in Triton.
+
+Three kernels, chosen by ``plan_rows`` (see ``kernels/triton_rows.py`` for why):
+``_rmsnorm_tile`` holds one or more whole rows in registers; ``_rmsnorm_split`` spreads a long
+row over several resident programs that exchange partial sums of squares through global memory,
+so x is still read once; ``_rmsnorm_loop`` reads x twice (interpreter fallback).
+Every load converts to float32 at once: the interpreter computes bf16 arithmetic on raw bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ..registry import Backend
+from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows
+
+
+@triton.jit
+def _rmsnorm_tile(x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps,
+                  ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    mask = (rows < M)[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)[:, None]
+    x = tl.load(x_ptr + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    y = x * rstd[:, None] * w[None, :]
+    tl.store(y_ptr + rows64 * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y, eps,
+                   SPLIT: tl.constexpr, CHUNK: tl.constexpr):
+    # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
+    # of every row the group handles.
+    groups = tl.num_programs(0) // SPLIT
+    group = tl.program_id(0) // SPLIT
+    part = tl.program_id(0) % SPLIT
+    cols = part * CHUNK + tl.arange(0, CHUNK)
+    col_mask = cols < N
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
+    parts = tl.arange(0, SPLIT)
+    # Software pipeline: the next row's load is in flight while this row waits for its siblings.
+    x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M), other=0.0)
+    for row in range(group, M, groups):
+        x = x_next.to(tl.float32)
+        following = row + groups
+        x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
+                         mask=col_mask & (following < M), other=0.0)
+        # Publish this chunk's sum of squares, then wait until all SPLIT chunks have.
+        tl.atomic_xchg(partial_ptr + row * SPLIT + part, tl.sum(x * x, axis=0), sem="release")
+        tl.atomic_add(arrived_ptr + row, 1, sem="release")
+        seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
+        while seen < SPLIT:
+            seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
+        # Every program sums the partials in the same order: the result is deterministic.
+        total = tl.sum(tl.load(partial_ptr + row * SPLIT + parts, volatile=True), axis=0)
+        rstd = tl.rsqrt(total / N + eps)
+        y = x * rstd * w.to(tl.float32)
+        tl.store(y_ptr + row.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+
+
+@triton.jit
+def _rmsnorm_loop(x_ptr, w_ptr, y_ptr, N, stride_x, stride_y, eps, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        x = tl.load(x_ptr + row * stride_x + cols, mask=cols < N, other=0.0).to(tl.float32)
+        acc += x * x
+    rstd = tl.rsqrt(tl.sum(acc, axis=0) / N + eps)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        mask = cols < N
+        x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_ptr + row * stride_y + cols, (x * rstd * w).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def rmsnorm_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    out: torch.Tensor | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    n = x.shape[-1]
+    x2 = x.view(-1, n)
+    y = torch.empty_like(x) if out is None else out
+    y2 = y.view(-1, n)
+    m = x2.shape[0]
+    if m == 0:
+        return y
+    plan = plan_rows(m, n, x.device, config)
+    if plan.kind in ("rows", "row"):
+        _rmsnorm_tile[(plan.grid,)](x2, weight, y2, m, n, x2.stride(0), y2.stride(0), eps,
+                                    ROWS=plan.rows_per_program, BLOCK_N=plan.block_n,
+                                    num_warps=plan.num_warps)
+    elif plan.kind == "split":
+        partial = torch.empty(m * plan.split, device=x.device, dtype=torch.float32)
+        arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
+        _rmsnorm_split[(plan.grid,)](x2, weight, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0),
+                                     eps, SPLIT=plan.split, CHUNK=plan.block_n, num_warps=plan.num_warps)
+    else:
+        _rmsnorm_loop[(plan.grid,)](x2, weight, y2, n, x2.stride(0), y2.stride(0), eps,
+                                    BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+    return y
+
+
+BACKENDS = [
+    Backend("rmsnorm", "triton", "triton", rmsnorm_triton, requires=("triton",),
+            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+]

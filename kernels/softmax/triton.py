@@ -1,0 +1,125 @@
+"""Softmax forward in Triton (same row mapping as RMSNorm: see ``kernels/triton_rows.py``).
+
+``_softmax_tile`` keeps whole rows in registers; ``_softmax_split`` spreads a long row over
+resident programs that exchange (max, sum of exp) pairs — the online-softmax merge — so x is
+read once; ``_softmax_loop`` is the online two-read fallback for the interpreter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ..registry import Backend
+from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows
+
+
+
+@triton.jit
+def _softmax_tile(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < M)[:, None] & (cols < N)[None, :]
+    rows64 = rows.to(tl.int64)[:, None]
+    x = tl.load(x_ptr + rows64 * stride_x + cols[None, :], mask=mask, other=-float("inf")).to(tl.float32)
+    # Rows past M are all -inf; their max is replaced by 0 so no NaN is ever computed.
+    row_max = tl.max(x, axis=1)
+    row_max = tl.where(rows < M, row_max, 0.0)
+    e = tl.exp2((x - row_max[:, None]) * 1.4426950408889634)
+    row_sum = tl.where(rows < M, tl.sum(e, axis=1), 1.0)
+    y = e / row_sum[:, None]
+    tl.store(y_ptr + rows64 * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y,
+                   SPLIT: tl.constexpr, CHUNK: tl.constexpr):
+    groups = tl.num_programs(0) // SPLIT
+    group = tl.program_id(0) // SPLIT
+    part = tl.program_id(0) % SPLIT
+    cols = part * CHUNK + tl.arange(0, CHUNK)
+    col_mask = cols < N
+    parts = tl.arange(0, SPLIT)
+    x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M),
+                     other=-float("inf"))
+    for row in range(group, M, groups):
+        x = x_next.to(tl.float32) * 1.4426950408889634  # work in base 2 throughout
+        following = row + groups
+        x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
+                         mask=col_mask & (following < M), other=-float("inf"))
+        # Every chunk holds at least one real column, so its max is finite.
+        chunk_max = tl.max(x, axis=0)
+        chunk_sum = tl.sum(tl.exp2(x - chunk_max), axis=0)
+        base = partial_ptr + (row * SPLIT + part) * 2
+        tl.atomic_xchg(base, chunk_max, sem="release")
+        tl.atomic_xchg(base + 1, chunk_sum, sem="release")
+        tl.atomic_add(arrived_ptr + row, 1, sem="release")
+        seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
+        while seen < SPLIT:
+            seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
+        maxes = tl.load(partial_ptr + (row * SPLIT + parts) * 2, volatile=True)
+        sums = tl.load(partial_ptr + (row * SPLIT + parts) * 2 + 1, volatile=True)
+        row_max = tl.max(maxes, axis=0)
+        row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
+        y = tl.exp2(x - row_max) / row_sum
+        tl.store(y_ptr + row.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+
+
+@triton.jit
+def _softmax_loop(x_ptr, y_ptr, N, stride_x, stride_y, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    # Online softmax per lane: a running max and a running sum rescaled when the max grows.
+    run_max = tl.full([BLOCK_N], -float("inf"), dtype=tl.float32)
+    run_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        x = tl.load(x_ptr + row * stride_x + cols, mask=cols < N, other=-float("inf")).to(tl.float32)
+        x = x * 1.4426950408889634
+        new_max = tl.maximum(run_max, x)
+        safe_max = tl.where(new_max == -float("inf"), 0.0, new_max)
+        run_sum = run_sum * tl.exp2(run_max - safe_max) + tl.exp2(x - safe_max)
+        run_max = new_max
+    row_max = tl.max(run_max, axis=0)
+    safe_lane_max = tl.where(run_max == -float("inf"), row_max, run_max)
+    row_sum = tl.sum(run_sum * tl.exp2(safe_lane_max - row_max), axis=0)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        mask = cols < N
+        x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        y = tl.exp2(x * 1.4426950408889634 - row_max) / row_sum
+        tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def softmax_triton(
+    x: torch.Tensor, out: torch.Tensor | None = None, config: Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    n = x.shape[-1]
+    x2 = x.view(-1, n)
+    y = torch.empty_like(x) if out is None else out
+    y2 = y.view(-1, n)
+    m = x2.shape[0]
+    if m == 0:
+        return y
+    plan = plan_rows(m, n, x.device, config)
+    if plan.kind in ("rows", "row"):
+        _softmax_tile[(plan.grid,)](x2, y2, m, n, x2.stride(0), y2.stride(0),
+                                    ROWS=plan.rows_per_program, BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+    elif plan.kind == "split":
+        partial = torch.empty(m * plan.split * 2, device=x.device, dtype=torch.float32)
+        arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
+        _softmax_split[(plan.grid,)](x2, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0),
+                                     SPLIT=plan.split, CHUNK=plan.block_n, num_warps=plan.num_warps)
+    else:
+        _softmax_loop[(plan.grid,)](x2, y2, n, x2.stride(0), y2.stride(0),
+                                    BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+    return y
+
+
+BACKENDS = [
+    Backend("softmax", "triton", "triton", softmax_triton, requires=("triton",),
+            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+]

@@ -1,0 +1,84 @@
+"""Launch planning shared by the row-wise Triton kernels (RMSNorm, softmax).
+
+A row-wise op is memory bound: the speed of light is one read of x and one write of y. How a
+row maps onto programs decides whether that is reached:
+
+* ``rows``   short rows (N <= 1024): a program takes a [ROWS, BLOCK_N] tile, so each program
+             still moves tens of KB and the grid is not a quarter million tiny programs.
+* ``row``    a row fits in one program's registers (N <= 32768): one read, one write.
+* ``split``  a row is too long for one program's registers: SPLIT programs share a row, each
+             holds a CHUNK of it in registers, they exchange partial reductions through global
+             memory and wait for each other. The grid is persistent and no larger than the
+             number of SMs, so all programs sharing a row are resident at once (no deadlock).
+             x is still read once — the job thread-block clusters do in CuTe.
+* ``loop``   the fallback for the Triton interpreter, which runs programs one after the other
+             (so ``split`` would wait forever): one program per row loops over chunks, reading
+             x twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@lru_cache(maxsize=8)
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    kind: str  # "rows" | "row" | "split" | "loop"
+    block_n: int  # columns a program handles at once (a power of two)
+    rows_per_program: int = 1
+    num_warps: int = 4
+    split: int = 1  # programs per row (kind "split")
+    grid: int = 1
+
+
+#: Tunable parameters of the row-wise Triton kernels; the autotuner enumerates these.
+CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
+    "elements_per_program": (2048, 4096, 8192, 16384),  # "rows" kind: tile size
+    "num_warps": (1, 2, 4, 8, 16, 32),
+    "chunk": (4096, 8192, 16384, 32768),  # "split" kind: columns per program
+    "max_row_in_registers": (8192, 16384, 32768),
+}
+
+DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 16384, "max_row_in_registers": 32768}
+
+
+def plan_rows(m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None) -> RowPlan:
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    block_n = next_power_of_2(n)
+    if block_n <= 1024:
+        rows = max(1, min(cfg["elements_per_program"] // block_n, next_power_of_2(max(m, 1))))
+        warps = cfg.get("num_warps") or (4 if rows * block_n <= 4096 else 8)
+        return RowPlan("rows", block_n, rows, warps, grid=-(-m // rows))
+    if block_n <= cfg["max_row_in_registers"]:
+        # ~16-32 elements per thread keeps the row in registers without spills.
+        warps = cfg.get("num_warps") or max(4, min(32, block_n // 1024))
+        return RowPlan("row", block_n, 1, warps, grid=m)
+    chunk = min(cfg["chunk"], block_n)
+    if interpreting() or device.type != "cuda":
+        return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
+    split = -(-n // chunk)
+    groups = max(1, sm_count(device.index or 0) // split)
+    if split > sm_count(device.index or 0):
+        # More programs per row than SMs could not all be resident: fall back to two reads.
+        return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
+    warps = cfg.get("num_warps") or max(4, min(16, chunk // 1024))
+    return RowPlan("split", chunk, 1, warps, split=split, grid=min(groups, m) * split)

@@ -1,0 +1,1 @@
+"""tilearena: LLM ops in Triton, Helion, CuTe DSL and TileLang behind one interface."""
