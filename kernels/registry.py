@@ -101,9 +101,10 @@ class Backend:
                 return f"{package} is not importable ({type(exc).__name__}: {exc})"
         kind = torch.device(device).type
         if kind == "cpu" and "cpu" not in self.devices:
-            if self.dsl == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+            if self.dsl != "triton":
+                return "needs a CUDA GPU"
+            if os.environ.get("TRITON_INTERPRET") != "1":
                 return "needs a CUDA GPU (or TRITON_INTERPRET=1 for the Triton interpreter)"
-            return "needs a CUDA GPU"
         if kind == "cuda":
             if not torch.cuda.is_available():
                 return "no CUDA GPU visible"

@@ -278,7 +278,8 @@ def _compose_with_scalar(outer_modes: list[tuple[int, int]], extent: int, stride
         if remaining_extent % mode_extent == 0:
             result_modes.append((mode_extent, mode_stride))
             remaining_extent //= mode_extent
-        elif mode_extent % remaining_extent == 0:
+        elif remaining_extent < mode_extent:
+            # The rest fits inside this mode: no carry into the next mode ever happens.
             result_modes.append((remaining_extent, mode_stride))
             remaining_extent = 1
         else:
@@ -454,19 +455,28 @@ def flat_product(block: Layout, tiler: Tiler) -> Layout:
 
 
 def _pad_rank(layout: Layout, target_rank: int) -> Layout:
+    if layout.rank() >= target_rank:
+        return layout
     modes = layout.modes() + [Layout(1, 0)] * (target_rank - layout.rank())
-    return make_layout(*modes) if target_rank > 1 else modes[0]
+    return Layout(tuple(m.shape for m in modes), tuple(m.stride for m in modes))
 
 
 def _zip_product(block: Layout, tiler: Layout, block_first: bool) -> Layout:
     target_rank = max(block.rank(), tiler.rank())
     product_layout = logical_product(_pad_rank(block, target_rank), _pad_rank(tiler, target_rank))
     blocks, repeats = product_layout[0], product_layout[1]
-    zipped = []
-    for i in range(target_rank):
-        pair = (blocks[i], repeats[i]) if block_first else (repeats[i], blocks[i])
-        zipped.append(make_layout(*pair))
+    # For rank 1 the whole block and repetition are the single mode (CuTe DSL keeps a
+    # rank-1 tuple around the pair).
+    block_modes = blocks.modes() if target_rank > 1 else [blocks]
+    repeat_modes = repeats.modes() if target_rank > 1 else [repeats]
+    zipped = [
+        make_layout(b, r) if block_first else make_layout(r, b) for b, r in zip(block_modes, repeat_modes)
+    ]
     result = Layout(tuple(m.shape for m in zipped), tuple(m.stride for m in zipped))
+    if block_first:
+        # CuTe DSL returns blocked_product's zipped modes as they are.
+        return result
+    # ...and coalesces each mode of raked_product (as C++ CuTe does for both).
     return coalesce(result, (1,) * target_rank)
 
 

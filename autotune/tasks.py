@@ -1,0 +1,133 @@
+"""What the isolated worker runs for a candidate: compile, check, time (these import torch).
+
+Every function here is module-level so it pickles by name into a ``spawn`` worker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+_INPUTS: dict[tuple, Any] = {}
+
+
+def dtype_from_name(name: str) -> Any:
+    import torch
+
+    from .store import normalise_dtype
+
+    dtype = getattr(torch, normalise_dtype(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: unknown dtype {name!r}")
+    return dtype
+
+
+def default_check(op: str, backend: str, shape: Mapping[str, int], dtype: Any, device: str, seed: int,
+                  config: Mapping[str, Any] | None = None) -> Any:
+    """The lead's ``bench.numerics.check_backend`` (fresh inputs, NaN-poisoned output, float64)."""
+    from ..bench.numerics import check_backend
+
+    return check_backend(op, backend, shape, dtype, device, seed, config=config)
+
+
+def check_candidate(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
+                    config: Mapping[str, Any] | None, seed: int = 1234,
+                    check: Callable[..., Any] = default_check) -> dict[str, Any]:
+    """Accuracy against float64 before a candidate may be timed (and so before it may win)."""
+    result = check(op, backend, dict(shape), dtype_from_name(dtype_name), device, seed, config=config)
+    error = result.error or ""
+    # A numerical verdict (wrong values, NaNs, wrong shape) is "wrong"; anything else means the
+    # kernel raised, and the worker decides whether that was a fatal CUDA error.
+    numeric_verdict = result.rel_err is not None or error.startswith("shape ") or "non-finite" in error
+    if not result.ok and not numeric_verdict:
+        # The kernel raised: let the worker classify it (fatal CUDA error or plain error).
+        raise RuntimeError(result.error)
+    return {"ok": bool(result.ok), "rel_err": result.rel_err, "error": result.error}
+
+
+def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> tuple[Any, list[tuple]]:
+    """Inputs for timing, cached across requests, plus rotated copies (together larger than
+    the L2) for CUDA-graph timing, so replays do not read cached inputs."""
+    import torch
+
+    from ..kernels import registry
+
+    key = (op, tuple(sorted(shape.items())), dtype_name, device)
+    if key not in _INPUTS:
+        _INPUTS.clear()  # one shape at a time: keep device memory for the kernel
+        spec = registry.spec(op)
+        dtype = dtype_from_name(dtype_name)
+        first = spec.make_inputs(dict(shape), dtype, device, 0)
+        copies = [first]
+        if torch.device(device).type == "cuda":
+            size = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
+            l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 50 << 20)
+            count = min(64, max(1, math.ceil(3 * l2 / max(size, 1))))
+            copies += [spec.make_inputs(dict(shape), dtype, device, i) for i in range(1, count)]
+        outs = [spec.empty_output(*args) for args in copies]
+        _INPUTS[key] = (spec, list(zip(copies, outs)))
+    return _INPUTS[key]
+
+
+def time_candidates(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
+                    configs: Sequence[Mapping[str, Any] | None], rounds: int = 2, repeats: int = 20) -> list[list[float]]:
+    """Interleaved timing: each round times every config once (rotated start), so drift in
+    clocks or temperature spreads over all of them. Returns each config's per-round medians."""
+    from ..bench.timing import measure
+    from ..kernels import registry
+
+    b = registry.backend(op, backend)
+    _, pairs = _inputs(op, shape, dtype_name, device)
+    args, out = pairs[0]
+
+    def runner(config: Mapping[str, Any] | None, call_args: tuple, call_out: Any) -> Callable[[], Any]:
+        if config:
+            return lambda: b.fn(*call_args, out=call_out, config=config)
+        return lambda: b.fn(*call_args, out=call_out)
+
+    results: list[list[float]] = [[] for _ in configs]
+    for round_index in range(rounds):
+        for offset in range(len(configs)):
+            i = (offset + round_index) % len(configs)
+            config = configs[i]
+            graph_fns = [runner(config, a, o) for a, o in pairs] if len(pairs) > 1 else None
+            timing = measure(runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats)
+            results[i].append(timing.median_ms)
+    return results
+
+
+def compile_candidate(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
+                      config: Mapping[str, Any] | None) -> bool:
+    """Run the kernel once so its compiled form lands in the DSL's on-disk cache (Triton,
+    Helion, TileLang all keep one): the benchmark worker then loads instead of compiling."""
+    import torch
+
+    from ..kernels import registry
+
+    spec = registry.spec(op)
+    b = registry.backend(op, backend)
+    args = spec.make_inputs(dict(shape), dtype_from_name(dtype_name), device, 0)
+    if config:
+        b.fn(*args, out=spec.empty_output(*args), config=config)
+    else:
+        b.fn(*args, out=spec.empty_output(*args))
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return True
+
+
+def device_context(device: str, shape: Mapping[str, int], dtype_name: str) -> dict[str, Any]:
+    """Facts the config-space constraints need (queried in the worker: the parent stays CUDA-free)."""
+    import torch
+
+    context: dict[str, Any] = {"shape": dict(shape), "dtype_bytes": dtype_from_name(dtype_name).itemsize}
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
+        context.update(
+            shared_memory_bytes=getattr(props, "shared_memory_per_block_optin", None),
+            sm_count=props.multi_processor_count,
+            compute_capability=(props.major, props.minor),
+            gpu_name=props.name,
+        )
+    return context

@@ -1,0 +1,216 @@
+"""One tuning job: (op, backend, shape, dtype) -> a verified, head-to-head winner and its log.
+
+The parent process never touches CUDA: every candidate is compiled (optionally in a pool of
+workers, filling the DSL's disk cache), checked against float64 and timed in an
+:class:`~.worker.IsolatedWorker`, which is restarted after a fatal CUDA error or a hang, so the
+run goes on and the config is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import store, tasks
+from .search import Decision, Evaluator, Outcome, SearchResult, decide, search
+from .space import Config, ConfigSpace, TuneContext, space_for
+from .worker import IsolatedWorker, WorkerPool
+
+#: External autotuners by DSL: fn(op, backend, shape, dtype_name, effort, budget_s) -> config.
+#: Helion's own autotuner registers here (the lead wires it); its pick is then checked and timed
+#: by our harness like any candidate, and recorded in our store with source "helion-autotuner".
+EXTERNAL_AUTOTUNERS: dict[str, Callable[..., Mapping[str, Any] | None]] = {}
+
+
+def register_external_autotuner(dsl: str, tuner: Callable[..., Mapping[str, Any] | None]) -> None:
+    EXTERNAL_AUTOTUNERS[dsl] = tuner
+
+
+@dataclass
+class TuneRequest:
+    op: str
+    backend: str
+    shape: dict[str, int]
+    dtype: str = "bfloat16"
+    effort: str = "quick"
+    budget_s: float | None = None
+    device: str = "cuda"
+    use_external: bool = False
+
+
+@dataclass
+class TuneResult:
+    request: TuneRequest
+    search: SearchResult | None
+    decision: Decision | None
+    entry: dict[str, Any] | None
+    error: str | None = None
+    seconds: float = 0.0
+    extra_outcomes: list[Outcome] = field(default_factory=list)
+
+    def log_record(self) -> dict[str, Any]:
+        """The convergence record the HTML report plots (one element of ``tuning.json``)."""
+        outcomes = (self.search.outcomes if self.search else []) + self.extra_outcomes
+        return {
+            "op": self.request.op, "backend": self.request.backend, "shape": self.request.shape,
+            "dtype": self.request.dtype, "effort": self.request.effort,
+            "strategy": self.search.strategy if self.search else None,
+            "space_size": self.search.space_size if self.search else None,
+            "stopped_by": self.search.stopped_by if self.search else None,
+            "log": self.search.log if self.search else [],
+            "winner": self.entry,
+            "evaluated": len(outcomes),
+            "failed": [o.as_dict() for o in outcomes if not o.ok],
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class WorkerEvaluator:
+    """Checks, then times, candidates in the isolated worker."""
+
+    def __init__(self, worker: IsolatedWorker, request: TuneRequest, *,
+                 check: Callable[..., Any] = tasks.default_check, compile_pool: WorkerPool | None = None,
+                 timeout_s: float = 60.0, compile_timeout_s: float = 180.0, repeats: int = 20) -> None:
+        self.worker, self.request, self.check = worker, request, check
+        self.compile_pool, self.timeout_s, self.compile_timeout_s = compile_pool, timeout_s, compile_timeout_s
+        self.repeats = repeats
+
+    def _common(self) -> tuple:
+        r = self.request
+        return (r.op, r.backend, r.shape, r.dtype, r.device)
+
+    def evaluate(self, configs: Sequence[Config]) -> list[Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        if self.compile_pool is not None and len(configs) > 1:
+            replies = self.compile_pool.map(tasks.compile_candidate, [(*self._common(), c) for c in configs],
+                                            timeout_s=self.compile_timeout_s)
+            for i, reply in enumerate(replies):
+                if not reply.ok:
+                    outcomes[i] = Outcome(configs[i], None, reply.failure, "compile: " + reply.detail)
+        passed: list[int] = []
+        for i, config in enumerate(configs):
+            if i in outcomes:
+                continue
+            reply = self.worker.call(tasks.check_candidate, *self._common(), config, check=self.check,
+                                     timeout_s=self.compile_timeout_s)
+            if not reply.ok:
+                outcomes[i] = Outcome(config, None, reply.failure, reply.detail)
+            elif not reply.value["ok"]:
+                outcomes[i] = Outcome(config, None, "wrong", str(reply.value.get("error")))
+            else:
+                passed.append(i)
+        if passed:
+            times = self._time([configs[i] for i in passed], rounds=1)
+            for i, samples in zip(passed, times):
+                if isinstance(samples, Outcome):
+                    outcomes[i] = samples
+                else:
+                    outcomes[i] = Outcome(configs[i], statistics.median(samples))
+        return [outcomes[i] for i in range(len(configs))]
+
+    def _time(self, configs: Sequence[Config], rounds: int) -> list[list[float] | Outcome]:
+        reply = self.worker.call(tasks.time_candidates, *self._common(), list(configs), rounds, self.repeats,
+                                 timeout_s=self.timeout_s * len(configs) * rounds)
+        if reply.ok:
+            return reply.value
+        if len(configs) == 1:
+            return [Outcome(configs[0], None, reply.failure, "timing: " + reply.detail)]
+        # One of the batch broke the worker: time them one by one to find which.
+        return [self._time([c], rounds)[0] for c in configs]
+
+    def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
+        results = self._time(configs, rounds)
+        return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
+
+
+def _context(worker: IsolatedWorker, request: TuneRequest) -> tuple[TuneContext, store.GpuIdentity | None]:
+    reply = worker.call(tasks.device_context, request.device, request.shape, request.dtype, timeout_s=180.0)
+    if not reply.ok:
+        raise RuntimeError(f"could not query the device: {reply.detail}")
+    facts = dict(reply.value)
+    gpu_name = facts.pop("gpu_name", None)
+    cc = facts.get("compute_capability")
+    gpu = store.GpuIdentity(gpu_name, store.gpu_slug(gpu_name), tuple(cc)) if gpu_name and cc else None
+    return TuneContext(**facts), gpu
+
+
+def seeds_for(request: TuneRequest, space: ConfigSpace | None, default: Mapping[str, Any] | None,
+              gpu: store.GpuIdentity | None, context: TuneContext) -> list[Config]:
+    """The baked winner of the nearest shape (if it fits this shape), then the kernel's default."""
+    seeds: list[Config] = []
+    if gpu is not None:
+        try:
+            entry = store.lookup_entry(request.op, request.backend, request.dtype, request.shape, gpu=gpu)
+        except Exception:
+            entry = None
+        if entry and entry["config"]:
+            seeds.append(dict(entry["config"]))
+    if default:
+        seeds.append(dict(default))
+    if space is None:
+        return []
+    return [s for s in seeds if space.invalid_reason(s, context) is None]
+
+
+def tune(request: TuneRequest, worker: IsolatedWorker, *, check: Callable[..., Any] = tasks.default_check,
+         compile_pool: WorkerPool | None = None, on_progress: Callable[[SearchResult], None] | None = None,
+         finalists: int = 4, final_rounds: int = 5) -> TuneResult:
+    from ..kernels import registry
+
+    start = time.monotonic()
+    b = registry.backend(request.op, request.backend)
+    reason = getattr(b, "reason", None)
+    if reason:
+        return TuneResult(request, None, None, None, error=f"unavailable: {reason}")
+    space = space_for(b)
+    context, gpu = _context(worker, request)
+    evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool)
+    seeds = seeds_for(request, space, b.default_config, gpu, context)
+    result = search(space, evaluator, context, effort=request.effort, budget_s=request.budget_s, seeds=seeds,
+                    on_progress=on_progress)
+    extra: list[Outcome] = []
+    external = EXTERNAL_AUTOTUNERS.get(b.dsl) if request.use_external else None
+    if external is not None:
+        try:
+            picked = external(request.op, request.backend, request.shape, request.dtype, request.effort,
+                              request.budget_s)
+        except Exception as exc:
+            picked = None
+            extra.append(Outcome({}, None, "error", f"external autotuner: {type(exc).__name__}: {exc}",
+                                 source=f"{b.dsl}-autotuner"))
+        if picked:
+            outcome = evaluator.evaluate([dict(picked)])[0]
+            outcome.source = f"{b.dsl}-autotuner"
+            extra.append(outcome)
+    candidates = sorted([o for o in result.successes + extra if o.ok],
+                        key=lambda o: (o.time_ms, store_key(o.config)))
+    unique: list[Outcome] = []
+    for o in candidates:
+        if all(store_key(o.config) != store_key(u.config) for u in unique):
+            unique.append(o)
+    decision = decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
+    entry = None
+    if decision is not None:
+        sources = {store_key(o.config): o.source for o in unique}
+        failed = sum(1 for o in result.outcomes + extra if not o.ok)
+        entry = {
+            "op": request.op, "backend": request.backend, "dtype": store.normalise_dtype(request.dtype),
+            "shape": dict(request.shape), "config": decision.winner, "time_ms": decision.time_ms,
+            "noise": min(decision.noise, 100.0),
+            "runner_ups": [{"config": c, "time_ms": t} for c, t in decision.standings[1:] if math.isfinite(t)],
+            "evaluated": len(result.outcomes) + len(extra), "failed": failed,
+            "source": sources.get(store_key(decision.winner), "search"),
+        }
+    error = None if decision else "no candidate passed the accuracy check"
+    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra)
+
+
+def store_key(config: Mapping[str, Any]) -> str:
+    from .space import canonical_json
+
+    return canonical_json(config)

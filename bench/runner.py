@@ -1,0 +1,231 @@
+"""``tilearena bench``: every (op, backend, shape, dtype) checked against float64, then timed.
+
+For each op, shape and dtype: one set of fresh random inputs (a new seed per run, recorded),
+one float64 reference; each backend runs once into a NaN-poisoned output (numerics), the
+backends' outputs are compared pairwise (cross-DSL agreement), then each backend that passed is
+timed twice (the spread of the two is the row's noise floor). Rows are written as they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..dispatch import why_not
+from ..kernels import registry
+from . import numerics
+from .environment import environment, measure_ceilings
+from .results import ResultsFile
+from .timing import Timing, measure, noise_floor
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    if text not in DTYPES:
+        raise argparse.ArgumentTypeError(f"--dtype: expected one of {sorted(DTYPES)}, got {text!r}")
+    return DTYPES[text]
+
+
+def _input_bytes(args: Sequence[Any]) -> int:
+    return sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
+
+
+def _rotated_calls(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any], shape: dict,
+                   dtype: torch.dtype, device: str, seed: int) -> list[Callable[[], Any]]:
+    """Calls on distinct input copies whose total exceeds twice the L2, for graph replay."""
+    l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
+    copies = max(1, min(64, math.ceil(2 * l2 / max(1, _input_bytes(args)))))
+    calls = []
+    for i in range(copies):
+        copy_args = args if i == 0 else op_spec.make_inputs(shape, dtype, device, seed + 1000 + i)
+        calls.append(_timed_call(op_spec, b, copy_args))
+    return calls
+
+
+def _timed_call(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any]) -> Callable[[], Any]:
+    # Our kernels write a preallocated output; the rest allocate theirs as a user's call would.
+    if b.writes_out:
+        out = op_spec.empty_output(*args)
+        return lambda: b.fn(*args, out=out)
+    return lambda: b.fn(*args)
+
+
+def _row(op_spec: registry.OpSpec, b: registry.Backend, shape: dict, dtype: torch.dtype) -> dict[str, Any]:
+    return {"op": op_spec.name, "backend": b.name, "dsl": b.dsl, "ours": b.ours, "shape": dict(shape),
+            "dtype": DTYPE_NAMES[dtype], "ms": None, "ms_iqr": None, "gbps": None, "tflops": None,
+            "sol_pct": None, "rel_err": None, "max_abs_err": None, "tol": None, "ok": False, "error": None}
+
+
+def bench_shape(op_spec: registry.OpSpec, backend_names: Sequence[str], shape: dict, dtype: torch.dtype,
+                device: str, ceilings: dict[str, Any], results: ResultsFile, advance: Callable[[str], None],
+                time_it: bool = True) -> None:
+    seed = random.SystemRandom().randrange(1 << 31)
+    args = op_spec.make_inputs(shape, dtype, device, seed)
+    ref = numerics.reference_on(op_spec, args)
+    cost = op_spec.cost(shape, dtype)
+    outputs: dict[str, torch.Tensor | str] = {}
+    for name in backend_names:
+        b = registry.backend(op_spec.name, name)
+        row = _row(op_spec, b, shape, dtype)
+        row.update(bytes=cost.bytes, flops=cost.flops, seed=seed)
+        advance(f"{op_spec.name} {name} {shape}")
+        reason = why_not(b, args)
+        if reason:
+            row["error"] = f"unavailable: {reason}"
+            results.add_row(row)
+            continue
+        try:
+            out = numerics.poisoned_output(op_spec, args)
+            result = b.fn(*args, out=out)
+            if result is not out:
+                out.copy_(result)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            check = numerics.compare(out, ref, op_spec.tolerance[dtype])
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            results.add_row(row)
+            continue
+        row.update(rel_err=check.rel_err, max_abs_err=check.max_abs_err, tol=check.tol, ok=check.ok,
+                   error=check.error)
+        outputs[name] = out
+        if check.ok and time_it:
+            try:
+                timing, noise = _time_twice(op_spec, b, args, shape, dtype, device, seed)
+            except Exception as exc:
+                row["ok"] = False
+                row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
+                results.add_row(row)
+                continue
+            row.update(_speed(timing, cost, op_spec.bound, ceilings))
+            row["noise"] = noise
+            row["timing_method"] = timing.method
+        results.add_row(row)
+    if len(outputs) > 1:
+        names, matrix = numerics.agreement_matrix(outputs)
+        results.add_agreement({"op": op_spec.name, "shape": dict(shape), "dtype": DTYPE_NAMES[dtype],
+                               "backends": names, "matrix": matrix})
+    del outputs, ref, args
+    if device != "cpu":
+        torch.cuda.empty_cache()
+
+
+def _time_twice(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any], shape: dict,
+                dtype: torch.dtype, device: str, seed: int) -> tuple[Timing, float]:
+    call = _timed_call(op_spec, b, args)
+    graph_calls = _rotated_calls(op_spec, b, args, shape, dtype, device, seed) if device != "cpu" else None
+    try:
+        first = measure(call, device, graph_fns=graph_calls, repeats=20)
+        second = measure(call, device, graph_fns=graph_calls, repeats=20)
+    except RuntimeError as exc:
+        if graph_calls is None or "graph" not in str(exc).lower():
+            raise
+        # Some libraries cannot be captured in a CUDA graph: time them with events instead.
+        torch.cuda.synchronize()
+        first = measure(call, device, repeats=20)
+        second = measure(call, device, repeats=20)
+    best = first if first.median_ms <= second.median_ms else second
+    combined = Timing((first.median_ms + second.median_ms) / 2, max(first.iqr_ms, second.iqr_ms),
+                      first.samples + second.samples, best.method)
+    return combined, noise_floor(first, second)
+
+
+def _speed(timing: Timing, cost: registry.Cost, bound: str, ceilings: dict[str, Any]) -> dict[str, Any]:
+    seconds = timing.median_ms * 1e-3
+    gbps = cost.bytes / seconds / 1e9 if seconds > 0 else None
+    tflops = cost.flops / seconds / 1e12 if seconds > 0 else None
+    ceiling = ceilings.get("copy_gbps") if bound == "memory" else ceilings.get("matmul_bf16_tflops")
+    achieved = gbps if bound == "memory" else tflops
+    sol = 100.0 * achieved / ceiling if ceiling and achieved is not None else None
+    return {"ms": timing.median_ms, "ms_iqr": timing.iqr_ms, "gbps": gbps, "tflops": tflops, "sol_pct": sol}
+
+
+def run_bench(ops: Sequence[str], backends: Sequence[str] | None, shape_sets: Sequence[str],
+              dtypes: Sequence[torch.dtype], out_dir: Path, console: Console,
+              write_report: bool = False) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        console.print("[yellow]No CUDA GPU: running what runs on the CPU (eager, torch.compile, the Triton "
+                      "interpreter) on the quick shapes. CPU timings say nothing about GPU performance.[/]")
+        shape_sets = ["quick"]
+    env = environment(device)
+    env["timing"] = {"method": "cuda-events, L2 flushed; cuda-graph replay over rotated inputs under 50 us"
+                     if device == "cuda" else "cpu-timer", "repeats": "2 x 20 (median of each, averaged)",
+                     "l2": "flushed" if device == "cuda" else "n/a"}
+    with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
+        ceilings = measure_ceilings(device)
+    results = ResultsFile(out_dir / "results.json", env, ceilings)
+    plan = []
+    for op in ops:
+        op_spec = registry.spec(op)
+        names = [n for n in (backends or registry.backend_names(op)) if n in registry.backend_names(op)]
+        for set_name in shape_sets:
+            if set_name not in op_spec.shapes:
+                console.print(f"[yellow]{op}: no shape set {set_name!r}; has {sorted(op_spec.shapes)}[/]")
+                continue
+            for shape in op_spec.shapes[set_name]:
+                for dtype in dtypes:
+                    if dtype in op_spec.dtypes:
+                        plan.append((op_spec, names, dict(shape), dtype))
+    total = sum(len(p[1]) for p in plan)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+
+        def advance(label: str) -> None:
+            progress.update(task, advance=1, description=label)
+
+        for op_spec, names, shape, dtype in plan:
+            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance)
+    print_tables(results.data, console)
+    if write_report:
+        from .report import write_report as build
+        build([results.path], out_dir)
+    console.print(f"results: {results.path}")
+    return results.data
+
+
+def print_tables(data: dict[str, Any], console: Console) -> None:
+    rows = data["rows"]
+    ceilings = data.get("ceilings") or {}
+    if ceilings.get("copy_gbps"):
+        console.print(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 GEMM "
+                      f"{ceilings['matmul_bf16_tflops']:.0f} TFLOP/s ({data['env'].get('gpu')})")
+    for op in dict.fromkeys(r["op"] for r in rows):
+        table = Table(title=op, show_lines=False)
+        for column in ("shape", "dtype", "backend", "ms", "GB/s", "TFLOP/s", "% SOL", "vs eager", "rel err", "ok"):
+            table.add_column(column, justify="right" if column not in ("backend", "shape") else "left")
+        op_rows = [r for r in rows if r["op"] == op]
+        for r in op_rows:
+            eager = next((e for e in op_rows if e["backend"] == "eager" and e["shape"] == r["shape"]
+                          and e["dtype"] == r["dtype"] and e["ms"]), None)
+            speedup = f"{eager['ms'] / r['ms']:.2f}x" if eager and r["ms"] else ""
+            table.add_row(
+                "x".join(str(v) for v in r["shape"].values()), r["dtype"].replace("float", "f"), r["backend"],
+                _fmt(r["ms"], ".4f"), _fmt(r["gbps"], ".0f"), _fmt(r["tflops"], ".1f"), _fmt(r["sol_pct"], ".1f"),
+                speedup, _fmt(r["rel_err"], ".1e"),
+                "[green]ok[/]" if r["ok"] else _short_error(r["error"]),
+            )
+        console.print(table)
+
+
+def _short_error(error: str | None) -> str:
+    if error and error.startswith("unavailable"):
+        return "[yellow]unavailable[/]"
+    return f"[red]{(error or 'fail')[:40]}[/]"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)

@@ -1,0 +1,163 @@
+"""Careful timing of GPU work (and a plain CPU timer for machines without one).
+
+The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
+* warm up first, so compilation, module load and handle creation stay out of the numbers;
+* time with CUDA events around the region only;
+* flush the L2 before every timed run (write a buffer larger than L2), so every run reads its
+  inputs from DRAM as a real model would, and the flush itself sits outside the events;
+* kernels under ~50 us are timed as CUDA-graph replays of many launches, which removes launch
+  gaps that would otherwise dominate; the graph rotates over several copies of the inputs whose
+  total exceeds the L2, so replays do not read cached inputs;
+* report the median and the interquartile range over >= 20 samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+#: Samples below this many microseconds are re-measured as CUDA-graph replays.
+GRAPH_BELOW_US = 50.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    iqr_ms: float
+    samples: int
+    method: str  # "cuda-events" | "cuda-graph" | "cpu-timer"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) < 4:
+        mid = statistics.median(values)
+        return min(values), mid, max(values)
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _summary(samples_ms: Sequence[float], method: str) -> Timing:
+    q1, q2, q3 = _quartiles(samples_ms)
+    return Timing(median_ms=q2, iqr_ms=q3 - q1, samples=len(samples_ms), method=method)
+
+
+class L2Flusher:
+    """Writes a buffer twice the L2's size, evicting whatever the last run left cached."""
+
+    def __init__(self, device: torch.device) -> None:
+        l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
+        self.buffer = torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device)
+        self.l2_bytes = l2_bytes
+
+    def __call__(self) -> None:
+        self.buffer.zero_()
+
+
+def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Timing:
+    """Wall-clock timing for CPU runs; these numbers say nothing about GPU performance."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return _summary(samples, "cpu-timer")
+
+
+def time_cuda(
+    fn: Callable[[], Any],
+    *,
+    repeats: int = 30,
+    warmup_ms: float = 25.0,
+    flush_l2: bool = True,
+    graph_fns: Sequence[Callable[[], Any]] | None = None,
+    max_total_ms: float = 2000.0,
+) -> Timing:
+    """Median and IQR of ``fn`` on the current CUDA stream.
+
+    ``graph_fns``, when given, are calls of the same kernel on distinct input copies (together
+    larger than the L2); if one run of ``fn`` takes under ``GRAPH_BELOW_US``, they are captured
+    in one CUDA graph and each sample is one replay divided by the number of calls.
+    """
+    device = torch.device("cuda", torch.cuda.current_device())
+    flusher = L2Flusher(device) if flush_l2 else None
+    fn()
+    torch.cuda.synchronize()
+    # Estimate one run, then warm up for about warmup_ms.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    estimate_ms = max(start.elapsed_time(end) / 3, 1e-4)
+    for _ in range(max(1, min(1000, int(warmup_ms / estimate_ms)))):
+        fn()
+    repeats = max(20, min(repeats, int(max_total_ms / estimate_ms)))
+
+    if graph_fns and estimate_ms * 1e3 < GRAPH_BELOW_US:
+        return _time_graph(graph_fns, repeats)
+
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for i in range(repeats):
+        if flusher is not None:
+            flusher()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return _summary([s.elapsed_time(e) for s, e in zip(starts, ends)], "cuda-events")
+
+
+def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
+    """Each sample: one replay of a graph holding every call in ``fns``, per call."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for f in fns:  # warm up on the side stream, as graph capture requires
+            f()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for f in fns:
+            f()
+    graph.replay()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for i in range(repeats):
+        starts[i].record()
+        graph.replay()
+        ends[i].record()
+    torch.cuda.synchronize()
+    per_call = [s.elapsed_time(e) / len(fns) for s, e in zip(starts, ends)]
+    return _summary(per_call, "cuda-graph")
+
+
+def measure(
+    fn: Callable[[], Any],
+    device: torch.device | str,
+    *,
+    graph_fns: Sequence[Callable[[], Any]] | None = None,
+    repeats: int = 30,
+) -> Timing:
+    """Time ``fn`` with the right clock for ``device``."""
+    if torch.device(device).type == "cuda":
+        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats)
+    return time_cpu(fn, repeats=min(repeats, 5), warmup=1)
+
+
+def noise_floor(first: Timing, second: Timing) -> float:
+    """Relative spread of two measurements of the same thing: differences below it are noise."""
+    low = min(first.median_ms, second.median_ms)
+    return abs(first.median_ms - second.median_ms) / low if low > 0 else 0.0

@@ -1,0 +1,196 @@
+"""Baked Helion configs for the H100, per shape class, and the machinery shared by the Helion backends.
+
+No Helion kernel here autotunes at call time: each call picks a shipped ``helion.Config`` by
+shape class (short/long rows; small/large M for matmul), and a ``config`` given to the backend
+function is merged over it key by key (so ``{"num_warps": 16}`` changes only that).  The
+choices are educated guesses for an H100 until the autotuner's results are baked in here.
+
+``helion_config_space(kernel, args)`` returns Helion's own ``ConfigSpec`` for a kernel bound to
+some arguments (``Kernel.bind(args).config_spec`` in Helion 1.4.0): the autotuner's search space.
+It needs no GPU (binding traces the kernel on fake tensors), but it must be obtained with
+reference mode off, since a kernel bound in reference mode (``HELION_INTERPRET=1``) is never
+traced and its ConfigSpec is empty.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import helion
+from helion.runtime.ref_mode import RefMode
+
+#: Keys a ``helion.Config`` understands; anything else in a ``config`` is a typo.
+_HELION_CONFIG_KEYS = frozenset(
+    name for name, p in inspect.signature(helion.Config.__init__).parameters.items()
+    if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+# --------------------------------------------------------------------------------------------
+# Row-wise ops (RMSNorm, softmax): x[M, N] reduced over N, one ``hl.tile(m)`` loop.
+# --------------------------------------------------------------------------------------------
+
+#: Above this many columns a row no longer sits in one program's registers: the reduction is
+#: rolled into a loop over chunks (``reduction_loops``), or softmax switches to its online kernel.
+MAX_ROW_IN_REGISTERS = 32768
+
+
+def rowwise_config(n: int, *, looped_chunk: int = 8192) -> dict[str, Any]:
+    """The shipped config of a row-wise kernel whose one reduction is over ``n`` columns.
+
+    ``block_sizes[0]`` is rows per program; ``reduction_loops[0]`` is None to hold a whole row
+    in registers (x read once) or a chunk size to loop over the row (x read twice).
+    """
+    block_n = next_power_of_2(n)
+    if block_n <= 1024:
+        # Short rows: several rows per program so each program still moves ~16 KB.
+        rows = max(1, min(64, 8192 // block_n))
+        return {"block_sizes": [rows], "reduction_loops": [None], "num_warps": 4 if rows * block_n <= 4096
+                else 8, "num_stages": 1}
+    if block_n <= MAX_ROW_IN_REGISTERS:
+        # One row per program, ~16-32 fp32 values per thread: no spills, one read of x.
+        return {"block_sizes": [1], "reduction_loops": [None],
+                "num_warps": max(4, min(32, block_n // 1024)), "num_stages": 1}
+    return {"block_sizes": [1], "reduction_loops": [looped_chunk], "num_warps": 16, "num_stages": 2}
+
+
+def softmax_online_config(n: int) -> dict[str, Any]:
+    """Config of the two-pass online softmax (rows longer than ``MAX_ROW_IN_REGISTERS``):
+    ``block_sizes`` = [rows per program, columns per chunk]."""
+    return {"block_sizes": [1, min(8192, next_power_of_2(n))], "num_warps": 16, "num_stages": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Matmul: C[M, N] = A[M, K] @ B, ``hl.tile([m, n])`` with an ``hl.tile(k)`` loop inside.
+# --------------------------------------------------------------------------------------------
+
+def matmul_config(m: int, n: int, k: int) -> dict[str, Any]:
+    """The shipped config for an (M, N, K) problem: ``block_sizes`` = [BLOCK_M, BLOCK_N, BLOCK_K].
+
+    Tiles are clamped to the problem (at least 16, the smallest tensor-core tile), so a tiny
+    problem does not ask for a 128-wide tile of a 5-wide matrix.
+    """
+    if m <= 16:
+        # Decode: B's bytes dominate; many narrow programs over N stream it at full bandwidth.
+        bm, bn, bk, warps, stages, pid = 16, 64, 128, 4, 4, "flat"
+    elif m <= 64:
+        bm, bn, bk, warps, stages, pid = 64, 64, 128, 4, 4, "flat"
+    elif m <= 512:
+        bm, bn, bk, warps, stages, pid = 128, 128, 64, 8, 4, "flat"
+    else:
+        # Large GEMM: the classic Hopper tile, persistent over the SMs, grouped for L2 reuse.
+        bm, bn, bk, warps, stages, pid = 128, 256, 64, 8, 3, "persistent_blocked"
+
+    def clamp(block: int, dim: int) -> int:
+        return max(16, min(block, next_power_of_2(dim)))
+
+    return {
+        "block_sizes": [clamp(bm, m), clamp(bn, n), clamp(bk, k)],
+        "l2_groupings": [8],
+        "num_warps": warps,
+        "num_stages": stages,
+        "pid_type": pid,
+        # TMA loads on Hopper; Helion falls back per tensor where a descriptor is not allowed
+        # (unaligned strides, a tile larger than the matrix).  Per-loop knobs (range_*) are left
+        # to Helion's defaults: their count differs by device, so a fixed list would not fit.
+        "indexing": "tensor_descriptor",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Shared machinery.
+# --------------------------------------------------------------------------------------------
+
+def merge_config(shipped: Mapping[str, Any], config: Mapping[str, Any] | helion.Config | None,
+                 extra_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``shipped`` overridden key by key by ``config``; raises ValueError naming an unknown key.
+
+    ``extra_keys`` are backend-level keys (not Helion's) that the caller pops itself.
+    """
+    if config is None:
+        return dict(shipped)
+    if isinstance(config, helion.Config):
+        config = dict(config.config)
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config: expected a mapping or helion.Config, got {type(config).__name__}")
+    unknown = sorted(set(config) - _HELION_CONFIG_KEYS - extra_keys)
+    if unknown:
+        raise ValueError(f"config: unknown Helion config key(s) {unknown}; expected keys of helion.Config")
+    warps = config.get("num_warps")
+    if warps is not None and (not isinstance(warps, int) or warps not in (1, 2, 4, 8, 16, 32)):
+        # Helion passes num_warps straight to Triton, which fails only at launch.
+        raise ValueError(f"config: num_warps must be a power of two from 1 to 32, got {warps!r}")
+    return {**shipped, **config}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
+
+
+@lru_cache(maxsize=256)
+def _compiled_kernel(fn: Callable[..., Any], frozen_config: tuple, static_shapes: bool,
+                     ref_mode: bool, frozen_settings: tuple) -> helion.Kernel:
+    config = helion.Config(**{k: _thaw(v) for k, v in frozen_config})
+    return helion.kernel(fn, config=config, static_shapes=static_shapes, autotune_effort="none",
+                         ref_mode=RefMode.EAGER if ref_mode else RefMode.OFF, **dict(frozen_settings))
+
+
+def helion_kernel(fn: Callable[..., Any], config: Mapping[str, Any], *, static_shapes: bool,
+                  **settings: Any) -> helion.Kernel:
+    """One ``helion.Kernel`` per (kernel function, config), built once and kept.
+
+    Helion caches the bound (compiled) kernel per shape specialisation inside each Kernel and
+    dispatches repeat calls through a dictionary keyed on shapes and dtypes, so after the first
+    call of a shape class a call costs two dictionary look-ups and the launch.  The reference
+    (interpret) mode is read from ``HELION_INTERPRET`` when a kernel is first built, the way
+    Helion's own Settings read it; it is part of the cache key so tests can switch it.
+    ``settings`` are further ``helion.Settings`` fields (e.g. ``dot_precision``).
+    """
+
+    ref_mode = os.environ.get("HELION_INTERPRET", "") not in ("", "0")
+    return _compiled_kernel(fn, _freeze(config), static_shapes, ref_mode, _freeze(settings))
+
+
+def run_kernel(kernel: helion.Kernel, *args: Any) -> Any:
+    """Call a Helion kernel; an invalid config value surfaces as a ValueError naming ``config``."""
+    try:
+        return kernel(*args)
+    except helion.exc.InvalidConfig as exc:
+        raise ValueError(f"config: {exc}") from exc
+
+
+def helion_config_space(fn: Callable[..., Any], args: tuple[Any, ...], *, static_shapes: bool,
+                        **settings: Any) -> Any:
+    """Helion's ``ConfigSpec`` (the autotuner's search space) for ``fn`` bound to ``args``."""
+    kernel = helion.kernel(fn, static_shapes=static_shapes, autotune_effort="none", ref_mode=RefMode.OFF,
+                           **settings)
+    return kernel.bind(tuple(args)).config_spec
+
+
+def describe_config_space(config_spec: Any) -> dict[str, str]:
+    """A readable {key: fragment} view of a ConfigSpec, for reports and the autotuner's logs."""
+    from helion.autotuner.block_id_sequence import BlockIdSequence
+
+    def show(field: Any) -> str:
+        # A BlockIdSequence holds one spec per tiled loop / reduction; its own repr is an address.
+        if isinstance(field, BlockIdSequence):
+            return repr([field[i] for i in range(len(field))])
+        return repr(field)
+
+    return {key: show(field) for key, field in config_spec._flat_fields().items()}

@@ -1,0 +1,125 @@
+"""Softmax forward in TileLang (same row mapping as RMSNorm: see ``row_kernel_key`` in
+``kernels/tilelang_common.py``).
+
+* ``rows``: whole rows, padded to a power of two, in register fragments: one read, a block
+  max-reduce and sum-reduce per row, one write. Padding columns are set to -inf after the load
+  (the copy zero-fills them, and a zero could be the maximum). Rows past M load as zeros, so
+  they stay finite, and their stores are predicated off.
+* ``chunked``: rows up to 262144. Pass 1 is an online softmax over ``chunk``-column steps: a
+  block max per chunk, and a per-thread running sum of exp rescaled when the max grows (one exp
+  per element plus one per chunk). Pass 2 re-reads x (mostly from L2) and writes exp(x - max) / sum.
+
+Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
+"""
+
+# No `from __future__ import annotations`: T.prim_func evaluates its parameters' annotations,
+# which name the builder's locals (dtype, n), and string annotations lose that closure.
+from collections.abc import Mapping
+from typing import Any
+
+import tilelang.language as T
+import torch
+
+from ..registry import Backend
+from ..tilelang_common import (
+    ROW_CONFIG_SPACE,
+    ROW_DEFAULT_CONFIG,
+    compiled_kernel,
+    row_kernel_key,
+    tilelang_dtype,
+)
+
+LOG2_E = 1.4426950408889634
+
+
+def build_softmax(
+    n: int, dtype: str, kind: str, block_n: int, rows: int, threads: int, num_stages: int
+) -> Any:
+    """The softmax ``T.prim_func`` for rows of ``n`` elements; ``kind`` as in ``row_kernel_key``."""
+    m = T.dynamic("M")
+    accum = "float32"
+
+    if kind == "rows":
+
+        @T.prim_func
+        def softmax_rows(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
+            with T.Kernel(T.ceildiv(m, rows), threads=threads) as block:
+                x_tile = T.alloc_fragment((rows, block_n), accum)
+                row_max = T.alloc_fragment((rows,), accum)
+                row_sum = T.alloc_fragment((rows,), accum)
+                T.copy(x[block * rows, 0], x_tile)
+                for i, j in T.Parallel(rows, block_n):
+                    x_tile[i, j] = T.if_then_else(j < n, x_tile[i, j] * LOG2_E, -T.infinity(accum))
+                T.reduce_max(x_tile, row_max, dim=1)
+                for i, j in T.Parallel(rows, block_n):
+                    x_tile[i, j] = T.exp2(x_tile[i, j] - row_max[i])
+                T.reduce_sum(x_tile, row_sum, dim=1)
+                for i, j in T.Parallel(rows, block_n):
+                    x_tile[i, j] = x_tile[i, j] / row_sum[i]
+                T.copy(x_tile, y[block * rows, 0])
+
+        return softmax_rows
+
+    chunk = block_n
+    num_chunks = (n + chunk - 1) // chunk
+
+    @T.prim_func
+    def softmax_chunked(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
+        with T.Kernel(m, threads=threads) as row:
+            x_chunk = T.alloc_fragment((chunk,), accum)
+            sum_exp = T.alloc_fragment((chunk,), accum)
+            chunk_max = T.alloc_fragment((1,), accum)
+            running_max = T.alloc_fragment((1,), accum)
+            previous_max = T.alloc_fragment((1,), accum)
+            total = T.alloc_fragment((1,), accum)
+            T.clear(sum_exp)
+            T.fill(running_max, -T.infinity(accum))
+            for step in T.Pipelined(num_chunks, num_stages=num_stages):
+                T.copy(x[row, step * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    x_chunk[j] = T.if_then_else(step * chunk + j < n, x_chunk[j] * LOG2_E, -T.infinity(accum))
+                T.reduce_max(x_chunk, chunk_max, dim=0)
+                for j in T.Parallel(1):
+                    previous_max[j] = running_max[j]
+                    running_max[j] = T.max(running_max[j], chunk_max[j])
+                # exp2(-inf - finite) = 0 on the first chunk: the empty sum stays 0.
+                for j in T.Parallel(chunk):
+                    sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - running_max[0]) + T.exp2(
+                        x_chunk[j] - running_max[0]
+                    )
+            T.reduce_sum(sum_exp, total, dim=0)
+            # Walk the row backwards: its tail is the part most likely still in L2.
+            for back in T.Pipelined(num_chunks, num_stages=num_stages):
+                step = num_chunks - 1 - back
+                T.copy(x[row, step * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    x_chunk[j] = T.exp2(x_chunk[j] * LOG2_E - running_max[0]) / total[0]
+                T.copy(x_chunk, y[row, step * chunk])
+
+    return softmax_chunked
+
+
+def kernel_key(x_dtype: torch.dtype, n: int, config: Mapping[str, Any] | None) -> tuple:
+    return (n, tilelang_dtype(x_dtype), *row_kernel_key(n, config))
+
+
+def softmax_tilelang(
+    x: torch.Tensor,
+    out: torch.Tensor | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    n = x.shape[-1]
+    key = kernel_key(x.dtype, n, config)  # validates config even when M == 0
+    y = torch.empty_like(x) if out is None else out
+    x2 = x.view(-1, n)
+    if x2.shape[0] == 0:
+        return y
+    kernel = compiled_kernel(build_softmax, key)
+    kernel(x2, y.view(-1, n))
+    return y
+
+
+BACKENDS = [
+    Backend("softmax", "tilelang", "tilelang", softmax_tilelang, requires=("tilelang",),
+            config_space=ROW_CONFIG_SPACE, default_config=ROW_DEFAULT_CONFIG),
+]

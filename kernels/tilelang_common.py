@@ -1,0 +1,172 @@
+"""Shared plumbing of the TileLang backends: dtype names, the compile cache, and CPU lowering.
+
+TileLang compiles a ``T.prim_func`` per set of Python-level constants (dtype, N, tile sizes).
+Every backend builds its kernel from a hashable *key* and compiles it once per process through
+``compiled_kernel``; the batch dimension M is symbolic, so one compile serves every M.
+
+``lower_to_cuda_source`` runs the same lowering without a GPU (the CI check): it returns the
+CUDA C++ that TileLang would hand to nvcc for the given architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+#: torch dtype -> TileLang dtype name.
+TILELANG_DTYPES: dict[torch.dtype, str] = {
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+    torch.float32: "float32",
+}
+
+#: The architecture the kernels are tuned for, and the one the CPU test lowers to.
+HOPPER_ARCH = "sm_90a"
+
+
+def tilelang_dtype(dtype: torch.dtype) -> str:
+    if dtype not in TILELANG_DTYPES:
+        raise TypeError(f"dtype: TileLang backends take {list(TILELANG_DTYPES)}, got {dtype}")
+    return TILELANG_DTYPES[dtype]
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    """Raise ValueError naming ``name`` when a config value is outside its declared space."""
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+
+
+def merged_config(
+    default: Mapping[str, Any], space: Mapping[str, tuple[Any, ...]], config: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``default`` overridden by ``config``; unknown keys and out-of-space values raise ValueError."""
+    merged = dict(default)
+    for name, value in (config or {}).items():
+        if name not in space:
+            raise ValueError(f"{name}: not a parameter of this backend; expected one of {sorted(space)}")
+        if value is not None:
+            check_choice(name, value, space[name])
+        merged[name] = value
+    return merged
+
+
+@functools.cache
+def _compile_cached(
+    builder: Callable[..., Any], key: tuple[Any, ...], pass_configs: tuple[tuple[str, Any], ...]
+) -> Any:
+    import tilelang
+
+    return tilelang.compile(builder(*key), target="cuda", pass_configs=dict(pass_configs))
+
+
+def compiled_kernel(
+    builder: Callable[..., Any], key: tuple[Any, ...], pass_configs: Mapping[str, Any] | None = None
+) -> Any:
+    """The compiled ``builder(*key)``, compiled on first use and cached for the process.
+
+    The compiled kernel launches on torch's current CUDA stream (TileLang's tvm-ffi adapter
+    takes the stream from torch through the DLPack exchange API).
+    """
+    return _compile_cached(builder, key, tuple(sorted((pass_configs or {}).items())))
+
+
+def lower_to_cuda_source(
+    prim_func: Any, arch: str = HOPPER_ARCH, pass_configs: Mapping[str, Any] | None = None
+) -> str:
+    """The CUDA C++ TileLang generates for ``prim_func`` on ``arch``; needs no GPU."""
+    import tilelang
+    from tilelang import tvm
+    from tvm.target import Target
+
+    # 0.1.15 no longer parses "cuda -arch=..." strings: targets with attributes are dicts, and
+    # layout inference needs the target as the ambient context, not only as an argument.
+    target = Target({"kind": "cuda", "arch": arch})
+    with target, tvm.transform.PassContext(config=dict(pass_configs or {})):
+        return tilelang.lower(prim_func, target=target).kernel_source
+
+
+def nvcc_path() -> str | None:
+    """nvcc on PATH, else under the usual CUDA install folders; None when there is none."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in sorted(os.listdir("/usr/local"), reverse=True) if os.path.isdir("/usr/local") else []:
+        candidate = os.path.join("/usr/local", root, "bin", "nvcc")
+        if root.startswith("cuda") and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def nvcc_command(
+    source_path: str, output_path: str, arch: str = HOPPER_ARCH, ptx_only: bool = False
+) -> list[str]:
+    """The nvcc command TileLang itself would run on generated source (same includes, C++20)."""
+    from tilelang.env import CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
+
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise FileNotFoundError("nvcc: not found on PATH nor under /usr/local/cuda*/bin")
+    compute = arch.replace("sm_", "compute_")
+    return [
+        nvcc, "-std=c++20", "-w", f"-I{TILELANG_TEMPLATE_PATH}", f"-I{CUTLASS_INCLUDE_DIR}", "-DENABLE_BF16",
+        f"-gencode=arch={compute},code={arch}", "--ptx" if ptx_only else "-c", source_path, "-o", output_path,
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-wise ops (RMSNorm, softmax): how a row maps onto thread blocks.
+# ---------------------------------------------------------------------------------------------
+
+#: Tunable parameters of the row-wise TileLang kernels.
+ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
+    # "rows" kernel: elements (rows x padded N) one block holds in registers.
+    "elements_per_block": (2048, 4096, 8192, 16384, 32768),
+    # fp32 elements each thread holds; sets the thread count of a block (None: derive).
+    "elements_per_thread": (8, 16, 32, 64),
+    # Longest (padded) row held whole in registers; longer rows take the chunked kernel.
+    "max_row_in_registers": (8192, 16384, 32768),
+    # "chunked" kernel: columns per pipeline step, threads, and pipeline depth.
+    "chunk": (2048, 4096, 8192, 16384),
+    "chunk_threads": (128, 256, 512, 1024),
+    "num_stages": (1, 2, 3, 4),
+}
+
+ROW_DEFAULT_CONFIG: dict[str, Any] = {
+    "elements_per_block": 8192,
+    "elements_per_thread": 32,
+    "max_row_in_registers": 32768,
+    "chunk": 8192,
+    "chunk_threads": 512,
+    "num_stages": 2,
+}
+
+
+def row_kernel_key(n: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
+    """(kind, block_n, rows_per_block, threads, num_stages) for rows of length ``n``.
+
+    ``rows``: rows_per_block whole rows, padded to a power of two, live in registers: one read
+    of x, one write of y. Padding columns are masked by the copies' boundary predicates.
+    ``chunked``: one row per block, walked in ``chunk``-column steps through a software
+    pipeline twice (reduce, then normalise): x is read twice, the second time mostly from L2.
+    """
+    cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
+    padded = max(next_power_of_2(n), 256)
+    if padded <= cfg["max_row_in_registers"]:
+        rows = max(1, cfg["elements_per_block"] // padded)
+        threads = min(1024, max(128, rows * padded // cfg["elements_per_thread"]))
+        return ("rows", padded, rows, threads, 0)
+    chunk = cfg["chunk"]
+    if chunk // cfg["chunk_threads"] < 4:
+        raise ValueError(
+            f"chunk_threads: {cfg['chunk_threads']} threads leave fewer than 4 columns each of chunk {chunk}"
+        )
+    return ("chunked", chunk, 1, cfg["chunk_threads"], cfg["num_stages"])

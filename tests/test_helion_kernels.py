@@ -1,0 +1,236 @@
+"""CPU tests of the Helion backends (RMSNorm, softmax, matmul).
+
+Two ways of running a Helion kernel without a GPU:
+
+* reference mode (``HELION_INTERPRET=1``): the kernel body runs as eager PyTorch ops on CPU
+  tensors, one tile at a time, with the block sizes of the config.  Helion reads the variable
+  when a kernel's Settings are built, not at import; the backends build their kernels lazily
+  and key their cache on it, so ``monkeypatch.setenv`` is enough and nothing leaks into other
+  test files.  It checks the arithmetic (fp32 accumulation, bf16/fp16 in and out, ragged
+  tiles), not Helion's masks: eager slicing never over-reads.
+* code generation with reference mode off: ``bound.to_triton_code(config)`` traces the kernel
+  and emits the Triton source for a config, which checks that every shipped config is legal
+  for Helion's ConfigSpec of that shape class, and lets us look at the masks and the dot
+  precision.  It binds meta tensors, so the sweep's multi-GiB shapes cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+helion = pytest.importorskip("helion")
+
+from tilearena.kernels import registry  # noqa: E402
+from tilearena.kernels.helion_configs import (  # noqa: E402
+    describe_config_space,
+    helion_kernel,
+    matmul_config,
+    rowwise_config,
+)
+from tilearena.kernels.matmul import helion as matmul_mod  # noqa: E402
+from tilearena.kernels.rmsnorm import helion as rmsnorm_mod  # noqa: E402
+from tilearena.kernels.softmax import helion as softmax_mod  # noqa: E402
+
+ROW_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+MATMUL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+@pytest.fixture
+def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELION_INTERPRET", "1")
+    # Helion refuses to run with both interpreters on.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+@pytest.fixture
+def compile_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HELION_INTERPRET", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+@pytest.fixture(scope="module")
+def mm_dtype_on_cpu() -> Iterator[None]:
+    """Reference mode turns ``torch.addmm(fp32 acc, bf16, bf16)`` into ``aten::mm.dtype`` (mm
+    with an fp32 out_dtype), which has no CPU kernel; supply one for this module only."""
+    lib = torch.library.Library("aten", "IMPL")
+
+    def mm_dtype(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        return (a.float() @ b.float()).to(out_dtype)
+
+    lib.impl("mm.dtype", mm_dtype, "CPU")
+    yield
+    lib._destroy()  # unregisters the CPU kernel again
+
+
+def rel_l2(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((y.double() - ref).norm() / ref.norm()).item()
+
+
+def nan_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(t, float("nan"))
+
+
+# ------------------------------------------------------------------ reference mode: numerics
+
+
+# The quick shapes plus one row longer than MAX_ROW_IN_REGISTERS (looped / online kernels).
+ROW_SHAPES = (*registry.spec("rmsnorm").shapes["quick"], {"M": 2, "N": 40000})
+
+
+@pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
+def test_rmsnorm_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype) -> None:
+    spec = registry.spec("rmsnorm")
+    x, weight, eps = spec.make_inputs(shape, dtype, "cpu", 0)
+    out = nan_like(x)
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=out)
+    assert y is out and y.dtype == dtype
+    assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
+
+
+def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
+    spec = registry.spec("rmsnorm")
+    x = torch.randn(2, 3, 100, dtype=torch.bfloat16)
+    weight = 1.0 + 0.5 * torch.randn(100)
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, 1e-6)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert rel_l2(y, spec.reference(x, weight, 1e-6)) <= spec.tolerance[torch.bfloat16]
+    empty = torch.empty(0, 64, dtype=torch.float16)
+    assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
+
+
+@pytest.mark.parametrize("variant", [None, "rows", "online"])
+@pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
+def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype,
+                                 variant: str | None) -> None:
+    spec = registry.spec("softmax")
+    (x,) = spec.make_inputs(shape, dtype, "cpu", 0)
+    # Small tiles so that several chunks, and a ragged last one, are exercised on small N.
+    config = None if variant is None else (
+        {"variant": "online", "block_sizes": [2, 256]} if variant == "online"
+        else {"variant": "rows", "block_sizes": [4]}
+    )
+    out = nan_like(x)
+    y = softmax_mod.softmax_helion(x, out=out, config=config)
+    assert y is out and y.dtype == dtype
+    assert rel_l2(y, spec.reference(x)) <= spec.tolerance[dtype]
+
+
+MATMUL_SHAPES = (*registry.spec("matmul").shapes["quick"], {"M": 70, "N": 50, "K": 130, "BT": 1})
+
+
+@pytest.mark.parametrize("tiles", [None, [16, 16, 32]], ids=["shipped", "small-tiles"])
+@pytest.mark.parametrize("dtype", MATMUL_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", MATMUL_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}x{s['K']}-bt{s['BT']}")
+def test_matmul_matches_float64(interpret: None, mm_dtype_on_cpu: None, shape: dict[str, int],
+                                dtype: torch.dtype, tiles: list[int] | None) -> None:
+    spec = registry.spec("matmul")
+    a, b, transpose_b = spec.make_inputs(shape, dtype, "cpu", 0)
+    out = nan_like(spec.empty_output(a, b, transpose_b))
+    config = None if tiles is None else {"block_sizes": tiles}
+    c = matmul_mod.matmul_helion(a, b, transpose_b, out=out, config=config)
+    assert c is out and c.dtype == dtype
+    assert rel_l2(c, spec.reference(a, b, transpose_b)) <= spec.tolerance[dtype]
+
+
+def test_matmul_empty(interpret: None) -> None:
+    a = torch.empty(0, 32, dtype=torch.bfloat16)
+    b = torch.randn(32, 16, dtype=torch.bfloat16)
+    assert matmul_mod.matmul_helion(a, b).shape == (0, 16)
+
+
+# ------------------------------------------------------------------ code generation (no GPU)
+
+
+def _triton_code(fn, args: tuple, config: dict, *, static_shapes: bool, **settings) -> str:
+    bound = helion_kernel(fn, config, static_shapes=static_shapes, **settings).bind(args)
+    return bound.to_triton_code(helion.Config(**config))
+
+
+ROW_CLASSES = ({"M": 262144, "N": 256}, {"M": 5, "N": 1000}, {"M": 16384, "N": 4096},
+               {"M": 16384, "N": 32768}, {"M": 8192, "N": 65536}, {"M": 4096, "N": 262144},
+               {"M": 3, "N": 4100}, {"M": 1, "N": 40000})
+
+
+@pytest.mark.parametrize("shape", ROW_CLASSES, ids=lambda s: f"{s['M']}x{s['N']}")
+def test_rowwise_shipped_configs_generate_code(compile_only: None, shape: dict[str, int]) -> None:
+    m, n = shape["M"], shape["N"]
+    x = torch.empty(m, n, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    code = _triton_code(rmsnorm_mod._rmsnorm_rows, (x, w, 1e-6, x), rowwise_config(n), static_shapes=False)
+    assert "tl.sum" in code
+    fn, config = softmax_mod._plan(n, None)
+    code = _triton_code(fn, (x, x), config, static_shapes=False)
+    if n % 1024:
+        # A ragged row: padded lanes must be -inf in the max and 0 in the sum.
+        assert "float('-inf')" in code and "tl.where" in code
+
+
+MATMUL_CLASSES = ({"M": 1, "N": 4096, "K": 4096}, {"M": 16, "N": 28672, "K": 4096},
+                  {"M": 128, "N": 6144, "K": 4096}, {"M": 4096, "N": 4096, "K": 14336},
+                  {"M": 17, "N": 33, "K": 65})
+
+
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("shape", MATMUL_CLASSES, ids=lambda s: f"{s['M']}x{s['N']}x{s['K']}")
+def test_matmul_shipped_configs_generate_code(compile_only: None, shape: dict[str, int],
+                                              transpose_b: bool) -> None:
+    m, n, k = shape["M"], shape["N"], shape["K"]
+    a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
+    b = torch.empty((n, k) if transpose_b else (k, n), dtype=torch.bfloat16, device="meta")
+    c = torch.empty(m, n, dtype=torch.bfloat16, device="meta")
+    fn = matmul_mod._matmul_nk if transpose_b else matmul_mod._matmul_kn
+    code = _triton_code(fn, (a, b, c), matmul_config(m, n, k), static_shapes=True)
+    assert "tl.dot" in code and "tl.float32" in code
+
+
+def test_matmul_fp32_is_not_tf32(compile_only: None) -> None:
+    a = torch.empty(64, 64, dtype=torch.float32, device="meta")
+    code = _triton_code(matmul_mod._matmul_kn, (a, a, a), matmul_config(64, 64, 64), static_shapes=True,
+                        **matmul_mod._settings(torch.float32))
+    assert "input_precision='ieee'" in code
+
+
+# ------------------------------------------------------------------ configs and config spaces
+
+
+def test_config_overrides_and_errors(compile_only: None) -> None:
+    x = torch.randn(4, 64)
+    with pytest.raises(ValueError, match="config"):
+        rmsnorm_mod.rmsnorm_helion(x, torch.ones(64), 1e-6, config={"blok_sizes": [1]})
+    with pytest.raises(ValueError, match="num_warps"):
+        rmsnorm_mod.rmsnorm_helion(x, torch.ones(64), 1e-6, config={"num_warps": 3})
+    with pytest.raises(ValueError, match="variant"):
+        softmax_mod.softmax_helion(x, config={"variant": "fast"})
+    a = torch.randn(17, 65, dtype=torch.bfloat16)
+    b = torch.randn(65, 33, dtype=torch.bfloat16)
+    # Helion's own validation (one block size per tiled loop) surfaces as a ValueError too.
+    with pytest.raises(ValueError, match="block_sizes"):
+        matmul_mod.matmul_helion(a, b, config={"block_sizes": [16]})
+    shipped = softmax_mod.shipped_config(torch.empty(2, 300000))
+    assert shipped["variant"] == "online"
+    assert softmax_mod._plan(300000, {"num_warps": 8})[1]["num_warps"] == 8
+
+
+def test_config_spaces(compile_only: None) -> None:
+    x = torch.empty(16, 4096, dtype=torch.bfloat16, device="meta")
+    space = rmsnorm_mod.rmsnorm_config_space(x, torch.empty(4096, dtype=torch.bfloat16, device="meta"), 1e-6)
+    assert len(space.block_sizes) == 1 and len(space.reduction_loops) == 1
+    assert "num_warps" in describe_config_space(space)
+    assert len(softmax_mod.softmax_config_space(x, "online").block_sizes) == 2
+    a = torch.empty(128, 256, dtype=torch.bfloat16, device="meta")
+    space = matmul_mod.matmul_config_space(a, torch.empty(512, 256, dtype=torch.bfloat16, device="meta"), True)
+    assert len(space.block_sizes) == 3
+    # The shipped config is a point of the space.
+    space.normalize(helion.Config(**matmul_config(128, 512, 256)))
+
+
+def test_backends_registered() -> None:
+    for op in ("rmsnorm", "softmax", "matmul"):
+        b = registry.backend(op, "helion")
+        assert b.dsl == "helion" and b.requires == ("helion",) and b.devices == ("cuda",)
+        assert callable(b.config_space)

@@ -1,0 +1,206 @@
+"""TileLang backends on a machine without a GPU.
+
+TileLang lowers a kernel to CUDA C++ without a device, so CI checks what the H100 would run:
+each kernel is lowered once for sm_90a (module-scoped fixture, lowering is slow), the sources
+are compiled by nvcc to PTX and assembled by ptxas for sm_90a, and the matmul is checked to
+use wgmma and TMA. The kernels' numerics are checked on the GPU by the harness, not here.
+
+To keep nvcc's time down (parsing TileLang's and CUTLASS's headers dominates), the row-wise
+kernels share one translation unit and the matmuls another; their kernel names are made unique.
+"""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("tilelang")
+
+from tilearena.kernels import registry
+from tilearena.kernels.matmul import tilelang as matmul_tl
+from tilearena.kernels.rmsnorm import tilelang as rmsnorm_tl
+from tilearena.kernels.softmax import tilelang as softmax_tl
+from tilearena.kernels.tilelang_common import (
+    HOPPER_ARCH,
+    lower_to_cuda_source,
+    nvcc_command,
+    nvcc_path,
+)
+
+BF16 = torch.bfloat16
+
+#: name -> (prim_func factory, pass configs, features the source must show).
+ROWWISE_CASES = {
+    # Short rows: several rows per block in registers.
+    "rmsnorm_small": lambda: rmsnorm_tl.build_rmsnorm(*rmsnorm_tl.kernel_key(BF16, BF16, 128, None)),
+    # Ragged N (odd: no vector loads possible), fp32 weight.
+    "rmsnorm_ragged": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, torch.float32, 1001, None)
+    ),
+    # The longest row the spec allows: chunked kernel.
+    "rmsnorm_large": lambda: rmsnorm_tl.build_rmsnorm(*rmsnorm_tl.kernel_key(BF16, BF16, 262144, None)),
+    "softmax_small": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 4096, None)),
+    "softmax_ragged": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(torch.float16, 100003, None)),
+    "softmax_large": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 262144, None)),
+}
+
+MATMUL_SHAPES = {
+    # Decode: M = 16 against a Llama-3 8B projection in nn.Linear layout.
+    "matmul_decode_nt": (16, 4096, 4096, True),
+    # Prefill-sized M, B as [K, N].
+    "matmul_large_nn": (4096, 14336, 4096, False),
+}
+
+
+def _matmul_case(m: int, n: int, k: int, transpose_b: bool) -> tuple:
+    key = matmul_tl.kernel_key(m, n, k, transpose_b, BF16, None)
+    return matmul_tl.build_matmul(*key), matmul_tl.tma_pass_configs(n, k)
+
+
+@pytest.fixture(scope="module")
+def sources() -> dict[str, str]:
+    lowered = {name: lower_to_cuda_source(factory()) for name, factory in ROWWISE_CASES.items()}
+    for name, shape in MATMUL_SHAPES.items():
+        func, pass_configs = _matmul_case(*shape)
+        lowered[name] = lower_to_cuda_source(func, pass_configs=pass_configs)
+    return lowered
+
+
+def _one_translation_unit(named_sources: dict[str, str]) -> str:
+    """Concatenate generated sources, giving each ``extern "C"`` kernel a unique name."""
+    parts = []
+    for name, source in named_sources.items():
+        parts.append(re.sub(r"\b(\w+_kernel)\(", rf"\1_{name}(", source))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def compiled(
+    sources: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[int, str, str]]:
+    """group -> (exit status, compiler messages, PTX text), for nvcc --ptx then ptxas."""
+    if nvcc_path() is None:
+        pytest.skip("nvcc not found: the generated CUDA could not be compiled here")
+    folder = tmp_path_factory.mktemp("tilelang_cuda")
+    groups = {
+        "rowwise": {name: sources[name] for name in ROWWISE_CASES},
+        "matmul": {name: sources[name] for name in MATMUL_SHAPES},
+    }
+    running = {}
+    for group, named in groups.items():
+        source_path = folder / f"{group}.cu"
+        source_path.write_text(_one_translation_unit(named))
+        command = nvcc_command(str(source_path), str(folder / f"{group}.ptx"), ptx_only=True)
+        running[group] = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    results = {}
+    ptxas = str(Path(nvcc_path()).with_name("ptxas"))
+    for group, process in running.items():
+        messages, _ = process.communicate(timeout=300)
+        ptx_path = folder / f"{group}.ptx"
+        if process.returncode != 0 or not ptx_path.exists():
+            results[group] = (process.returncode or 1, messages, "")
+            continue
+        # Assembling for the real sm_90a is what proves wgmma/TMA instructions are legal there.
+        assembled = subprocess.run(
+            [ptxas, f"-arch={HOPPER_ARCH}", str(ptx_path), "-o", str(folder / f"{group}.cubin")],
+            capture_output=True, text=True, timeout=300,
+        )
+        results[group] = (assembled.returncode, messages + assembled.stderr, ptx_path.read_text())
+    return results
+
+
+# ------------------------------------------------------------------------- no lowering needed
+
+
+def test_backends_register() -> None:
+    for op in ("rmsnorm", "softmax", "matmul"):
+        backend = registry.backend(op, "tilelang")
+        assert not isinstance(backend, registry.UnavailableBackend), getattr(backend, "reason", "")
+        assert backend.dsl == "tilelang" and backend.requires == ("tilelang",)
+        assert set(backend.default_config) <= set(backend.config_space)
+    assert registry.backend("matmul", "tilelang").min_cc == (9, 0)
+
+
+def test_row_plans() -> None:
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 128, None)[3:] == ("rows", 256, 32, 256, 0)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 4096, None)[3:6] == ("rows", 4096, 2)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 32768, None)[3:6] == ("rows", 32768, 1)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 32769, None)[3] == "chunked"
+    assert softmax_tl.kernel_key(BF16, 262144, {"chunk": 4096})[2:4] == ("chunked", 4096)
+
+
+@pytest.mark.parametrize(
+    ("config", "parameter"),
+    [({"chunk": 1000}, "chunk"), ({"num_stages": 9}, "num_stages"), ({"block": 64}, "block"),
+     ({"chunk": 2048, "chunk_threads": 1024}, "chunk_threads")],
+)
+def test_bad_row_config_raises(config: dict, parameter: str) -> None:
+    with pytest.raises(ValueError, match=parameter):
+        rmsnorm_tl.kernel_key(BF16, BF16, 262144, config)
+
+
+def test_empty_input_needs_no_kernel() -> None:
+    # M == 0 returns before compiling anything, so this runs on the CPU.
+    x = torch.empty(0, 64, dtype=BF16)
+    assert rmsnorm_tl.rmsnorm_tilelang(x, torch.ones(64, dtype=BF16), 1e-6).shape == (0, 64)
+    assert softmax_tl.softmax_tilelang(x).shape == (0, 64)
+    b = torch.empty(64, 32, dtype=BF16)
+    assert matmul_tl.matmul_tilelang(x, b).shape == (0, 32)
+
+
+def test_matmul_configs() -> None:
+    decode = matmul_tl.matmul_config(1, 4096, 4096, None)
+    assert decode["block_m"] == 64 and decode["block_n"] == 32  # 128 tiles for 132 SMs
+    assert matmul_tl.matmul_config(16, 28672, 8192, None)["block_n"] == 128
+    assert matmul_tl.matmul_config(8192, 4096, 4096, None)["block_n"] == 256
+    with pytest.raises(ValueError, match="num_stages"):
+        matmul_tl.matmul_config(8192, 4096, 4096, {"num_stages": 5, "block_k": 128})
+    with pytest.raises(ValueError, match="block_m"):
+        matmul_tl.matmul_config(8192, 4096, 4096, {"block_m": 256, "threads": 128})
+    with pytest.raises(ValueError, match="block_k"):
+        matmul_tl.matmul_config(8192, 4096, 4096, {"block_k": 48})
+    assert matmul_tl.tma_pass_configs(4096, 4096) == {}
+    assert matmul_tl.tma_pass_configs(4096, 1001)["tl.disable_tma_lower"] is True
+
+
+# ------------------------------------------------------------------------- lowered for sm_90a
+
+
+def test_rowwise_sources(sources: dict[str, str]) -> None:
+    for name in ROWWISE_CASES:
+        assert "__global__" in sources[name], name
+    # Whole rows in registers, vectorised 16-byte loads, a block all-reduce.
+    assert "uint4" in sources["rmsnorm_small"] and "AllReduce" in sources["rmsnorm_small"]
+    # Ragged N: the padding columns are predicated by the real N.
+    assert "1001" in sources["rmsnorm_ragged"] and "100003" in sources["softmax_ragged"]
+    # Chunked kernels loop over the row instead of holding it.
+    assert re.search(r"for \(int \w+ = 0; \w+ < 32; \+\+\w+\)", sources["rmsnorm_large"])
+
+
+def test_matmul_sources_use_wgmma_and_tma(sources: dict[str, str]) -> None:
+    for name in MATMUL_SHAPES:
+        assert "wgmma" in sources[name], name
+        assert "tma_load" in sources[name], name
+
+
+def test_rowwise_kernels_compile_for_sm90a(compiled: dict[str, tuple[int, str, str]]) -> None:
+    status, messages, _ = compiled["rowwise"]
+    assert status == 0, messages[-4000:]
+
+
+def test_matmul_kernels_compile_for_sm90a(compiled: dict[str, tuple[int, str, str]]) -> None:
+    status, messages, ptx = compiled["matmul"]
+    assert status == 0, messages[-4000:]
+    assert "wgmma.mma_async" in ptx
+    assert "cp.async.bulk.tensor" in ptx  # TMA
+
+
+def test_nvcc_is_found_when_installed() -> None:
+    if shutil.which("nvcc") is None and nvcc_path() is None:
+        pytest.skip("no CUDA toolkit on this machine")
+    assert Path(nvcc_path()).name == "nvcc"

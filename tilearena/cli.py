@@ -1,0 +1,125 @@
+"""The ``tilearena`` command: doctor, bench, tune, report, layout."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# Subcommands contributed by other parts of the package: (module, what it adds).
+_PLUGGED = ("tilearena.autotune.cli", "tilearena.bench.report", "tilearena.layouts.cli")
+
+
+def _prepare_cpu_only() -> None:
+    """Without a GPU, Triton kernels run in its interpreter; it must be chosen before import."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    _prepare_cpu_only()
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench.environment import environment, measure_ceilings
+    from .kernels import registry
+
+    console = Console()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    env = environment(device)
+    console.print(f"GPU: {env['gpu']}  SMs: {env['sm_count']}  cc: {env['cc']}  driver: {env['driver']}  "
+                  f"CUDA: {env['cuda']}  torch: {env['torch']}")
+    if device == "cuda" and not args.no_ceilings:
+        ceilings = measure_ceilings(device)
+        sheet = ceilings.get("datasheet") or {}
+        console.print(f"measured: copy {ceilings['copy_gbps']} GB/s (datasheet {sheet.get('copy_gbps')}), "
+                      f"bf16 GEMM {ceilings['matmul_bf16_tflops']} TFLOP/s "
+                      f"(datasheet {sheet.get('matmul_bf16_tflops')})")
+    table = Table(title="DSLs and peers")
+    table.add_column("package")
+    table.add_column("version")
+    table.add_column("install")
+    hints = {"helion": "pip install 'tilearena[helion]'", "tilelang": "pip install 'tilearena[tilelang]'",
+             "cutlass_dsl": "pip install 'tilearena[cute]'", "quack": "pip install 'tilearena[peers]'",
+             "liger": "pip install 'tilearena[peers]'", "triton": "pip install triton"}
+    for key in ("triton", "helion", "tilelang", "cutlass_dsl", "quack", "liger"):
+        version = env.get(key)
+        table.add_row(key, version or "[red]missing[/]", "" if version else hints[key])
+    console.print(table)
+    for op in registry.ops():
+        status = Table(title=f"{op} backends on {device}")
+        status.add_column("backend")
+        status.add_column("dsl")
+        status.add_column("status")
+        for b in registry.backends(op):
+            reason = b.unavailable_reason(device)
+            status.add_row(b.name, b.dsl, "[green]ready[/]" if reason is None else f"[yellow]{reason[:100]}[/]")
+        console.print(status)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    _prepare_cpu_only()
+    from rich.console import Console
+
+    from .bench.runner import parse_dtype, run_bench
+    from .kernels import registry
+
+    ops = [o for o in args.op.split(",") if o] if args.op else registry.ops()
+    for op in ops:
+        registry.spec(op)  # unknown op: a clear ValueError before any work
+    backends = [b for b in args.backend.split(",") if b] if args.backend else None
+    dtypes = [parse_dtype(d) for d in args.dtype.split(",")]
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    run_bench(ops, backends, args.shapes.split(","), dtypes, Path(args.out), console, write_report=args.report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tilearena", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="GPU, measured ceilings, which DSLs import and how to install the rest")
+    doctor.add_argument("--no-ceilings", action="store_true", help="skip the copy/GEMM measurements")
+    doctor.set_defaults(run=_doctor)
+    bench = sub.add_parser("bench", help="check every backend against float64 and time it")
+    bench.add_argument("--op", default="", help="comma-separated ops (default: all)")
+    bench.add_argument("--backend", default="", help="comma-separated backends (default: all)")
+    bench.add_argument("--shapes", default="quick", help="shape sets: quick, llama, sweep (comma-separated)")
+    bench.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp16, fp32")
+    bench.add_argument("--out", default="reports/latest", help="directory for results.json")
+    bench.add_argument("--report", action="store_true", help="also write index.html next to results.json")
+    bench.set_defaults(run=_bench)
+    for module_name in _PLUGGED:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if hasattr(args, "run"):
+            return int(args.run(args) or 0)
+        return int(importlib.import_module(_module_of(args.command)).run(args) or 0)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+        print(f"tilearena {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _module_of(command: str) -> str:
+    return {"tune": "tilearena.autotune.cli", "report": "tilearena.bench.report",
+            "layout": "tilearena.layouts.cli"}[command]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Which backend runs a call: an explicit argument, then ``use(...)``, then the best known.
+
+"Best known" is the fastest backend the autotuner baked for this GPU and the nearest shape;
+without a baked entry it is the op's fixed preference order, skipping backends that cannot run
+here (package missing, wrong GPU, unsupported arguments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .kernels import registry
+
+_state = threading.local()
+
+
+def _overrides() -> list[Mapping[str, str] | str]:
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+@contextlib.contextmanager
+def use(backend: str | Mapping[str, str]) -> Iterator[None]:
+    """Run ops with ``backend`` inside the block: a name for every op, or {op: name}.
+
+    >>> with tilearena.use("triton"):
+    ...     y = tilearena.rmsnorm(x, w, 1e-6)
+    """
+    if isinstance(backend, str):
+        for op in registry.ops():
+            if backend not in registry.backend_names(op):
+                raise ValueError(f"backend: {op} has no backend {backend!r}")
+    elif isinstance(backend, Mapping):
+        for op, name in backend.items():
+            if name not in registry.backend_names(op):
+                raise ValueError(f"backend: {op} has no backend {name!r}")
+    else:
+        raise TypeError(f"backend: expected a name or a mapping of op to name, got {type(backend).__name__}")
+    _overrides().append(backend)
+    try:
+        yield
+    finally:
+        _overrides().pop()
+
+
+def _context_choice(op: str) -> str | None:
+    for entry in reversed(_overrides()):
+        if isinstance(entry, str):
+            return entry
+        if op in entry:
+            return entry[op]
+    return None
+
+
+def _device_of(args: Sequence[Any]) -> torch.device:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device
+    return torch.device("cpu")
+
+
+def why_not(b: registry.Backend, args: Sequence[Any]) -> str | None:
+    """Why ``b`` cannot run these arguments here, or None."""
+    reason = b.unavailable_reason(str(_device_of(args)))
+    if reason is None and b.supports is not None:
+        reason = b.supports(*args)
+    return reason
+
+
+def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) -> Any:
+    """The autotuner's baked choice for these arguments, if any (never fatal)."""
+    try:
+        from .autotune import store
+    except Exception:
+        return None
+    device = _device_of(args)
+    if device.type != "cuda":
+        return None
+    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+    try:
+        if kind == "backend":
+            return store.best_backend(op, dtype, dict(shape), device=device)
+        return store.lookup_config(op, kind, dtype, dict(shape), device=device)
+    except Exception:
+        return None
+
+
+def resolve(op: str, backend: str | None, args: Sequence[Any], shape: Mapping[str, int]) -> registry.Backend:
+    name = backend or _context_choice(op)
+    if name is not None:
+        b = registry.backend(op, name)
+        reason = why_not(b, args)
+        if reason:
+            raise ValueError(f"backend: {name!r} cannot run {op} on these inputs: {reason}")
+        return b
+    candidates: list[str] = []
+    baked = _baked(op, args, shape, "backend")
+    if baked:
+        candidates.append(baked)
+    candidates += [n for n in registry.spec(op).preference if n not in candidates]
+    reasons = []
+    for candidate in candidates:
+        b = registry.backend(op, candidate)
+        reason = why_not(b, args)
+        if reason is None:
+            return b
+        reasons.append(f"{candidate}: {reason}")
+    raise ValueError(f"backend: no backend of {op} can run these inputs ({'; '.join(reasons)})")
+
+
+def call(op: str, args: Sequence[Any], backend: str | None = None) -> torch.Tensor:
+    """Validate, choose a backend and its baked config, and run."""
+    op_spec = registry.spec(op)
+    shape = op_spec.validate(*args)
+    b = resolve(op, backend, args, shape)
+    if any(isinstance(a, torch.Tensor) and a.numel() == 0 for a in args[:1]):
+        return op_spec.empty_output(*args)
+    config = _baked(op, args, shape, b.name) if b.config_space is not None else None
+    if config:
+        return b.fn(*args, config=config)
+    return b.fn(*args)
