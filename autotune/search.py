@@ -331,13 +331,15 @@ class Surrogate:
         return score
 
 
-NEIGHBOUR_SHARE = 0.5
+NEIGHBOUR_SHARE = 0.75
+#: Share of the evaluations spent on the spread-out initial sample.
+INITIAL_SHARE = 0.25
 
 
 def _guided(run: _Run, rng: random.Random, batch_size: int, valid_count: int | None) -> None:
     space, context = run.space, run.context
     pool: list[Config] | None = list(space.enumerate(context)) if valid_count is not None and valid_count <= 20_000 else None
-    initial = max(6, (run.max_evaluations - len(run.result.outcomes)) // 4)
+    initial = max(6, int((run.max_evaluations - len(run.result.outcomes)) * INITIAL_SHARE))
     spread = _spread_sample(space, rng, context, initial)
     for start in range(0, len(spread), batch_size):
         if run.exhausted():

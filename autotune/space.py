@@ -190,9 +190,11 @@ class DictConfigSpace:
             allowed = self.params[name]
             if not any(type(value) is type(a) and value == a for a in allowed):
                 return f"{name}={value!r} is not one of {list(allowed)}"
-        if context is not None:
+        if context is not None and self.constraints:
+            # Constraints see the config as the kernel will run it: gaps filled by the default.
+            full = self.complete(config)
             for constraint in self.constraints:
-                reason = constraint(config, context)
+                reason = constraint(full, context)
                 if reason is not None:
                     return reason
         return None

@@ -63,12 +63,18 @@ def _serve(connection: multiprocessing.connection.Connection, environment: dict[
     os.environ.update(environment)
     while True:
         try:
-            request = connection.recv()
+            request = connection.recv()  # unpickling imports the task's module: not timed
         except (EOFError, OSError):
             return
+        except Exception as exc:  # the task could not be unpickled
+            connection.send(("started",))
+            connection.send(("error", "error", f"could not load the task: {type(exc).__name__}: {exc}"))
+            continue
         if request is None:
             return
         task, args, kwargs = request
+        # The per-request timeout starts now, so a slow start (spawn, imports) is not a hang.
+        connection.send(("started",))
         try:
             value = task(*args, **kwargs)
             connection.send(("ok", value))
@@ -93,6 +99,7 @@ class IsolatedWorker:
         self.process: multiprocessing.process.BaseProcess | None = None
         self.connection: multiprocessing.connection.Connection | None = None
         self.starts = 0
+        self.start_timeout_s = start_timeout_s
 
     def _start(self) -> None:
         parent_end, child_end = self.context.Pipe(duplex=True)
@@ -118,6 +125,10 @@ class IsolatedWorker:
         except (BrokenPipeError, OSError) as exc:
             self.stop()
             return Reply(False, failure="fatal", detail=f"worker gone before the request: {exc}")
+        if not self.connection.poll(self.start_timeout_s) or not self._started():
+            exitcode = self._reap()
+            return Reply(False, failure="fatal", detail=f"worker did not start the task (exit code {exitcode})",
+                         seconds=time.monotonic() - start)
         if not self.connection.poll(timeout_s):
             self.stop()
             return Reply(False, failure="timeout", detail=f"no answer within {timeout_s:.0f} s; worker killed",
@@ -135,6 +146,13 @@ class IsolatedWorker:
         if kind == "fatal":
             self._reap()
         return Reply(False, failure=kind, detail=detail, seconds=seconds)
+
+    def _started(self) -> bool:
+        assert self.connection is not None
+        try:
+            return self.connection.recv() == ("started",)
+        except (EOFError, OSError):
+            return False
 
     def _reap(self) -> int | None:
         process = self.process

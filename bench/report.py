@@ -36,6 +36,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 SCHEMA_VERSION = 1
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -63,12 +64,26 @@ FALLBACK_RIDGE_FLOPS_PER_BYTE = 50.0
 
 # Longest backend or shape text written into a plot; longer text is cut with an ellipsis so that one
 # absurd name cannot squash a figure. Tables always show the full text.
-PLOT_LABEL_MAX_CHARS = 40
+PLOT_LABEL_MAX_CHARS = 48
 
 _PALETTE = (
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#7f7f7f", "#ff7f0e", "#17becf", "#8c564b",
-    "#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
-)  # fmt: skip
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#7f7f7f",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,14 +112,12 @@ class Row:
     tol: float | None
     ok: bool
     error: str | None
+    ours: bool
+    timing_method: str | None  # how this row was timed, when the bench recorded it per row
     # Filled in once all rows of the op are known.
     speedup_vs_eager: float | None = None
     speedup_vs_best_peer: float | None = None
     is_best: bool = False
-
-    @property
-    def is_ours(self) -> bool:
-        return self.backend in OUR_BACKENDS
 
     @property
     def ran(self) -> bool:
@@ -235,12 +248,19 @@ def _normalize_row(raw: Mapping[str, Any]) -> Row:
     flops = _as_int(raw.get("flops"))
     gbps = _as_float(raw.get("gbps"))
     tflops = _as_float(raw.get("tflops"))
-    # Older or partial results may leave the derived throughputs out; they follow from ms.
+    # Partial results may leave out either the problem's size or the throughputs; each follows from
+    # the other and the time.
+    if nbytes is None and ms and gbps is not None:
+        nbytes = round(gbps * ms * 1e6)
+    if flops is None and ms and tflops is not None:
+        flops = round(tflops * ms * 1e9)
     if gbps is None and ms and nbytes:
         gbps = nbytes / ms / 1e6
     if tflops is None and ms and flops:
         tflops = flops / ms / 1e9
     backend = _as_text(raw.get("backend"), "?")
+    ours = raw.get("ours")
+    timing_method = raw.get("timing_method")
     return Row(
         op=_as_text(raw.get("op"), "?"),
         backend=backend,
@@ -261,6 +281,9 @@ def _normalize_row(raw: Mapping[str, Any]) -> Row:
         tol=_as_float(raw.get("tol")),
         ok=raw.get("ok") is True,
         error=None if raw.get("error") is None else _as_text(raw.get("error")),
+        # The bench says which backends are ours; older files do not, and the name decides.
+        ours=ours if isinstance(ours, bool) else backend in OUR_BACKENDS,
+        timing_method=None if timing_method is None else _as_text(timing_method),
     )
 
 
@@ -316,7 +339,7 @@ def _mark_speedups_and_best(rows: Sequence[Row]) -> None:
         if not timed:
             continue
         eager = [row.ms for row in timed if row.backend == EAGER_BACKEND]
-        peers = [row.ms for row in timed if not row.is_ours]
+        peers = [row.ms for row in timed if not row.ours]
         eager_ms = min(eager) if eager else None
         best_peer_ms = min(peers) if peers else None
         best_ms = min(row.ms for row in timed if row.ms)
@@ -337,8 +360,8 @@ def _classify_bound(rows: Sequence[Row], ceilings: Ceilings) -> tuple[str, str]:
     bound = "compute" if median > ridge else "memory"
     relation = ">" if bound == "compute" else "≤"
     return bound, (
-        f"{bound}-bound: median arithmetic intensity {median:.3g} flop/B {relation} "
-        f"ridge point {ridge:.3g} flop/B"
+        f"{bound}-bound: median arithmetic intensity {fmt_num(median)} flop/B {relation} "
+        f"ridge point {fmt_num(ridge)} flop/B"
     )
 
 
@@ -399,7 +422,7 @@ def _plot_text(text: str) -> str:
 
 
 def strip_svg_prolog(svg: str) -> str:
-    """The bare <svg> element: no XML declaration, DOCTYPE (it names an external DTD), metadata or comments."""
+    """The bare <svg> element: no XML declaration, DOCTYPE (it names an external DTD), metadata, comments."""
     start = svg.find("<svg")
     if start < 0:
         raise ValueError("not an SVG document")
@@ -445,8 +468,7 @@ def _new_figure(width: float = 6.4, height: float = 3.6) -> Figure:
         return Figure(figsize=(width, height))
 
 
-def _backend_style(backend: str, colors: Mapping[str, str]) -> dict[str, Any]:
-    ours = backend in OUR_BACKENDS
+def _backend_style(backend: str, colors: Mapping[str, str], ours: bool) -> dict[str, Any]:
     return {
         "color": colors.get(backend, "#444444"),
         "marker": "o" if ours else "s",
@@ -454,6 +476,10 @@ def _backend_style(backend: str, colors: Mapping[str, str]) -> dict[str, Any]:
         "markersize": 4.5,
         "linewidth": 1.4,
     }
+
+
+def _is_ours(backend: str, rows: Sequence[Row]) -> bool:
+    return any(row.ours for row in rows if row.backend == backend)
 
 
 def _legend_outside(axes: Any, handles: list[Any], labels: list[str]) -> None:
@@ -479,7 +505,7 @@ def plot_sol_vs_size(op: str, rows: Sequence[Row], colors: Mapping[str, str], sa
             if not points:
                 continue
             sizes, percents = zip(*points)
-            (line,) = axes.plot(sizes, percents, **_backend_style(backend, colors))
+            (line,) = axes.plot(sizes, percents, **_backend_style(backend, colors, _is_ours(backend, rows)))
             handles.append(line)
             labels.append(_plot_text(backend))
             highest = max(highest, *percents)
@@ -487,6 +513,11 @@ def plot_sol_vs_size(op: str, rows: Sequence[Row], colors: Mapping[str, str], sa
             return None
         axes.axhline(100.0, color="black", linewidth=0.8, linestyle=":")
         axes.set_xscale("log")
+        # Ticks at 1, 2 and 5 of each decade, labelled in bytes: one or two decades of sizes would
+        # otherwise get one label, or overlapping minor ones.
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: fmt_bytes(value)))
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_ylim(0, highest * 1.08)
         axes.set_xlabel("problem size (bytes moved)")
         axes.set_ylabel("% of speed of light")
@@ -511,7 +542,7 @@ def plot_roofline(
         axes = figure.add_subplot()
         handles, labels = [], []
         for backend in _backend_order(row.backend for row, _, _ in points):
-            style = _backend_style(backend, colors)
+            style = _backend_style(backend, colors, _is_ours(backend, rows))
             mine = [(x, y, row.ok) for row, x, y in points if row.backend == backend]
             correct = [(x, y) for x, y, ok in mine if ok]
             wrong = [(x, y) for x, y, ok in mine if not ok]
@@ -547,11 +578,15 @@ def plot_roofline(
             ]
             (line,) = axes.plot(grid, roof, linestyle=linestyle, color=color, linewidth=1.2, zorder=2)
             handles.append(line)
-            parts = [f"{bandwidth:.0f} GB/s" if bandwidth is not None else "",
-                     f"{compute:.0f} TFLOP/s" if compute is not None else ""]  # fmt: skip
-            labels.append(f"{name} roof: " + ", ".join(part for part in parts if part))
+            parts = [
+                f"{bandwidth:.0f} GB/s" if bandwidth is not None else "",
+                f"{compute:.0f} TFLOP/s" if compute is not None else "",
+            ]
+            labels.append(f"{name}: " + ", ".join(part for part in parts if part))
         axes.set_xscale("log")
         axes.set_yscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.yaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("arithmetic intensity (flop/byte)")
         axes.set_ylabel("attained TFLOP/s")
         axes.set_title(_plot_text(op) + ": roofline")
@@ -607,8 +642,9 @@ def plot_error_heatmap(op: str, rows: Sequence[Row], salt: str) -> Markup | None
         figure = _new_figure(width, 1.3 + 0.36 * len(backends))
         axes = figure.add_subplot()
         axes.grid(False)
+        # The colour scale reaches past the tolerance so that its line on the colour bar is visible.
         low = min([*values, *tolerances]) if values or tolerances else 1e-6
-        high = max([*values, *tolerances]) if values or tolerances else 1e-2
+        high = max([*values, *(tol * 3 for tol in tolerances)]) if values or tolerances else 1e-2
         if high <= low:
             high = low * 10
         norm = LogNorm(vmin=low, vmax=high)
@@ -633,12 +669,21 @@ def plot_error_heatmap(op: str, rows: Sequence[Row], salt: str) -> Markup | None
                         Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d00000", linewidth=2.2)
                     )
                     color = "white" if dark else "#b00020"
-                axes.text(j, i, text, ha="center", va="center", fontsize=7.5, color=color,
-                          fontweight="bold" if kind == "failed" else "normal")  # fmt: skip
-        axes.set_xticks(range(len(shapes)), [_plot_text(label) for _, _, label in shapes], rotation=20,
-                        ha="right")  # fmt: skip
+                axes.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color=color,
+                    fontweight="bold" if kind == "failed" else "normal",
+                )
+        axes.set_xticks(
+            range(len(shapes)), [_plot_text(label) for _, _, label in shapes], rotation=20, ha="right"
+        )
         axes.set_yticks(range(len(backends)), [_plot_text(backend) for backend in backends])
-        colorbar = figure.colorbar(image, ax=axes, label="relative error")
+        colorbar = figure.colorbar(image, ax=axes, label="relative error (red line: tolerance)")
         for tol in tolerances:
             colorbar.ax.axhline(tol, color="#d00000", linewidth=1.5)
         tol_text = ", ".join(f"{tol:.0e}" for tol in tolerances) if tolerances else "not recorded"
@@ -646,8 +691,9 @@ def plot_error_heatmap(op: str, rows: Sequence[Row], salt: str) -> Markup | None
         return _render_svg(figure, salt)
 
 
-def _matrix_value(value: Any) -> float | None:
-    return _as_float(value)
+def _agreement_title(entry: Mapping[str, Any]) -> str:
+    op, dtype = _as_text(entry.get("op"), "?"), _as_text(entry.get("dtype"))
+    return f"{op} {shape_label(entry.get('shape'))} {dtype}".strip()
 
 
 def plot_agreement(entry: Mapping[str, Any], salt: str) -> Markup | None:
@@ -661,7 +707,7 @@ def plot_agreement(entry: Mapping[str, Any], salt: str) -> Markup | None:
         cells = _as_list(raw_row)
         if len(cells) != len(backends):
             return None
-        matrix.append([_matrix_value(cell) for cell in cells])
+        matrix.append([_as_float(cell) for cell in cells])
     floor = 1e-12
     finite = [max(v, floor) for row in matrix for v in row if v is not None and v > 0]
     low = min(finite) if finite else 1e-6
@@ -682,22 +728,26 @@ def plot_agreement(entry: Mapping[str, Any], salt: str) -> Markup | None:
             for j, value in enumerate(row):
                 text = "—" if value is None else ("0" if value == 0 else f"{value:.0e}")
                 dark = value is not None and value > 0 and norm(max(value, floor)) > 0.55
-                axes.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                axes.text(
+                    j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
+                )
         labels = [_plot_text(name) for name in backends]
         axes.set_xticks(range(len(backends)), labels, rotation=35, ha="right")
         axes.set_yticks(range(len(backends)), labels)
         figure.colorbar(image, ax=axes, label="relative difference")
-        title = f"{_as_text(entry.get('op'), '?')} {shape_label(entry.get('shape'))} {_as_text(entry.get('dtype'))}"
-        axes.set_title(_plot_text(title.strip()))
+        axes.set_title(_plot_text(_agreement_title(entry)))
         return _render_svg(figure, salt)
 
 
-def plot_tuning(op: str, entries: Sequence[Mapping[str, Any]], colors: Mapping[str, str], salt: str) -> Markup | None:
+def plot_tuning(
+    op: str, entries: Sequence[Mapping[str, Any]], colors: Mapping[str, str], salt: str
+) -> Markup | None:
     """Best time found against tuning time, one curve per (backend, shape, dtype)."""
     with mpl.rc_context(_PLOT_RC):
         figure = _new_figure()
         axes = figure.add_subplot()
         handles, labels = [], []
+        several_dtypes = len({_as_text(entry.get("dtype")) for entry in entries}) > 1
         for index, entry in enumerate(entries):
             points = []
             configs = None
@@ -715,7 +765,9 @@ def plot_tuning(op: str, entries: Sequence[Mapping[str, Any]], colors: Mapping[s
             color = colors.get(backend, _PALETTE[index % len(_PALETTE)])
             (line,) = axes.step(seconds, best, where="post", color=color, marker=".", linewidth=1.3)
             handles.append(line)
-            label = f"{backend} {shape_label(entry.get('shape'))} {_as_text(entry.get('dtype'))}".strip()
+            label = f"{backend} {shape_label(entry.get('shape'))}"
+            if several_dtypes:
+                label += f" {_as_text(entry.get('dtype'))}"
             if configs is not None:
                 label += f" ({configs} configs)"
             labels.append(_plot_text(label))
@@ -778,7 +830,9 @@ def _build_run(results: Mapping[str, Any], index: int) -> Run:
                 bound_note=note,
                 rows=op_rows,
                 plots=plots,
-                error_heatmap=Plot(heatmap, f"{op}: relative error by backend and shape") if heatmap else None,
+                error_heatmap=Plot(heatmap, f"{op}: relative error by backend and shape")
+                if heatmap
+                else None,
             )
         )
     for entry_index, raw in enumerate(_as_list(results.get("agreement"))):
@@ -786,8 +840,7 @@ def _build_run(results: Mapping[str, Any], index: int) -> Run:
             continue
         svg = plot_agreement(raw, f"{run.anchor}-agree{entry_index}")
         if svg is not None:
-            caption = f"{_as_text(raw.get('op'), '?')} {shape_label(raw.get('shape'))} {_as_text(raw.get('dtype'))}"
-            run.agreement.append(Plot(svg, caption.strip()))
+            run.agreement.append(Plot(svg, _agreement_title(raw)))
     tuning_by_op: dict[str, list[Mapping[str, Any]]] = {}
     for raw in _as_list(results.get("tuning")):
         if isinstance(raw, Mapping):
@@ -860,7 +913,10 @@ _PROVENANCE_FIELDS = (
 
 
 def _provenance(runs: Sequence[Run]) -> list[ProvenanceLine]:
-    lines = [ProvenanceLine(label, [_fmt_plain(run.env.get(key)) for run in runs]) for label, key in _PROVENANCE_FIELDS]
+    lines = [
+        ProvenanceLine(label, [_fmt_plain(run.env.get(key)) for run in runs])
+        for label, key in _PROVENANCE_FIELDS
+    ]
     lines.append(ProvenanceLine("timing", [_timing_text(run.env.get("timing")) for run in runs]))
     lines.append(
         ProvenanceLine(
@@ -871,7 +927,10 @@ def _provenance(runs: Sequence[Run]) -> list[ProvenanceLine]:
     lines.append(
         ProvenanceLine(
             "bf16 matmul",
-            [_ceiling_text(r.ceilings.matmul_tflops, r.ceilings.datasheet_matmul_tflops, "TFLOP/s") for r in runs],
+            [
+                _ceiling_text(r.ceilings.matmul_tflops, r.ceilings.datasheet_matmul_tflops, "TFLOP/s")
+                for r in runs
+            ],
         )
     )
     lines.append(ProvenanceLine("datasheet", [_fmt_plain(r.ceilings.datasheet_name) for r in runs]))
@@ -909,7 +968,9 @@ def _geomean(values: Sequence[float]) -> float | None:
 def _comparison(runs: Sequence[Run]) -> Comparison | None:
     if len(runs) < 2:
         return None
-    per_run: list[dict[tuple[str, str, str, str], Row]] = [{row.match_key: row for row in run.rows} for run in runs]
+    per_run: list[dict[tuple[str, str, str, str], Row]] = [
+        {row.match_key: row for row in run.rows} for run in runs
+    ]
     keys: list[tuple[str, str, str, str]] = []
     seen: set[tuple[str, str, str, str]] = set()
     for table in per_run:
@@ -947,9 +1008,17 @@ def _comparison(runs: Sequence[Run]) -> Comparison | None:
 def fmt_num(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "—"
-    if abs(value) >= 10 ** digits:
+    if abs(value) >= 10**digits:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def fmt_bytes(value: float) -> str:
+    """Decimal units, as GB/s are: 2e8 -> "200 MB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} B"
 
 
 def fmt_sci(value: float | None) -> str:
@@ -990,9 +1059,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(
-        num=fmt_num, sci=fmt_sci, pct=fmt_pct, speedup=fmt_speedup, sortval=sort_value
-    )
+    environment.filters.update(num=fmt_num, sci=fmt_sci, pct=fmt_pct, speedup=fmt_speedup, sortval=sort_value)
     return environment
 
 
@@ -1029,7 +1096,7 @@ def build_report(results: list[dict], layouts_svgs: dict[str, str] | None = None
         script=Markup(script),
         script_hash=_script_hash(script),
         raw_results=[_sanitize_json(result) for result in results],
-        our_backends=OUR_BACKENDS,
+        our_backends=_backend_order({row.backend for run in runs for row in run.rows if row.ours}),
     )
 
 
@@ -1058,9 +1125,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="write a self-contained HTML report of benchmark results",
         description="Write DIR/index.html from one or more results files; several files are compared.",
     )
-    parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json", help="results of tilearena bench")
-    parser.add_argument("-o", "--out", type=Path, default=Path("reports"), metavar="DIR",
-                        help="output directory (default: reports/)")  # fmt: skip
+    parser.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS.json", help="results of tilearena bench"
+    )
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="output directory (default: reports/)",
+    )
     parser.set_defaults(command="report")
     return parser
 

@@ -152,9 +152,45 @@ def _speed(timing: Timing, cost: registry.Cost, bound: str, ceilings: dict[str, 
     return {"ms": timing.median_ms, "ms_iqr": timing.iqr_ms, "gbps": gbps, "tflops": tflops, "sol_pct": sol}
 
 
+def _warm_one(task: tuple[str, str, dict, str]) -> str | None:
+    """Run one backend once in a worker process, so its compiled kernel lands in the DSL's disk cache."""
+    op, name, shape, dtype_name = task
+    try:
+        op_spec = registry.spec(op)
+        b = registry.backend(op, name)
+        args = op_spec.make_inputs(shape, DTYPES[dtype_name], "cuda", 0)
+        if why_not(b, args):
+            return None
+        b.fn(*args)
+        torch.cuda.synchronize()
+    except Exception as exc:
+        return f"{op} {name} {shape}: {type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def warm_compile_caches(plan: Sequence[tuple], workers: int, console: Console) -> None:
+    """Compile every (op, backend, shape) in parallel worker processes before timing anything.
+
+    Triton, Helion (through Triton) and TileLang keep compiled kernels on disk, so the timed
+    process then loads instead of compiling: on a fresh GPU machine this turns many serial
+    compiles into a few parallel ones.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    tasks = [(op_spec.name, name, shape, DTYPE_NAMES[dtype]) for op_spec, names, shape, dtype in plan
+             for name in names if name not in ("eager", "cublas")]
+    context = multiprocessing.get_context("spawn")
+    with console.status(f"compiling {len(tasks)} kernels in {workers} processes"), \
+            concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for problem in pool.map(_warm_one, tasks):
+            if problem:
+                console.print(f"[yellow]warm-up: {problem}[/]")
+
+
 def run_bench(ops: Sequence[str], backends: Sequence[str] | None, shape_sets: Sequence[str],
               dtypes: Sequence[torch.dtype], out_dir: Path, console: Console,
-              write_report: bool = False) -> dict[str, Any]:
+              write_report: bool = False, warm_workers: int = 0) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         console.print("[yellow]No CUDA GPU: running what runs on the CPU (eager, torch.compile, the Triton "
@@ -179,6 +215,8 @@ def run_bench(ops: Sequence[str], backends: Sequence[str] | None, shape_sets: Se
                 for dtype in dtypes:
                     if dtype in op_spec.dtypes:
                         plan.append((op_spec, names, dict(shape), dtype))
+    if warm_workers > 0 and device == "cuda":
+        warm_compile_caches(plan, warm_workers, console)
     total = sum(len(p[1]) for p in plan)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -5,8 +5,9 @@ shape class (short/long rows; small/large M for matmul), and a ``config`` given 
 function is merged over it key by key (so ``{"num_warps": 16}`` changes only that).  The
 choices are educated guesses for an H100 until the autotuner's results are baked in here.
 
-``helion_config_space(kernel, args)`` returns Helion's own ``ConfigSpec`` for a kernel bound to
+``helion_config_space(fn, args)`` returns Helion's own ``ConfigSpec`` for a kernel bound to
 some arguments (``Kernel.bind(args).config_spec`` in Helion 1.4.0): the autotuner's search space.
+Each backend wraps it as ``<op>_config_space(*op_args)``, its ``Backend.config_space``.
 It needs no GPU (binding traces the kernel on fake tensors), but it must be obtained with
 reference mode off, since a kernel bound in reference mode (``HELION_INTERPRET=1``) is never
 traced and its ConfigSpec is empty.
@@ -14,14 +15,23 @@ traced and its ConfigSpec is empty.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import inspect
+import json
+import math
 import os
+import random
+import zlib
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 import helion
+import torch
 from helion.runtime.ref_mode import RefMode
+
+from . import registry
 
 #: Keys a ``helion.Config`` understands; anything else in a ``config`` is a typo.
 _HELION_CONFIG_KEYS = frozenset(
@@ -53,8 +63,8 @@ def rowwise_config(n: int, *, looped_chunk: int = 8192) -> dict[str, Any]:
     if block_n <= 1024:
         # Short rows: several rows per program so each program still moves ~16 KB.
         rows = max(1, min(64, 8192 // block_n))
-        return {"block_sizes": [rows], "reduction_loops": [None], "num_warps": 4 if rows * block_n <= 4096
-                else 8, "num_stages": 1}
+        warps = 4 if rows * block_n <= 4096 else 8
+        return {"block_sizes": [rows], "reduction_loops": [None], "num_warps": warps, "num_stages": 1}
     if block_n <= MAX_ROW_IN_REGISTERS:
         # One row per program, ~16-32 fp32 values per thread: no spills, one read of x.
         return {"block_sizes": [1], "reduction_loops": [None],
@@ -132,11 +142,17 @@ def merge_config(shipped: Mapping[str, Any], config: Mapping[str, Any] | helion.
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    # Exact type checks: an isinstance against the Mapping ABC costs microseconds per call.
+    if type(value) in (list, tuple):
+        return tuple([_freeze(v) for v in value])
+    if type(value) is dict:
+        return tuple(sorted([(k, _freeze(v)) for k, v in value.items()]))
     return value
+
+
+def interpreting() -> bool:
+    """Whether kernels built now run in Helion's reference mode (``HELION_INTERPRET``)."""
+    return os.environ.get("HELION_INTERPRET", "") not in ("", "0")
 
 
 def _thaw(value: Any) -> Any:
@@ -163,8 +179,7 @@ def helion_kernel(fn: Callable[..., Any], config: Mapping[str, Any], *, static_s
     ``settings`` are further ``helion.Settings`` fields (e.g. ``dot_precision``).
     """
 
-    ref_mode = os.environ.get("HELION_INTERPRET", "") not in ("", "0")
-    return _compiled_kernel(fn, _freeze(config), static_shapes, ref_mode, _freeze(settings))
+    return _compiled_kernel(fn, _freeze(config), static_shapes, interpreting(), _freeze(settings))
 
 
 def run_kernel(kernel: helion.Kernel, *args: Any) -> Any:
@@ -194,3 +209,169 @@ def describe_config_space(config_spec: Any) -> dict[str, str]:
         return repr(field)
 
     return {key: show(field) for key, field in config_spec._flat_fields().items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning: Helion's ConfigSpec as a tilearena ConfigSpace, and Helion's own autotuner.
+# --------------------------------------------------------------------------------------------
+
+def _backend_module(op: str) -> Any:
+    return importlib.import_module(f"{__package__}.{op}.helion")
+
+
+def _to_plain(config: helion.Config | Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-able dict (what the tuning store keeps) of a Helion config."""
+    items = config.config if isinstance(config, helion.Config) else config
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(items).items()}
+
+
+class HelionConfigSpace:
+    """``Backend.config_space`` of a Helion backend.
+
+    Helion's search space depends on the arguments (one block size per ``hl.tile`` dimension,
+    the reduction's extent, how many loads can take a tensor descriptor), so it is built per
+    shape: called with the op's arguments it returns Helion's ``ConfigSpec``; as a tilearena
+    ``ConfigSpace`` (the protocol of ``autotune/space.py``) it builds that ConfigSpec from
+    ``context.shape`` on meta tensors (no GPU) and samples, mutates and validates with Helion's
+    own fragments and ``ConfigSpec.normalize``.  Configs are plain dicts of Helion keys.
+    """
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.default: dict[str, Any] = {}
+        self._specs: dict[tuple, Any] = {}
+
+    def __call__(self, *op_args: Any) -> Any:
+        fn, args, static_shapes, settings = _backend_module(self.op).kernel_call(*op_args)
+        return helion_config_space(fn, args, static_shapes=static_shapes, **settings)
+
+    def config_spec(self, context: Any) -> Any:
+        shape = dict(getattr(context, "shape", {}) or {})
+        dtype = torch.float32 if getattr(context, "dtype_bytes", 2) == 4 else torch.bfloat16
+        key = (tuple(sorted(shape.items())), dtype)
+        if key not in self._specs:
+            # Meta tensors: binding traces shapes only, so the sweep's GiB-sized inputs cost nothing.
+            self._specs[key] = self(*_backend_module(self.op).meta_args(shape, dtype))
+        return self._specs[key]
+
+    # --- the tilearena ConfigSpace protocol ---------------------------------------------------
+    def size(self) -> int | None:
+        return None
+
+    def enumerate(self, context: Any) -> Any:
+        raise TypeError("Helion's config space cannot be enumerated; use a sampling search")
+
+    def sample(self, rng: random.Random, context: Any) -> dict[str, Any] | None:
+        spec = self.config_spec(context)
+        # Helion's fragments draw from the global `random`; seed it from rng, then restore it.
+        state = random.getstate()
+        try:
+            random.seed(rng.getrandbits(64))
+            return _to_plain(spec.flat_config(lambda fragment: fragment.random()))
+        finally:
+            random.setstate(state)
+
+    def neighbours(self, config: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
+        from helion.autotuner.block_id_sequence import BlockIdSequence
+        from helion.autotuner.config_fragment import ConfigSpecFragment
+
+        spec = self.config_spec(context)
+        found: list[dict[str, Any]] = []
+        for key, field in spec._flat_fields().items():
+            if key not in config:
+                continue
+            if isinstance(field, ConfigSpecFragment):
+                for value in field.pattern_neighbors(config[key]):
+                    found.append({**config, key: value})
+            elif isinstance(field, BlockIdSequence) and isinstance(config[key], list):
+                for i, current in enumerate(config[key][: len(field)]):
+                    item = field[i]
+                    if hasattr(item, "_flat_fragment"):  # reduction_loops: None means "whole row"
+                        fragment = item._flat_fragment(spec)
+                        current = item._encode_flat_value(spec, current)
+                    else:
+                        fragment = item._fragment(spec)
+                    try:
+                        values = fragment.pattern_neighbors(current)
+                    except Exception:  # a field whose values this fragment does not encode
+                        continue
+                    for value in values:
+                        changed = list(config[key])
+                        changed[i] = value
+                        found.append({**config, key: changed})
+        valid = []
+        for candidate in found:
+            normalized = self._normalized(candidate, spec)
+            if normalized is not None and normalized != dict(config):
+                valid.append(normalized)
+        return valid
+
+    def invalid_reason(self, config: Mapping[str, Any], context: Any = None) -> str | None:
+        if not isinstance(config, Mapping):
+            return f"a config is a mapping, got {type(config).__name__}"
+        try:
+            merge_config({}, config)
+        except ValueError as exc:
+            return str(exc)
+        if context is None:
+            return None
+        try:
+            self.config_spec(context).normalize(dict(config))
+        except helion.exc.InvalidConfig as exc:
+            return str(exc)
+        return None
+
+    def features(self, config: Mapping[str, Any]) -> list[float]:
+        values: list[float] = []
+        for key in sorted(config):
+            for v in config[key] if isinstance(config[key], list) else [config[key]]:
+                if isinstance(v, bool):
+                    values.append(float(v))
+                elif isinstance(v, (int, float)):
+                    # Block sizes and warps are powers of two: their log is what varies smoothly.
+                    values.append(math.log2(v) if isinstance(v, int) and v > 0 else float(v))
+                elif v is None:
+                    values.append(-1.0)
+                else:  # enum strings: a stable code in [0, 1)
+                    values.append((zlib.crc32(str(v).encode()) % 997) / 997)
+        return values
+
+    def effective_key(self, config: Mapping[str, Any], context: Any) -> str:
+        normalized = self._normalized(config, self.config_spec(context))
+        return json.dumps(normalized if normalized is not None else dict(config), sort_keys=True, default=str)
+
+    def complete(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(config)
+
+    @staticmethod
+    def _normalized(config: Mapping[str, Any], spec: Any) -> dict[str, Any] | None:
+        candidate = copy.deepcopy(dict(config))
+        try:
+            spec.normalize(candidate)
+        except helion.exc.InvalidConfig:
+            return None
+        return _to_plain(candidate)
+
+
+def helion_autotune(op: str, *op_args: Any, effort: str = "quick", **options: Any) -> dict[str, Any]:
+    """Run Helion's own autotuner for ``op`` on these arguments (on the GPU); the best config
+    as a plain dict that the backend's ``config=`` accepts and the tuning store can keep."""
+    module = _backend_module(op)
+    fn, args, static_shapes, settings = module.kernel_call(*op_args)
+    kernel = helion.kernel(fn, static_shapes=static_shapes, ref_mode=RefMode.OFF,
+                           autotune_effort=effort if effort in ("quick", "full") else "quick", **settings)
+    best = _to_plain(kernel.autotune(args, force=True, **options))
+    if op == "softmax":
+        # The tuned config is for the kernel variant this row length selects.
+        best["variant"] = module.shipped_variant(op_args[0].shape[-1])
+    return best
+
+
+def external_autotuner(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, effort: str,
+                       budget_s: float | None) -> dict[str, Any]:
+    """For ``autotune.tuner.register_external_autotuner("helion", external_autotuner)``.
+
+    ``budget_s`` is not passed on: Helion's effort profile bounds its own search.
+    """
+    args = registry.spec(op).make_inputs(dict(shape), getattr(torch, dtype_name), "cuda", 0)
+    return helion_autotune(op, *args, effort=effort)

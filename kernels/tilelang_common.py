@@ -35,6 +35,15 @@ def tilelang_dtype(dtype: torch.dtype) -> str:
     return TILELANG_DTYPES[dtype]
 
 
+def misaligned(**tensors: torch.Tensor) -> str | None:
+    """Why these tensors cannot be used, or None: the kernels use 16-byte vector loads and TMA,
+    which assume 16-byte aligned base pointers (true of torch allocations, not of every view)."""
+    for name, tensor in tensors.items():
+        if tensor.data_ptr() % 16:
+            return f"{name} is not 16-byte aligned (a view at an odd offset); TileLang kernels need it"
+    return None
+
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -138,6 +147,9 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "chunk": (2048, 4096, 8192, 16384),
     "chunk_threads": (128, 256, 512, 1024),
     "num_stages": (1, 2, 3, 4),
+    # "resident" kernel: the longest row (bytes, padded to a chunk multiple) kept in shared
+    # memory; 0 turns it off (rows that do not fit in registers then take the chunked kernel).
+    "max_resident_bytes": (0, 65536, 131072, 196608),
 }
 
 ROW_DEFAULT_CONFIG: dict[str, Any] = {
@@ -147,19 +159,24 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
     "chunk": 8192,
     "chunk_threads": 512,
     "num_stages": 2,
+    "max_resident_bytes": 196608,
 }
 
 
-def row_kernel_key(n: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
-    """(kind, block_n, rows_per_block, threads, num_stages) for rows of length ``n``.
+def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
+    """(kind, block_n, rows_per_block, threads, num_stages) for rows of ``n`` elements of ``itemsize`` bytes.
 
     ``rows``: rows_per_block whole rows, padded to a power of two, live in registers: one read
     of x, one write of y. Padding columns are masked by the copies' boundary predicates.
-    ``chunked``: one row per block, walked in ``chunk``-column steps through a software
-    pipeline twice (reduce, then normalise): x is read twice, the second time mostly from L2.
+    ``resident``: a row too long for registers but not for shared memory (N <= 98304 in bf16 by
+    default): one row per block, copied whole into shared memory (one read of x), then walked
+    twice in ``chunk``-column steps from there (reduce, then normalise).
+    ``chunked``: longer rows (up to 262144): one row per block, walked twice in ``chunk``-column
+    steps from global memory, so x is read twice; the second walk runs backwards so the row's
+    most recently read part, still in L2, comes first.
     """
     cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
-    padded = max(next_power_of_2(n), 256)
+    padded = max(next_power_of_2(n), 32)
     if padded <= cfg["max_row_in_registers"]:
         rows = max(1, cfg["elements_per_block"] // padded)
         threads = min(1024, max(128, rows * padded // cfg["elements_per_thread"]))
@@ -169,4 +186,8 @@ def row_kernel_key(n: int, config: Mapping[str, Any] | None) -> tuple[str, int, 
         raise ValueError(
             f"chunk_threads: {cfg['chunk_threads']} threads leave fewer than 4 columns each of chunk {chunk}"
         )
+    row_bytes = -(-n // chunk) * chunk * itemsize
+    # 16-byte aligned rows keep the global -> shared copy vectorised (cp.async of 16 bytes).
+    if row_bytes <= cfg["max_resident_bytes"] and (n * itemsize) % 16 == 0:
+        return ("resident", chunk, 1, cfg["chunk_threads"], cfg["num_stages"])
     return ("chunked", chunk, 1, cfg["chunk_threads"], cfg["num_stages"])

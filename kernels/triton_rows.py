@@ -58,10 +58,38 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "max_row_in_registers": (8192, 16384, 32768),
 }
 
-DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 16384, "max_row_in_registers": 32768}
+DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 8192, "max_row_in_registers": 32768}
+
+# Programs per SM that the cooperative kernel may count on being resident at once, learnt from
+# the compiled kernel's registers and shared memory after its first (always safe) launch.
+_RESIDENT_PER_SM: dict[tuple, int] = {}
 
 
-def plan_rows(m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None) -> RowPlan:
+def resident_per_sm(key: tuple) -> int:
+    return _RESIDENT_PER_SM.get(key, 1)
+
+
+def learn_residency(key: tuple, compiled: Any, num_warps: int) -> None:
+    """Record how many programs of ``compiled`` fit on one SM (Hopper: 64K registers, 64 warps)."""
+    if key in _RESIDENT_PER_SM:
+        return
+    try:
+        regs = int(compiled.n_regs)
+        shared = int(compiled.metadata.shared)
+    except (AttributeError, TypeError, ValueError):
+        _RESIDENT_PER_SM[key] = 1
+        return
+    # Registers are allocated per warp in units of 256.
+    regs_per_warp = -(-regs * 32 // 256) * 256
+    by_regs = 65536 // max(1, regs_per_warp * num_warps)
+    by_warps = 64 // num_warps
+    by_shared = (227 * 1024) // shared if shared else by_warps
+    # Capped at 4: beyond that more residency buys nothing for a streaming kernel.
+    _RESIDENT_PER_SM[key] = max(1, min(by_regs, by_warps, by_shared, 4))
+
+
+def plan_rows(m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None,
+              residency_key: tuple = ()) -> RowPlan:
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     block_n = next_power_of_2(n)
     if block_n <= 1024:
@@ -76,9 +104,10 @@ def plan_rows(m: int, n: int, device: torch.device, config: Mapping[str, Any] | 
     if interpreting() or device.type != "cuda":
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     split = -(-n // chunk)
-    groups = max(1, sm_count(device.index or 0) // split)
-    if split > sm_count(device.index or 0):
-        # More programs per row than SMs could not all be resident: fall back to two reads.
+    warps = cfg.get("num_warps") or max(4, min(16, chunk // 256 // 4))
+    resident = sm_count(device.index or 0) * resident_per_sm((*residency_key, chunk, warps, split))
+    if split > resident:
+        # More programs per row than can be resident at once would wait forever: read x twice.
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
-    warps = cfg.get("num_warps") or max(4, min(16, chunk // 1024))
+    groups = resident // split
     return RowPlan("split", chunk, 1, warps, split=split, grid=min(groups, m) * split)

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="?",
         const="auto",
         metavar="MxN",
-        help="treat it as a thread-value layout (thread, value) -> tile index; tile MxN (default: square-ish)",
+        help="draw a thread-value layout (thread, value) -> tile index over an MxN tile",
     )
     show.add_argument("--svg", metavar="FILE", help="write an SVG drawing to FILE")
     parser.set_defaults(layout_run=run)
@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("a thread-value layout has rank 2: (thread, value)")
             tile = _tile_for(layout, args.tv)
             owners = tv_grid(layout, tile)
-            print(f"{layout}  (threads={product(layout.shape[0])}, values={product(layout.shape[1])}, tile={tile})")
+            print(
+                f"{layout}  (threads={product(layout.shape[0])}, "
+                f"values={product(layout.shape[1])}, tile={tile})"
+            )
             print(grid_text([[f"T{o[0]}V{o[1]}" if o else None for o in row] for row in owners]))
             svg = to_svg(layout, tv_tile=tile) if args.svg else None
         else:

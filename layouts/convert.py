@@ -75,12 +75,13 @@ def linear_to_cute(layout: LinearLayout) -> Layout:
     if layout.num_in_dims != 1:
         raise ValueError(f"linear_to_cute needs exactly one in dim, got {layout.get_in_dim_names()}")
     flat = layout.flatten_outs()
-    (in_name, vectors), = flat.bases
+    ((in_name, vectors),) = flat.bases
     strides = []
     for bit, (value,) in enumerate(vectors):
         if value & (value - 1):
             raise ValueError(
-                f"basis {bit} of {in_name!r} maps to {value}, several bits: not representable as a CuTe stride"
+                f"basis {bit} of {in_name!r} maps to {value}, several bits: "
+                "not representable as a CuTe stride"
             )
         strides.append(value)
     if not strides:
@@ -104,7 +105,9 @@ def swizzled_shared_to_cute(
     col_dim, row_dim = order[0], order[1]
     columns = shape[col_dim]
     if vec * max_phase > columns:
-        raise ValueError(f"vec*max_phase = {vec * max_phase} exceeds the {columns} columns; Triton wraps the phase")
+        raise ValueError(
+            f"vec*max_phase = {vec * max_phase} exceeds the {columns} columns; Triton wraps the phase"
+        )
     bits = max_phase.bit_length() - 1
     base = vec.bit_length() - 1
     shift = (columns * per_phase).bit_length() - 1 - base

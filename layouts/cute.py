@@ -10,7 +10,6 @@ which the tests check against `nvidia-cutlass-dsl`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 from .int_tuple import (
     IntTuple,
@@ -160,8 +159,8 @@ class Layout:
         return f"Layout({format_int_tuple(self.shape)}:{format_int_tuple(self.stride)})"
 
 
-LayoutLike = Union[Layout, int]
-Tiler = Union[Layout, int, tuple]
+LayoutLike = Layout | int
+Tiler = Layout | int | tuple
 
 
 def _as_layout(value: LayoutLike | tuple) -> Layout:
@@ -227,12 +226,10 @@ def coalesce(layout: Layout, profile: IntTuple | None = None) -> Layout:
     )
 
 
-def filter(layout: Layout, profile: IntTuple | None = None) -> Layout:  # noqa: A001 - CuTe's name
+def filter(layout: Layout, profile: IntTuple | None = None) -> Layout:
     """Remove stride-0 (broadcast) and size-1 modes, then coalesce."""
     zero_removed = Layout(
-        unflatten(
-            (1 if stride == 0 else extent for extent, stride in layout.flat_modes()), layout.shape
-        ),
+        unflatten((1 if stride == 0 else extent for extent, stride in layout.flat_modes()), layout.shape),
         layout.stride,
     )
     return coalesce(zero_removed, profile)
@@ -314,7 +311,9 @@ def composition(outer: Layout, inner: Tiler) -> Layout:
         return _compose_layout(outer, _as_layout(inner))
     if is_tuple(inner):
         if len(inner) > outer.rank():
-            raise ValueError(f"tiler of rank {len(inner)} is longer than layout {outer} of rank {outer.rank()}")
+            raise ValueError(
+                f"tiler of rank {len(inner)} is longer than layout {outer} of rank {outer.rank()}"
+            )
         parts = [composition(outer[i], inner[i]) for i in range(len(inner))]
         parts += [outer[i] for i in range(len(inner), outer.rank())]
         return Layout(tuple(p.shape for p in parts), tuple(p.stride for p in parts))
@@ -364,7 +363,11 @@ def right_inverse(layout: Layout) -> Layout:
     next_stride = 1
     while True:
         follower = next(
-            ((extent, position) for stride, extent, position in modes if stride == next_stride and extent > 1),
+            (
+                (extent, position)
+                for stride, extent, position in modes
+                if stride == next_stride and extent > 1
+            ),
             None,
         )
         if follower is None:
@@ -437,9 +440,7 @@ def logical_product(block: Layout, tiler: Tiler) -> Layout:
     if is_tuple(tiler):
         return _by_mode(block, tiler, logical_product)
     repetition = _as_layout(tiler)
-    return make_layout(
-        block, composition(complement(block, block.size() * repetition.cosize()), repetition)
-    )
+    return make_layout(block, composition(complement(block, block.size() * repetition.cosize()), repetition))
 
 
 def zipped_product(block: Layout, tiler: Tiler) -> Layout:
@@ -499,13 +500,15 @@ class Swizzle:
     With S < 0 the roles are mirrored (bits move up instead of down), as in CuTe.
     """
 
-    __slots__ = ("bits", "base", "shift")
+    __slots__ = ("base", "bits", "shift")
 
     def __init__(self, bits: int, base: int, shift: int) -> None:
         if bits < 0 or base < 0:
             raise ValueError(f"Swizzle<{bits},{base},{shift}> needs non-negative B and M")
         if bits > abs(shift):
-            raise ValueError(f"Swizzle<{bits},{base},{shift}> needs B <= |S| so the bit ranges do not overlap")
+            raise ValueError(
+                f"Swizzle<{bits},{base},{shift}> needs B <= |S| so the bit ranges do not overlap"
+            )
         self.bits = bits
         self.base = base
         self.shift = shift

@@ -77,9 +77,13 @@ def _svg_document(cells: list[tuple[int, int, str, str]], rows: int, cols: int, 
         f'<text x="2" y="14">{escape(title)}</text>',
     ]
     for n in range(cols):
-        parts.append(f'<text x="{(n + 1) * CELL + CELL / 2}" y="{20 + CELL * 0.65}" text-anchor="middle">{n}</text>')
+        parts.append(
+            f'<text x="{(n + 1) * CELL + CELL / 2}" y="{20 + CELL * 0.65}" text-anchor="middle">{n}</text>'
+        )
     for m in range(rows):
-        parts.append(f'<text x="{CELL / 2}" y="{20 + (m + 1) * CELL + CELL * 0.65}" text-anchor="middle">{m}</text>')
+        parts.append(
+            f'<text x="{CELL / 2}" y="{20 + (m + 1) * CELL + CELL * 0.65}" text-anchor="middle">{m}</text>'
+        )
     for m, n, fill, label in cells:
         x, y = (n + 1) * CELL, 20 + (m + 1) * CELL
         parts.append(f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="{fill}" stroke="black"/>')
@@ -103,13 +107,20 @@ def to_svg(
         grid, colour_keys = linear_views(layout)
         rows, cols = len(grid), len(grid[0])
         count = max(colour_keys[m][n] for m in range(rows) for n in range(cols)) + 1
-        cells = [(m, n, _colour(colour_keys[m][n], count), grid[m][n]) for m in range(rows) for n in range(cols)]
+        cells = [
+            (m, n, _colour(colour_keys[m][n], count), grid[m][n]) for m in range(rows) for n in range(cols)
+        ]
         return _svg_document(cells, rows, cols, title or "linear layout")
     if tv_tile is not None:
         owners = tv_grid(layout, tv_tile)
         threads = product(layout.shape[0])
         cells = [
-            (m, n, _colour(owner[0], min(threads, 8)) if owner else "#ffffff", f"T{owner[0]}V{owner[1]}" if owner else "")
+            (
+                m,
+                n,
+                _colour(owner[0], min(threads, 8)) if owner else "#ffffff",
+                f"T{owner[0]}V{owner[1]}" if owner else "",
+            )
             for m, row in enumerate(owners)
             for n, owner in enumerate(row)
         ]

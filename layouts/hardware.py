@@ -112,8 +112,12 @@ def blocked(
 ) -> LinearLayout:
     """#ttg.blocked: each thread holds a size_per_thread block, tiled over lanes then warps."""
     rank = len(shape)
-    for what, values in (("size_per_thread", size_per_thread), ("threads_per_warp", threads_per_warp),
-                         ("warps_per_cta", warps_per_cta), ("order", order)):
+    for what, values in (
+        ("size_per_thread", size_per_thread),
+        ("threads_per_warp", threads_per_warp),
+        ("warps_per_cta", warps_per_cta),
+        ("order", order),
+    ):
         if len(values) != rank:
             raise ValueError(f"{what} has {len(values)} entries, the shape has rank {rank}")
     if sorted(order) != list(range(rank)):
@@ -126,7 +130,9 @@ def blocked(
     return _fit_to_shape(cta, shape)
 
 
-def _mma_tile(tile_shape: Sequence[int], k_width: int, order: Sequence[int], rep_order: Sequence[int]) -> LinearLayout:
+def _mma_tile(
+    tile_shape: Sequence[int], k_width: int, order: Sequence[int], rep_order: Sequence[int]
+) -> LinearLayout:
     """The register/lane tile of an mma.sync fragment (Triton's nvidiaMmaTile)."""
     names = _dim_names(len(rep_order))
     layout = _identity_nd(REGISTER, [1] * len(rep_order), rep_order)
@@ -143,7 +149,9 @@ def _mma_tile(tile_shape: Sequence[int], k_width: int, order: Sequence[int], rep
     )
 
 
-def _mma(version: int, tile_shape: Sequence[int], warps_per_cta: Sequence[int], shape: Sequence[int]) -> LinearLayout:
+def _mma(
+    version: int, tile_shape: Sequence[int], warps_per_cta: Sequence[int], shape: Sequence[int]
+) -> LinearLayout:
     rank = len(shape)
     if len(warps_per_cta) != rank:
         raise ValueError(f"warps_per_cta has {len(warps_per_cta)} entries, the shape has rank {rank}")
@@ -154,7 +162,9 @@ def _mma(version: int, tile_shape: Sequence[int], warps_per_cta: Sequence[int], 
     return _fit_to_shape(cta * warps, shape)
 
 
-def mma_v2(warps_per_cta: Sequence[int], shape: Sequence[int], instr_shape: Sequence[int] = (16, 8)) -> LinearLayout:
+def mma_v2(
+    warps_per_cta: Sequence[int], shape: Sequence[int], instr_shape: Sequence[int] = (16, 8)
+) -> LinearLayout:
     """#ttg.nvidia_mma<{versionMajor = 2}> (Ampere mma.sync m16n8) accumulator layout."""
     rank = len(shape)
     tile = [1] * (rank - 2) + list(instr_shape[-2:])
@@ -214,7 +224,7 @@ def dot_operand(parent: MmaParent | tuple, op_idx: int, k_width: int, shape: Seq
     return _fit_to_shape(cta * warps.transpose_outs(cta.get_out_dim_names()), shape)
 
 
-def slice(parent_layout_of: object, dim: int, shape: Sequence[int] | None = None) -> LinearLayout:  # noqa: A001
+def slice(parent_layout_of: object, dim: int, shape: Sequence[int] | None = None) -> LinearLayout:
     """#ttg.slice<{dim, parent}>: the parent with `dim` removed.
 
     `parent_layout_of` is either the parent's LinearLayout over the shape with a 1
@@ -264,9 +274,7 @@ def swizzled_shared(
     offset_bases += [
         [row, (vec * ((row // per_phase) % max_phase)) % num_cols] for row in _powers_of_two_below(num_rows)
     ]
-    layout = LinearLayout(
-        {OFFSET: offset_bases}, [(names[row_dim], num_rows), (names[col_dim], num_cols)]
-    )
+    layout = LinearLayout({OFFSET: offset_bases}, [(names[row_dim], num_rows), (names[col_dim], num_cols)])
     for dim in order[2:]:
         layout = layout * LinearLayout.identity_1d(shape[dim], OFFSET, names[dim])
     return _fit_to_shape(layout, shape, OFFSET)
@@ -300,7 +308,9 @@ def nvmma_shared(swizzle_bytes: int, element_bits: int, shape: Sequence[int]) ->
     rows, cols = shape
     names = _dim_names(2)
     if swizzle_bytes == 0:
-        layout = LinearLayout.identity_1d(cols, OFFSET, names[1]) * LinearLayout.identity_1d(rows, OFFSET, names[0])
+        layout = LinearLayout.identity_1d(cols, OFFSET, names[1]) * LinearLayout.identity_1d(
+            rows, OFFSET, names[0]
+        )
         return _fit_to_shape(layout, shape, OFFSET)
     vec, per_phase, max_phase = nvmma_swizzle_parameters(swizzle_bytes, element_bits)
     tile_cols = swizzle_bytes * 8 // element_bits

@@ -7,9 +7,8 @@ hashable, printable and comparable without any wrapper type.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
 
-IntTuple = Union[int, tuple["IntTuple", ...]]
+IntTuple = int | tuple["IntTuple", ...]
 
 
 def is_int(value: object) -> bool:

@@ -227,7 +227,9 @@ class LinearLayout:
         return self.rank() == self.get_total_in_dim_size_log2()
 
     def is_invertible(self) -> bool:
-        return self.is_surjective() and self.get_total_in_dim_size_log2() == self.get_total_out_dim_size_log2()
+        return (
+            self.is_surjective() and self.get_total_in_dim_size_log2() == self.get_total_out_dim_size_log2()
+        )
 
     # --- evaluation ----------------------------------------------------------------------
     def apply(self, inputs: Mapping[str, int]) -> dict[str, int]:
@@ -333,12 +335,16 @@ class LinearLayout:
 
     def transpose_ins(self, order: Sequence[str]) -> LinearLayout:
         if sorted(order) != sorted(self._bases):
-            raise ValueError(f"transpose_ins: {list(order)} is not a permutation of {self.get_in_dim_names()}")
+            raise ValueError(
+                f"transpose_ins: {list(order)} is not a permutation of {self.get_in_dim_names()}"
+            )
         return LinearLayout([(name, self._bases[name]) for name in order], self.out_dims)
 
     def transpose_outs(self, order: Sequence[str]) -> LinearLayout:
         if sorted(order) != sorted(self._out_dims):
-            raise ValueError(f"transpose_outs: {list(order)} is not a permutation of {self.get_out_dim_names()}")
+            raise ValueError(
+                f"transpose_outs: {list(order)} is not a permutation of {self.get_out_dim_names()}"
+            )
         positions = [self.get_out_dim_names().index(name) for name in order]
         return LinearLayout(
             {name: [[v[p] for p in positions] for v in vectors] for name, vectors in self._bases.items()},
@@ -431,7 +437,9 @@ class LinearLayout:
             if name not in self._out_dims or self._out_dims[name] % size:
                 return None
         out_names = self.get_out_dim_names()
-        quotient_out = [(name, size // divisor._out_dims.get(name, 1)) for name, size in self._out_dims.items()]
+        quotient_out = [
+            (name, size // divisor._out_dims.get(name, 1)) for name, size in self._out_dims.items()
+        ]
         quotient: dict[str, list[list[int]]] = {}
         for name, vectors in self._bases.items():
             low_count = len(divisor._bases.get(name, []))
@@ -454,21 +462,27 @@ class LinearLayout:
         return result
 
     # --- inverses -------------------------------------------------------------------------
-    def invert_and_compose(self, outer: LinearLayout) -> LinearLayout:
+    def invert_and_compose(self, outer: LinearLayout, check_surjective: bool = True) -> LinearLayout:
         """X with outer(X(x)) == self(x): how to reach self's elements through outer's inputs.
 
         As Triton: in dims on which both layouts agree map to themselves (nothing to
         move); the rest is the minimum-norm least-squares solution over GF(2).
+        check_surjective=False accepts an outer that is not surjective provided the image
+        of self lies inside the image of outer (Triton asserts this only in debug builds).
         """
         out_names = self.get_out_dim_names()
         if set(out_names) != set(outer._out_dims):
-            raise ValueError(f"invert_and_compose: out dims differ ({out_names} vs {outer.get_out_dim_names()})")
+            raise ValueError(
+                f"invert_and_compose: out dims differ ({out_names} vs {outer.get_out_dim_names()})"
+            )
         target = self
         source = outer.transpose_outs(out_names)
         for name in out_names:
             if source._out_dims[name] != target._out_dims[name]:
-                raise ValueError(f"invert_and_compose: out dim {name!r} has different sizes (conversion keeps shape)")
-        if not source.is_surjective():
+                raise ValueError(
+                    f"invert_and_compose: out dim {name!r} has different sizes (conversion keeps shape)"
+                )
+        if check_surjective and not source.is_surjective():
             raise ValueError("invert_and_compose: outer must be surjective")
         identity_dims = [
             name
@@ -525,7 +539,7 @@ class LinearLayout:
 
 def _least_squares(source: LinearLayout, target: LinearLayout) -> LinearLayout:
     """Minimum-norm X with source(X) == target over GF(2) (Triton's lstsq), via the RREF of [A | B]."""
-    num_rows = source.get_total_out_dim_size_log2()
+    source.get_total_out_dim_size_log2()
     columns_a = source.get_total_in_dim_size_log2()
     columns_b = target.get_total_in_dim_size_log2()
     rows_a, rows_b = source._matrix_rows(), target._matrix_rows()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .hardware import swizzled_shared
 from .linear import LinearLayout
 
-__all__ = ["ConversionPlan", "ShuffleRound", "bank_conflicts", "plan_conversion", "quotient"]
+__all__ = ["ConversionPlan", "WarpDecomposition", "bank_conflicts", "plan_conversion", "quotient", "warp_decomposition"]
 
 REGISTER, LANE, WARP, BLOCK = "register", "lane", "warp", "block"
 BANKS = 32
@@ -50,7 +50,8 @@ def quotient(layout: LinearLayout, dim: str) -> LinearLayout | None:
     if not _is_identity_on(layout, dim):
         return None
     return layout.sublayout(
-        [d for d in layout.get_in_dim_names() if d != dim], [d for d in layout.get_out_dim_names() if d != dim]
+        [d for d in layout.get_in_dim_names() if d != dim],
+        [d for d in layout.get_out_dim_names() if d != dim],
     )
 
 
@@ -65,18 +66,106 @@ def minimal_conversion(src: LinearLayout, dst: LinearLayout) -> LinearLayout:
 
 
 @dataclass
-class ShuffleRound:
-    """One warp shuffle: every lane reads `source_register` values from lane `source_lane(lane)`."""
+class WarpDecomposition:
+    """A conversion inside a warp as Triton factors it (getWarpLayoutConvertDecomposition):
+    the permutation P of register and lane index bits = P_mixed o P_lane o P_reg, where
+    P_mixed is a product of disjoint (register bit, lane bit) transpositions."""
 
-    destination_register: int
-    source_lanes: list[int]
-    source_registers: list[int]
+    register_permutation: list[int]  # P_reg: register bit i -> bit register_permutation[i]
+    lane_permutation: list[int]  # P_lane: lane bit i -> bit lane_permutation[i]
+    mixed_transpositions: list[tuple[int, int]]  # (register bit, lane bit)
+    pack_bits: int  # log2 of how many values share one 32-bit shuffle
 
     @property
-    def xor_mask(self) -> int | None:
-        """Set when the shuffle is a butterfly (shfl.sync.bfly): source lane = lane ^ mask."""
-        masks = {lane ^ source for lane, source in enumerate(self.source_lanes)}
-        return masks.pop() if len(masks) == 1 else None
+    def lane_permutation_is_trivial(self) -> bool:
+        return self.lane_permutation == list(range(len(self.lane_permutation)))
+
+
+def _without_broadcast_registers(layout: LinearLayout) -> LinearLayout:
+    """Drop register bases that are zero: such registers are copies and need not move."""
+    return LinearLayout(
+        [(name, [v for v in vectors if any(v)] if name == REGISTER else vectors) for name, vectors in layout.bases],
+        layout.out_dims,
+    )
+
+
+def _padded(layout: LinearLayout, register_bits: int, lane_bits: int) -> LinearLayout:
+    zero = [0] * layout.num_out_dims
+    bases = dict(layout.bases)
+    return LinearLayout(
+        [
+            (REGISTER, bases[REGISTER] + [zero] * (register_bits - len(bases[REGISTER]))),
+            (LANE, bases[LANE] + [zero] * (lane_bits - len(bases[LANE]))),
+        ],
+        layout.out_dims,
+    )
+
+
+def warp_decomposition(src: LinearLayout, dst: LinearLayout, element_bits: int = 32) -> WarpDecomposition:
+    """Factor an intra-warp conversion into register, lane and mixed transpositions, as Triton does."""
+    src, dst = _without_broadcast_registers(src), _without_broadcast_registers(dst)
+    register_bits = max(src.get_in_dim_size_log2(REGISTER), dst.get_in_dim_size_log2(REGISTER))
+    lane_bits = max(src.get_in_dim_size_log2(LANE), dst.get_in_dim_size_log2(LANE))
+    out_names = src.get_out_dim_names()
+    source = _padded(src.sublayout([REGISTER, LANE], out_names), register_bits, lane_bits)
+    target = _padded(dst.sublayout([REGISTER, LANE], out_names), register_bits, lane_bits)
+    # P maps every source index bit to the destination index bit that holds the same element.
+    skeleton = dict(source.invert_and_compose(target, check_surjective=False).bases)
+    dims = [REGISTER, LANE]
+    bit_count = {REGISTER: register_bits, LANE: lane_bits}
+    # P as a map on (dim, bit) pairs; zero columns (broadcast bits) are paired up so P is a permutation.
+    permutation: dict[tuple[str, int], tuple[str, int]] = {}
+    source_flat, target_flat = source.flatten_outs(), target.flatten_outs()
+    source_free, target_free = [], []
+    for dim in dims:
+        source_values = dict(source_flat.bases)[dim]
+        target_values = dict(target_flat.bases)[dim]
+        for bit in range(bit_count[dim]):
+            source_zero, target_zero = source_values[bit] == [0], target_values[bit] == [0]
+            if source_zero and target_zero:
+                permutation[(dim, bit)] = (dim, bit)
+            elif source_zero:
+                source_free.append((dim, bit))
+            elif target_zero:
+                target_free.append((dim, bit))
+            if not source_zero:
+                vector = skeleton[dim][bit]
+                for position, value in enumerate(vector):
+                    if value:
+                        permutation[(dim, bit)] = (dims[position], value.bit_length() - 1)
+    for source_bit, target_bit in zip(source_free, target_free):
+        permutation[source_bit] = target_bit
+
+    # Walk the cycles of P. A run "r_m -> l_j -> ... -> l_k -> r_i" is cut out as the
+    # transposition (r_i l_j), leaving r_m -> r_i in P_reg and l_k -> l_j in P_lane.
+    register_map = list(range(register_bits))
+    lane_map = list(range(lane_bits))
+    mixed: list[tuple[int, int]] = []
+    visited: set[tuple[str, int]] = set()
+    for dim in dims:
+        for bit in range(bit_count[dim]):
+            if (dim, bit) in visited:
+                continue
+            current = (dim, bit)
+            run_register_start = run_lane_start = -1
+            while True:
+                visited.add(current)
+                following = permutation[current]
+                if current[0] == REGISTER and following[0] == REGISTER:
+                    register_map[current[1]] = following[1]
+                elif current[0] == LANE and following[0] == LANE:
+                    lane_map[current[1]] = following[1]
+                elif current[0] == REGISTER:
+                    run_register_start, run_lane_start = current[1], following[1]
+                else:
+                    register_map[run_register_start] = following[1]
+                    lane_map[current[1]] = run_lane_start
+                    mixed.append((following[1], run_lane_start))
+                current = following
+                if current == (dim, bit):
+                    break
+    pack = min({8: 2, 16: 1}.get(element_bits, 0) if element_bits < 32 else 0, register_bits - len(mixed))
+    return WarpDecomposition(register_map, lane_map, mixed, max(pack, 0))
 
 
 @dataclass
@@ -84,7 +173,7 @@ class ConversionPlan:
     kind: str  # "noop" | "register" | "warp_shuffle" | "shared_memory"
     conversion: LinearLayout
     register_permutation: list[int] | None = None
-    shuffle_rounds: list[ShuffleRound] = field(default_factory=list)
+    warp: WarpDecomposition | None = None
     shared_layout: LinearLayout | None = None
     swizzle: tuple[int, int, int, tuple[int, ...]] | None = None  # (vec, per_phase, max_phase, order)
     bank_conflicts: int | None = None
@@ -95,17 +184,15 @@ class ConversionPlan:
         if self.kind == "noop":
             return "noop: every thread already holds the right values in the right registers"
         if self.kind == "register":
-            return f"register: permute registers within each thread, dst[r] = src[{self.register_permutation}[r]]"
-        if self.kind == "warp_shuffle":
-            parts = []
-            for shuffle in self.shuffle_rounds:
-                how = (
-                    f"shfl.bfly xor {shuffle.xor_mask}"
-                    if shuffle.xor_mask is not None
-                    else f"shfl.idx from lanes {shuffle.source_lanes}"
-                )
-                parts.append(f"reg {shuffle.destination_register}: {how}")
-            return f"warp_shuffle: {len(self.shuffle_rounds)} round(s): " + "; ".join(parts)
+            permutation = self.register_permutation
+            return f"register: permute registers within each thread, dst[r] = src[{permutation}[r]]"
+        if self.kind == "warp_shuffle" and self.warp is not None:
+            return (
+                f"warp_shuffle: {self.details['shuffles']} shfl.sync per thread "
+                f"(lane permutation {self.warp.lane_permutation}, register permutation "
+                f"{self.warp.register_permutation}, mixed register/lane transpositions "
+                f"{self.warp.mixed_transpositions}, {1 << self.warp.pack_bits} value(s) per shuffle)"
+            )
         vec, per_phase, max_phase, order = self.swizzle or (1, 1, 1, ())
         return (
             "shared_memory: store, barrier, load through a swizzled buffer "
@@ -200,28 +287,38 @@ def _candidate_swizzles(shape: Sequence[int], element_bits: int):
             vec *= 2
 
 
-def plan_conversion(src: LinearLayout, dst: LinearLayout, element_bits: int = 16) -> ConversionPlan:
-    """Plan `convert_layout(src -> dst)` of one tensor as Triton would."""
+def plan_conversion(
+    src: LinearLayout, dst: LinearLayout, element_bits: int = 16, choose_swizzle: bool = True
+) -> ConversionPlan:
+    """Plan `convert_layout(src -> dst)` of one tensor as Triton would.
+
+    With choose_swizzle=False a shared-memory plan skips the (slower) swizzle search.
+    """
     if src.out_dims != dst.out_dims:
         raise ValueError(f"layouts cover different tensors: {src.out_dims} vs {dst.out_dims}")
     conversion = minimal_conversion(src, dst)
     in_dims = conversion.get_in_dim_names()
     if in_dims == [REGISTER]:
-        permutation = [conversion.apply({REGISTER: r})[REGISTER] for r in range(conversion.get_in_dim_size(REGISTER))]
+        permutation = [
+            conversion.apply({REGISTER: r})[REGISTER] for r in range(conversion.get_in_dim_size(REGISTER))
+        ]
         kind = "noop" if permutation == list(range(len(permutation))) else "register"
         return ConversionPlan(kind, conversion, register_permutation=permutation)
     if in_dims == [REGISTER, LANE]:
-        rounds = []
-        for register in range(conversion.get_in_dim_size(REGISTER)):
-            sources = [
-                conversion.apply({REGISTER: register, LANE: lane}) for lane in range(conversion.get_in_dim_size(LANE))
-            ]
-            source_lanes = [s[LANE] for s in sources]
-            if source_lanes != list(range(len(source_lanes))):
-                rounds.append(ShuffleRound(register, source_lanes, [s[REGISTER] for s in sources]))
-        return ConversionPlan("warp_shuffle", conversion, shuffle_rounds=rounds)
+        # Triton shuffles when at most one register bit trades places with a lane bit;
+        # anything more goes through shared memory (cvtNeedsWarpShuffle).
+        warp = warp_decomposition(src, dst, element_bits)
+        if len(warp.mixed_transpositions) < 2:
+            registers = 1 << len(warp.register_permutation)
+            plan = ConversionPlan("warp_shuffle", conversion, warp=warp)
+            # one shuffle per packed 32-bit register (a mixed transposition exchanges halves
+            # of register pairs, which still costs one shuffle per register)
+            plan.details["shuffles"] = registers >> warp.pack_bits
+            return plan
     shape = [size for _, size in src.out_dims]
     plan = ConversionPlan("shared_memory", conversion)
+    if not choose_swizzle:
+        return plan
     if len(shape) != 2:
         plan.details["note"] = "swizzle search is implemented for rank-2 tensors"
         return plan

@@ -7,16 +7,15 @@ evaluates static layouts while tracing, on the CPU), because each trace costs ~0
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hypothesis import strategies as st
 
 try:
-    import layouts  # noqa: F401
+    import layouts
 except ImportError:  # plain `pytest` does not put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -141,8 +140,97 @@ def normalise_unit_strides(text: str) -> str:
     """
     if text == "ERROR":
         return text
-    from layouts.int_tuple import flatten, format_int_tuple, unflatten
+    from layouts.int_tuple import format_int_tuple, unflatten
 
     layout = Layout.parse(text)
     strides = [0 if extent == 1 else stride for extent, stride in layout.flat_modes()]
     return f"{format_int_tuple(layout.shape)}:{format_int_tuple(unflatten(strides, layout.stride))}"
+
+
+# --------------------------------------------------------------------------------------
+# Triton compiler oracle for convert_layout: compile a gluon kernel for sm_90 on the CPU
+# (no GPU needed: ptxas ships with triton) and read how the conversion was lowered.
+# --------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _convert_kernel():
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as ttgl
+
+    @gluon.jit
+    def convert_kernel(x_ptr, y_ptr, M: ttgl.constexpr, N: ttgl.constexpr, SRC: ttgl.constexpr, DST: ttgl.constexpr):
+        rows = ttgl.arange(0, M, layout=ttgl.SliceLayout(1, SRC))
+        cols = ttgl.arange(0, N, layout=ttgl.SliceLayout(0, SRC))
+        x = ttgl.load(x_ptr + rows[:, None] * N + cols[None, :])
+        y = ttgl.convert_layout(x, DST)
+        rows_out = ttgl.arange(0, M, layout=ttgl.SliceLayout(1, DST))
+        cols_out = ttgl.arange(0, N, layout=ttgl.SliceLayout(0, DST))
+        ttgl.store(y_ptr + rows_out[:, None] * N + cols_out[None, :], y)
+
+    return convert_kernel
+
+
+def triton_convert_lowering(src_layout, dst_layout, shape=(64, 64), num_warps: int = 4, capability: int = 90) -> str:
+    """How Triton lowers convert_layout(src -> dst) of an fp16 tensor: 'shared_memory' when
+    the LLVM IR touches shared memory (addrspace 3), 'warp_shuffle' when it shuffles, else
+    'registers' (a register renaming, possibly empty). Layouts are gluon layout objects."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    source = GluonASTSource(
+        fn=_convert_kernel(),
+        signature={"x_ptr": "*fp16", "y_ptr": "*fp16", "M": "constexpr", "N": "constexpr", "SRC": "constexpr",
+                   "DST": "constexpr"},
+        constexprs={"M": shape[0], "N": shape[1], "SRC": src_layout, "DST": dst_layout},
+    )
+    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    llvm_ir = compiled.asm["llir"]
+    if "addrspace(3)" in llvm_ir:
+        return "shared_memory"
+    if "shfl" in llvm_ir:
+        return "warp_shuffle"
+    return "registers"
+
+
+@functools.lru_cache(maxsize=1)
+def _reshape_kernel():
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as ttgl
+
+    @gluon.jit
+    def reshape_kernel(x_ptr, SHARED: ttgl.constexpr, DTYPE: ttgl.constexpr, M: ttgl.constexpr, N: ttgl.constexpr):
+        layout: ttgl.constexpr = ttgl.BlockedLayout([1, 1], [1, 32], [4, 1], [1, 0])
+        rows = ttgl.arange(0, M, layout=ttgl.SliceLayout(1, layout))
+        cols = ttgl.arange(0, N, layout=ttgl.SliceLayout(0, layout))
+        x = ttgl.load(x_ptr + rows[:, None] * N + cols[None, :]).to(DTYPE)
+        buffer = ttgl.allocate_shared_memory(DTYPE, [M, N], SHARED, x)
+        flat_layout: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])
+        y = buffer.reshape([M * N]).load(flat_layout)
+        ttgl.store(x_ptr + ttgl.arange(0, M * N, layout=flat_layout), y.to(ttgl.float16))
+
+    return reshape_kernel
+
+
+def triton_shared_offsets(shared_layout, shape, element_bits: int) -> list[int]:
+    """Triton's offset bases of a rank-2 shared layout, read from the TTGIR of a kernel that
+    reshapes the buffer to 1-D (Triton then prints it as #ttg.shared_linear over the
+    row-major flattened index). gluon's to_linear_layout aborts on shared layouts in 3.6."""
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as ttgl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    dtype = {8: ttgl.float8e4nv, 16: ttgl.float16, 32: ttgl.float32}[element_bits]
+    source = GluonASTSource(
+        fn=_reshape_kernel(),
+        signature={"x_ptr": "*fp16", "SHARED": "constexpr", "DTYPE": "constexpr", "M": "constexpr",
+                   "N": "constexpr"},
+        constexprs={"SHARED": shared_layout, "DTYPE": dtype, "M": shape[0], "N": shape[1]},
+    )
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    match = re.search(r"#ttg\.shared_linear<\{offset = \[(.*?)\]\}", compiled.asm["ttgir"])
+    if match is None:
+        raise AssertionError("no #ttg.shared_linear in the TTGIR")
+    return [int(v) for v in re.findall(r"\[(\d+)\]", match.group(1))]

@@ -11,10 +11,10 @@ import random
 
 import pytest
 import torch
-
-import tilearena
 from tilearena.bench import numerics
 from tilearena.kernels import registry
+
+import tilearena
 
 pytestmark = pytest.mark.gpu
 

@@ -218,15 +218,39 @@ def test_config_overrides_and_errors(compile_only: None) -> None:
 
 def test_config_spaces(compile_only: None) -> None:
     x = torch.empty(16, 4096, dtype=torch.bfloat16, device="meta")
-    space = rmsnorm_mod.rmsnorm_config_space(x, torch.empty(4096, dtype=torch.bfloat16, device="meta"), 1e-6)
+    weight = torch.empty(4096, dtype=torch.bfloat16, device="meta")
+    space = registry.backend("rmsnorm", "helion").config_space(x, weight, 1e-6)
     assert len(space.block_sizes) == 1 and len(space.reduction_loops) == 1
     assert "num_warps" in describe_config_space(space)
-    assert len(softmax_mod.softmax_config_space(x, "online").block_sizes) == 2
+    assert softmax_mod.kernel_call(x, variant="online")[0] is softmax_mod._softmax_online
     a = torch.empty(128, 256, dtype=torch.bfloat16, device="meta")
-    space = matmul_mod.matmul_config_space(a, torch.empty(512, 256, dtype=torch.bfloat16, device="meta"), True)
+    b = torch.empty(512, 256, dtype=torch.bfloat16, device="meta")
+    space = registry.backend("matmul", "helion").config_space(a, b, True)
     assert len(space.block_sizes) == 3
     # The shipped config is a point of the space.
     space.normalize(helion.Config(**matmul_config(128, 512, 256)))
+
+
+@pytest.mark.parametrize("op,shape", [("rmsnorm", {"M": 64, "N": 4096}), ("softmax", {"M": 8, "N": 65536}),
+                                      ("matmul", {"M": 128, "N": 256, "K": 512, "BT": 1})])
+def test_config_space_protocol(compile_only: None, op: str, shape: dict[str, int]) -> None:
+    """The Helion space works with the project's searches (autotune/space.py's protocol)."""
+    import random
+
+    from tilearena.autotune.space import TuneContext, space_for
+
+    space = space_for(registry.backend(op, "helion"))
+    context = TuneContext(shape=shape, dtype_bytes=2)
+    rng = random.Random(0)
+    samples = [space.sample(rng, context) for _ in range(3)]
+    assert space.sample(random.Random(0), context) == samples[0]  # seeded by rng alone
+    for config in samples:
+        assert space.invalid_reason(config, context) is None, config
+        assert all(space.invalid_reason(n, context) is None for n in space.neighbours(config, context))
+        assert space.features(config) and space.effective_key(config, context)
+    assert space.neighbours(samples[0], context), "a sampled config has no neighbours"
+    assert space.invalid_reason({"block_sizes": [16, 16]}, context) is not None
+    assert space.size() is None
 
 
 def test_backends_registered() -> None:

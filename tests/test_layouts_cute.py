@@ -7,6 +7,7 @@ import layouts_conftest_helpers  # noqa: F401  (puts the repo root on sys.path)
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layouts_conftest_helpers import injective_layouts, layouts, normalise_unit_strides
 
 from layouts import (
     ComposedLayout,
@@ -27,7 +28,6 @@ from layouts import (
     zipped_divide,
 )
 from layouts.int_tuple import idx2crd
-from layouts_conftest_helpers import injective_layouts, layouts, normalise_unit_strides
 
 P = Layout.parse
 
@@ -176,7 +176,11 @@ def test_complement_law(layout, cotarget):
     assert result.size() * layout.size() >= cotarget
     combined = [layout(i) + 0 for i in range(layout.size())]
     assert len(set(combined)) == layout.size()
-    assert result.cosize() <= max(cotarget, layout.cosize()) * 2 or result.size() == 1 or cotarget > layout.cosize()
+    assert (
+        result.cosize() <= max(cotarget, layout.cosize()) * 2
+        or result.size() == 1
+        or cotarget > layout.cosize()
+    )
     joint = [layout(i) + result(j) for j in range(result.size()) for i in range(layout.size())]
     assert len(set(joint)) == len(joint)  # (layout, complement) is injective
 
@@ -235,7 +239,12 @@ def oracle_cases(draw):
         cotarget = draw(st.integers(1, 300))
         if b.cosize() <= a.size():
             cases.append(("composition", (a, b)))
-        cases += [("coalesce", (a,)), ("filter", (a,)), ("complement", (ia, cotarget)), ("right_inverse", (a,))]
+        cases += [
+            ("coalesce", (a,)),
+            ("filter", (a,)),
+            ("complement", (ia, cotarget)),
+            ("right_inverse", (a,)),
+        ]
         if logical_divide_in_domain(a, ib):
             cases += [("logical_divide", (a, ib)), ("zipped_divide", (a, ib))]
         cases.append(("logical_product", (ia, ib)))

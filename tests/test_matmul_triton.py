@@ -97,7 +97,11 @@ def test_pipeline_depth_fits_shared_memory() -> None:
     plan = matmul_triton_module.plan_matmul(a, b, bt, out)
     assert plan.num_stages < 4
     with pytest.raises(ValueError, match="num_stages"):
-        matmul_triton_module.plan_matmul(a, b, bt, out, {"num_stages": 4})
+        matmul_triton_module.plan_matmul(a, b, bt, out, {"num_stages": 4, "BLOCK_N": 64})
+    # Even the 128x256 "large" tiles have an fp32 default that fits (narrower tiles).
+    a, b, bt = SPEC.make_inputs({"M": 512, "N": 512, "K": 64, "BT": 1}, torch.float32, DEVICE, 0)
+    plan = matmul_triton_module.plan_matmul(a, b, bt, SPEC.empty_output(a, b, bt))
+    assert plan.block_n < 256 and plan.num_stages >= 2
 
 
 def test_allocates_output_and_handles_empty() -> None:
@@ -151,6 +155,9 @@ def test_h100_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan(1, 28672, 4096).split_k == 1  # 448 tiles: enough without splitting
     medium = plan(128, 4096, 14336)
     assert (medium.block_m, medium.split_k, medium.grid) == (128, 8, 132)
+    # 1024^3 has only 32 tiles of 128x256: it takes the 128x128 split-K config instead.
+    square = plan(1024, 1024, 1024)
+    assert (square.block_n, square.split_k) == (128, 4)
     large = plan(4096, 4096, 4096)
     assert (large.block_m, large.block_n, large.split_k, large.grid) == (128, 256, 1, 132)
     assert large.flatten and not large.warp_specialize

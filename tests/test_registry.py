@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tilearena.kernels import registry
 
 import tilearena
-from tilearena.kernels import registry
 
 ROWWISE = ("rmsnorm", "softmax")
 

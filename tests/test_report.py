@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import hashlib
-import base64
 import importlib.util
 import json
 import random
@@ -53,27 +53,75 @@ MATMUL_TFLOPS = 742.0
 
 def _row(op, backend, dsl, shape, nbytes, flops, ms, *, bound, rel_err=2e-3, tol=1e-2, ok=True, error=None):
     if ms is None:
-        return {"op": op, "backend": backend, "dsl": dsl, "shape": shape, "dtype": "bfloat16",
-                "ms": None, "ms_iqr": None, "gbps": None, "tflops": None, "sol_pct": None,
-                "bytes": nbytes, "flops": flops, "rel_err": None, "max_abs_err": None, "tol": tol,
-                "ok": False, "error": error}  # fmt: skip
+        return {
+            "op": op,
+            "backend": backend,
+            "dsl": dsl,
+            "shape": shape,
+            "dtype": "bfloat16",
+            "ms": None,
+            "ms_iqr": None,
+            "gbps": None,
+            "tflops": None,
+            "sol_pct": None,
+            "bytes": nbytes,
+            "flops": flops,
+            "rel_err": None,
+            "max_abs_err": None,
+            "tol": tol,
+            "ok": False,
+            "error": error,
+        }
     gbps = nbytes / ms / 1e6
     tflops = flops / ms / 1e9
     sol = gbps / COPY_GBPS * 100 if bound == "memory" else tflops / MATMUL_TFLOPS * 100
-    return {"op": op, "backend": backend, "dsl": dsl, "shape": shape, "dtype": "bfloat16",
-            "ms": ms, "ms_iqr": ms * 0.02, "gbps": gbps, "tflops": tflops, "sol_pct": sol,
-            "bytes": nbytes, "flops": flops, "rel_err": rel_err, "max_abs_err": rel_err * 4, "tol": tol,
-            "ok": ok, "error": error}  # fmt: skip
+    return {
+        "op": op,
+        "backend": backend,
+        "dsl": dsl,
+        "shape": shape,
+        "dtype": "bfloat16",
+        "ms": ms,
+        "ms_iqr": ms * 0.02,
+        "gbps": gbps,
+        "tflops": tflops,
+        "sol_pct": sol,
+        "bytes": nbytes,
+        "flops": flops,
+        "rel_err": rel_err,
+        "max_abs_err": rel_err * 4,
+        "tol": tol,
+        "ok": ok,
+        "error": error,
+    }
 
 
 def synthetic_results(gpu: str = "NVIDIA H100 80GB HBM3", slowdown: float = 1.0, seed: int = 0) -> dict:
     """Results in schema 1; ``slowdown`` scales every time (for comparisons of runs)."""
     rng = random.Random(seed)
     rows = []
-    memory_efficiency = {"triton": 0.86, "cute": 0.91, "tilelang": 0.83, "eager": 0.42, "compile": 0.78,
-                         "quack": 0.90, "liger": 0.80, XSS_BACKEND: 0.5}  # fmt: skip
-    dsl_of = {"triton": "triton", "cute": "cute", "tilelang": "tilelang", "helion": "helion", "quack": "cute",
-              "liger": "triton", "compile": "triton", "eager": "aten", "cublas": "cublas", XSS_BACKEND: "?"}  # fmt: skip
+    memory_efficiency = {
+        "triton": 0.86,
+        "cute": 0.91,
+        "tilelang": 0.83,
+        "eager": 0.42,
+        "compile": 0.78,
+        "quack": 0.90,
+        "liger": 0.80,
+        XSS_BACKEND: 0.5,
+    }
+    dsl_of = {
+        "triton": "triton",
+        "cute": "cute",
+        "tilelang": "tilelang",
+        "helion": "helion",
+        "quack": "cute",
+        "liger": "triton",
+        "compile": "triton",
+        "eager": "aten",
+        "cublas": "cublas",
+        XSS_BACKEND: "?",
+    }
     for op, shapes in (
         ("rmsnorm", [(1024, 4096), (4096, 4096), (16384, 4096), (32768, 4096)]),
         ("softmax", [(4096, 8192), (16384, 8192), (8192, 32768)]),
@@ -91,12 +139,42 @@ def synthetic_results(gpu: str = "NVIDIA H100 80GB HBM3", slowdown: float = 1.0,
                 rel_err, ok, error = 10 ** rng.uniform(-3.3, -2.4), True, None
                 if op == "softmax" and backend == "tilelang" and m == 16384:
                     rel_err, ok, error = 4.1e-2, False, "rel_err 4.1e-02 > tol 1.0e-02"
-                rows.append(_row(op, backend, dsl_of[backend], shape, nbytes, flops, ms, bound="memory",
-                                 rel_err=rel_err, ok=ok, error=error))  # fmt: skip
-            rows.append(_row(op, "helion", "helion", shape, nbytes, flops, None, bound="memory",
-                             error="helion not installed"))  # fmt: skip
-    matmul_efficiency = {"triton": 0.80, "cute": 0.88, "tilelang": 0.84, "cublas": 0.90, "eager": 0.90,
-                         "compile": 0.86}  # fmt: skip
+                rows.append(
+                    _row(
+                        op,
+                        backend,
+                        dsl_of[backend],
+                        shape,
+                        nbytes,
+                        flops,
+                        ms,
+                        bound="memory",
+                        rel_err=rel_err,
+                        ok=ok,
+                        error=error,
+                    )
+                )
+            rows.append(
+                _row(
+                    op,
+                    "helion",
+                    "helion",
+                    shape,
+                    nbytes,
+                    flops,
+                    None,
+                    bound="memory",
+                    error="helion not installed",
+                )
+            )
+    matmul_efficiency = {
+        "triton": 0.80,
+        "cute": 0.88,
+        "tilelang": 0.84,
+        "cublas": 0.90,
+        "eager": 0.90,
+        "compile": 0.86,
+    }
     for size in (1024, 2048, 4096, 8192):
         shape = {"M": size, "N": size, "K": size}
         nbytes = 3 * size * size * 2
@@ -104,10 +182,34 @@ def synthetic_results(gpu: str = "NVIDIA H100 80GB HBM3", slowdown: float = 1.0,
         for backend, efficiency in matmul_efficiency.items():
             fill = min(1.0, (size / 4096) ** 0.7)
             ms = flops / (MATMUL_TFLOPS * 1e9 * efficiency * fill * rng.uniform(0.97, 1.03)) * slowdown
-            rows.append(_row("matmul", backend, dsl_of[backend], shape, nbytes, flops, ms, bound="compute",
-                             rel_err=10 ** rng.uniform(-3.0, -2.6), tol=2e-2))  # fmt: skip
-        rows.append(_row("matmul", "helion", "helion", shape, nbytes, flops, None, bound="compute",
-                         tol=2e-2, error="helion not installed"))  # fmt: skip
+            rows.append(
+                _row(
+                    "matmul",
+                    backend,
+                    dsl_of[backend],
+                    shape,
+                    nbytes,
+                    flops,
+                    ms,
+                    bound="compute",
+                    rel_err=10 ** rng.uniform(-3.0, -2.6),
+                    tol=2e-2,
+                )
+            )
+        rows.append(
+            _row(
+                "matmul",
+                "helion",
+                "helion",
+                shape,
+                nbytes,
+                flops,
+                None,
+                bound="compute",
+                tol=2e-2,
+                error="helion not installed",
+            )
+        )
     agreement_backends = ["triton", "cute", "tilelang", "quack", "eager", XSS_BACKEND]
     matrix = [[0.0 if i == j else 10 ** rng.uniform(-3.5, -2.5) for j in range(6)] for i in range(6)]
     matrix[2][5] = matrix[5][2] = None
@@ -117,19 +219,47 @@ def synthetic_results(gpu: str = "NVIDIA H100 80GB HBM3", slowdown: float = 1.0,
         for step in range(1, 13):
             best = min(best, best * rng.uniform(0.85, 1.0))
             log.append({"t_s": step * 7.5, "configs_tried": step * 6, "best_ms": best})
-        tuning.append({"op": "matmul", "backend": backend, "shape": {"M": 4096, "N": 4096, "K": 4096},
-                       "dtype": "bfloat16", "log": log})  # fmt: skip
+        tuning.append(
+            {
+                "op": "matmul",
+                "backend": backend,
+                "shape": {"M": 4096, "N": 4096, "K": 4096},
+                "dtype": "bfloat16",
+                "log": log,
+            }
+        )
     return {
         "schema": 1,
-        "env": {"gpu": gpu, "sm_count": 132, "cc": "9.0", "driver": "580.95.05", "cuda": "13.0",
-                "torch": "2.11.0", "triton": "3.6.0", "helion": None, "tilelang": "0.1.15",
-                "cutlass_dsl": "4.8.1", "commit": "3f9c2ab71d0e5c44", "date": "2026-11-23T15:02:11Z",
-                "timing": {"method": "cuda-graph", "l2": "flushed", "repeats": 100, "warmup_ms": 25.0}},  # fmt: skip
-        "ceilings": {"copy_gbps": COPY_GBPS, "matmul_bf16_tflops": MATMUL_TFLOPS,
-                     "datasheet": {"copy_gbps": 3350.0, "matmul_bf16_tflops": 989.0, "name": "H100 SXM5"}},  # fmt: skip
+        "env": {
+            "gpu": gpu,
+            "sm_count": 132,
+            "cc": "9.0",
+            "driver": "580.95.05",
+            "cuda": "13.0",
+            "torch": "2.11.0",
+            "triton": "3.6.0",
+            "helion": None,
+            "tilelang": "0.1.15",
+            "cutlass_dsl": "4.8.1",
+            "commit": "3f9c2ab71d0e5c44",
+            "date": "2026-11-23T15:02:11Z",
+            "timing": {"method": "cuda-graph", "l2": "flushed", "repeats": 100, "warmup_ms": 25.0},
+        },
+        "ceilings": {
+            "copy_gbps": COPY_GBPS,
+            "matmul_bf16_tflops": MATMUL_TFLOPS,
+            "datasheet": {"copy_gbps": 3350.0, "matmul_bf16_tflops": 989.0, "name": "H100 SXM5"},
+        },
         "rows": rows,
-        "agreement": [{"op": "rmsnorm", "shape": {"M": 4096, "N": 4096}, "dtype": "bfloat16",
-                       "backends": agreement_backends, "matrix": matrix}],  # fmt: skip
+        "agreement": [
+            {
+                "op": "rmsnorm",
+                "shape": {"M": 4096, "N": 4096},
+                "dtype": "bfloat16",
+                "backends": agreement_backends,
+                "matrix": matrix,
+            }
+        ],
         "tuning": tuning,
     }
 
@@ -208,7 +338,12 @@ def op_table_id(html: str, op: str) -> str:
 
 def only_ops(results: dict, *ops: str) -> dict:
     """The results cut down to some ops, without agreement or tuning: fewer plots, faster tests."""
-    return {**results, "rows": [row for row in results["rows"] if row["op"] in ops], "agreement": [], "tuning": []}
+    return {
+        **results,
+        "rows": [row for row in results["rows"] if row["op"] in ops],
+        "agreement": [],
+        "tuning": [],
+    }
 
 
 @pytest.fixture
@@ -245,10 +380,27 @@ def test_page_is_one_html_document_with_every_section(page: str) -> None:
 
 def test_provenance_shows_environment_timing_and_both_ceilings(page: str) -> None:
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="provenance"')[1].split("</table>")[0]))
-    for expected in ("NVIDIA H100 80GB HBM3", "132", "580.95.05", "13.0", "2.11.0", "3.6.0", "0.1.15", "4.8.1",
-                     "3f9c2ab71d0e5c44", "2026-11-23T15:02:11Z", "cuda-graph", "L2 flushed", "100 repeats",
-                     "25 ms warm-up", "3,010 GB/s measured", "datasheet 3,350 GB/s", "742 TFLOP/s measured",
-                     "datasheet 989 TFLOP/s", "H100 SXM5"):  # fmt: skip
+    for expected in (
+        "NVIDIA H100 80GB HBM3",
+        "132",
+        "580.95.05",
+        "13.0",
+        "2.11.0",
+        "3.6.0",
+        "0.1.15",
+        "4.8.1",
+        "3f9c2ab71d0e5c44",
+        "2026-11-23T15:02:11Z",
+        "cuda-graph",
+        "L2 flushed",
+        "100 repeats",
+        "25 ms warm-up",
+        "3,010 GB/s measured",
+        "datasheet 3,350 GB/s",
+        "742 TFLOP/s measured",
+        "datasheet 989 TFLOP/s",
+        "H100 SXM5",
+    ):
         assert expected in text, expected
 
 
@@ -296,11 +448,19 @@ def test_fastest_correct_backend_is_marked_per_shape(results: dict, page: str) -
         best = [row for row in shape_rows if "best" in row["_class"].split()]
         assert len(best) == 1, shape
         expected = min(
-            (r for r in results["rows"] if r["op"] == "softmax" and r["ok"] and
-             " ".join(f"{k}={v}" for k, v in r["shape"].items()) == shape),
+            (
+                r
+                for r in results["rows"]
+                if r["op"] == "softmax"
+                and r["ok"]
+                and " ".join(f"{k}={v}" for k, v in r["shape"].items()) == shape
+            ),
             key=lambda r: r["ms"],
-        )  # fmt: skip
-        assert best[0]["backend"].replace("★", "").strip() == report.Markup.escape(expected["backend"]).unescape()
+        )
+        assert (
+            best[0]["backend"].replace("★", "").strip()
+            == report.Markup.escape(expected["backend"]).unescape()
+        )
 
 
 def test_a_wrong_result_is_never_the_best_even_when_fastest(no_plots: None) -> None:
@@ -342,7 +502,9 @@ def test_memory_bound_ops_show_gbps_and_compute_bound_ops_tflops(page: str) -> N
     assert "GB/s" in headers and "TFLOP/s" not in headers
     headers, rows = table_rows(page, op_table_id(page, "matmul"))
     assert "TFLOP/s" in headers and "GB/s" not in headers
-    cublas = next(r for r in rows if r["backend"].startswith("cublas") and r["shape"] == "M=8192 N=8192 K=8192")
+    cublas = next(
+        r for r in rows if r["backend"].startswith("cublas") and r["shape"] == "M=8192 N=8192 K=8192"
+    )
     assert 600 < float(cublas["TFLOP/s"].replace(",", "")) < 742
 
 
@@ -352,7 +514,7 @@ def test_plots_are_inline_svg_without_prolog_or_external_references(page: str) -
     assert len(svgs) == 11
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page and "<metadata" not in page
     for svg in svgs:
-        assert 'font-family' in svg or "font:" in svg  # text is text (svg.fonttype none), not paths
+        assert "font-family" in svg or "font:" in svg  # text is text (svg.fonttype none), not paths
         for reference in re.findall(r'(?:href|src)\s*=\s*"([^"]*)"', svg):
             assert reference.startswith(("#", "data:image/png;base64,")), reference
     # Nothing may load anything: no external URL in any src/href, no <link>, no @import.
@@ -383,7 +545,9 @@ def test_content_security_policy_allows_exactly_the_page_script(page: str) -> No
 
 def test_error_heatmap_marks_failures_and_shows_tolerance(page: str) -> None:
     numerics = page.split('id="run1-numerics"')[1].split("</section>")[0]
-    softmax_svg = next(svg for svg in re.findall(r"<svg\b.*?</svg>", numerics, flags=re.S) if "softmax" in svg)
+    softmax_svg = next(
+        svg for svg in re.findall(r"<svg\b.*?</svg>", numerics, flags=re.S) if "softmax" in svg
+    )
     assert "✗ 4.1e-02" in softmax_svg
     assert "tolerance 1e-02" in softmax_svg
     assert softmax_svg.count("n/a") == 3  # helion at every softmax shape
@@ -391,17 +555,33 @@ def test_error_heatmap_marks_failures_and_shows_tolerance(page: str) -> None:
 
 
 def test_missing_optional_keys_still_make_a_page() -> None:
-    minimal = {"schema": 1, "rows": [{"op": "copy", "backend": "triton", "shape": {"N": 1 << 20},
-                                      "ms": 0.01, "bytes": 1 << 22, "ok": True}]}  # fmt: skip
+    minimal = {
+        "schema": 1,
+        "rows": [
+            {
+                "op": "copy",
+                "backend": "triton",
+                "shape": {"N": 1 << 20},
+                "ms": 0.01,
+                "bytes": 1 << 22,
+                "ok": True,
+            }
+        ],
+    }
     html = report.build_report([minimal])
     assert "<h2>copy</h2>" in html and 'id="run1-tuning"' not in html and "Cross-DSL agreement" not in html
     _, rows = table_rows(html, op_table_id(html, "copy"))
     assert rows[0]["GB/s"] == "419"  # derived from bytes and ms when the file leaves it out
     empty = report.build_report([{"schema": 1}])
     assert "This results file has no rows." in empty
-    odd = {"schema": 1, "env": {"timing": "?"}, "ceilings": None, "agreement": [{"op": "x", "matrix": 3}],
-           "tuning": [{"op": "x", "log": [{"t_s": "a"}]}],
-           "rows": [{"op": "x", "ms": float("nan"), "bytes": None, "ok": "yes"}, "not a row"]}  # fmt: skip
+    odd = {
+        "schema": 1,
+        "env": {"timing": "?"},
+        "ceilings": None,
+        "agreement": [{"op": "x", "matrix": 3}],
+        "tuning": [{"op": "x", "log": [{"t_s": "a"}]}],
+        "rows": [{"op": "x", "ms": float("nan"), "bytes": None, "ok": "yes"}, "not a row"],
+    }
     html = report.build_report([odd])
     assert "NaN" not in html.split('id="tilearena-results">')[1]
 
@@ -419,8 +599,9 @@ def test_comparison_of_two_runs_matches_rows_and_gives_ratios(no_plots: None) ->
     assert 'id="comparison"' in html and "run 2 · NVIDIA H200" in html
     headers, rows = table_rows(html, "comparison-table")
     assert headers[-1] == "run 2 vs run 1"
-    triton = next(r for r in rows if r["op"] == "rmsnorm" and r["backend"] == "triton"
-                  and r["shape"] == "M=1024 N=4096")  # fmt: skip
+    triton = next(
+        r for r in rows if r["op"] == "rmsnorm" and r["backend"] == "triton" and r["shape"] == "M=1024 N=4096"
+    )
     assert triton["run 2 vs run 1"] == "1.25×"
     eager_matmul = [r for r in rows if r["op"] == "matmul" and r["backend"] == "eager"]
     assert eager_matmul and all(r["run 2 (ms)"] == "—" and r["run 2 vs run 1"] == "—" for r in eager_matmul)
@@ -432,8 +613,13 @@ def test_comparison_of_two_runs_matches_rows_and_gives_ratios(no_plots: None) ->
 
 
 def test_layouts_are_embedded_as_given_and_named_safely(no_plots: None) -> None:
-    drawing = '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect id="tv-layout" width="5" height="5"/></svg>'
-    html = report.build_report([only_ops(synthetic_results(), "matmul")], {"TV layout <b>128x64</b>": drawing})
+    drawing = (
+        '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        '<rect id="tv-layout" width="5" height="5"/></svg>'
+    )
+    html = report.build_report(
+        [only_ops(synthetic_results(), "matmul")], {"TV layout <b>128x64</b>": drawing}
+    )
     assert 'id="layouts"' in html
     assert '<rect id="layout0-tv-layout" width="5" height="5"/>' in html
     assert "TV layout &lt;b&gt;128x64&lt;/b&gt;" in html and '<?xml version="1.0"?>' not in html
@@ -465,7 +651,8 @@ def test_report_module_does_not_import_torch() -> None:
         f"spec = importlib.util.spec_from_file_location('r', {str(REPO / 'bench' / 'report.py')!r})\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['r'] = module\n"
         "spec.loader.exec_module(module)\n"
-        "module.build_report([{'schema': 1, 'rows': [{'op': 'x', 'backend': 'triton', 'ms': 1.0, 'ok': True}]}])\n"
+        "row = {'op': 'x', 'backend': 'triton', 'ms': 1.0, 'ok': True}\n"
+        "module.build_report([{'schema': 1, 'rows': [row]}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -12,6 +12,7 @@ skip would hide a broken install step.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import io
 import json
@@ -140,7 +141,8 @@ class Page:
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) at the middle of the element."""
         box = self.evaluate(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " e.scrollIntoView({block: 'center'});"
             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         for kind in ("mousePressed", "mouseReleased"):
@@ -151,7 +153,9 @@ class Page:
 def report_page(tmp_path: Path) -> Iterator[tuple[Page, DevTools, Path, dict]]:
     chromium = _chromium()
     _require(chromium is not None, "chromium is not installed (run .ci/browser-setup.sh)")
-    _require(importlib.util.find_spec("websocket") is not None, "websocket-client is not installed (dev extra)")
+    _require(
+        importlib.util.find_spec("websocket") is not None, "websocket-client is not installed (dev extra)"
+    )
     deadline = time.monotonic() + TEST_BUDGET_S
 
     unit_tests = _load_unit_tests()
@@ -164,12 +168,26 @@ def report_page(tmp_path: Path) -> Iterator[tuple[Page, DevTools, Path, dict]]:
     browser_log = (tmp_path / "chromium.log").open("wb")
     assert chromium is not None
     process = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,1600",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdout=browser_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=browser_log,
+        stderr=subprocess.STDOUT,
+    )
     devtools = None
     try:
         # Chromium writes the port it picked, and the browser's websocket path, once it listens.
@@ -186,14 +204,15 @@ def report_page(tmp_path: Path) -> Iterator[tuple[Page, DevTools, Path, dict]]:
         page = Page(devtools, session)
         for domain in ("Page", "Runtime", "Log", "Network"):
             page.call(f"{domain}.enable")
-        page.call("Emulation.setDeviceMetricsOverride", width=1280, height=1600, deviceScaleFactor=1, mobile=False)
+        page.call(
+            "Emulation.setDeviceMetricsOverride", width=1280, height=1600, deviceScaleFactor=1, mobile=False
+        )
         yield page, devtools, index, results
     finally:
         if devtools is not None:
-            try:
+            # The browser may already be gone; it is waited for, or killed, below either way.
+            with contextlib.suppress(Exception):
                 devtools.call("Browser.close")
-            except Exception:  # the browser may already be gone; it is terminated below either way
-                pass
             devtools.close()
         try:
             process.wait(timeout=10)
@@ -241,7 +260,10 @@ def test_report_in_headless_chromium(report_page: tuple[Page, DevTools, Path, di
     ascending = page.evaluate(times)
     timed = [t for t in ascending if t is not None]
     assert timed == sorted(timed) and ascending[: len(timed)] == timed and ascending != before
-    assert page.evaluate(f"document.querySelector({json.dumps(header)}).getAttribute('aria-sort')") == "ascending"
+    assert (
+        page.evaluate(f"document.querySelector({json.dumps(header)}).getAttribute('aria-sort')")
+        == "ascending"
+    )
     page.click(header)
     descending = page.evaluate(times)
     assert [t for t in descending if t is not None] == sorted(timed, reverse=True)

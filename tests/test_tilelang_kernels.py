@@ -40,6 +40,8 @@ ROWWISE_CASES = {
     "rmsnorm_ragged": lambda: rmsnorm_tl.build_rmsnorm(
         *rmsnorm_tl.kernel_key(BF16, torch.float32, 1001, None)
     ),
+    # Too long for registers, fits in shared memory: resident kernel.
+    "rmsnorm_resident": lambda: rmsnorm_tl.build_rmsnorm(*rmsnorm_tl.kernel_key(BF16, BF16, 65536, None)),
     # The longest row the spec allows: chunked kernel.
     "rmsnorm_large": lambda: rmsnorm_tl.build_rmsnorm(*rmsnorm_tl.kernel_key(BF16, BF16, 262144, None)),
     "softmax_small": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 4096, None)),
@@ -127,10 +129,13 @@ def test_backends_register() -> None:
 
 
 def test_row_plans() -> None:
-    assert rmsnorm_tl.kernel_key(BF16, BF16, 128, None)[3:] == ("rows", 256, 32, 256, 0)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 128, None)[3:] == ("rows", 128, 64, 256, 0)
     assert rmsnorm_tl.kernel_key(BF16, BF16, 4096, None)[3:6] == ("rows", 4096, 2)
     assert rmsnorm_tl.kernel_key(BF16, BF16, 32768, None)[3:6] == ("rows", 32768, 1)
-    assert rmsnorm_tl.kernel_key(BF16, BF16, 32769, None)[3] == "chunked"
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, None)[3] == "resident"
+    assert rmsnorm_tl.kernel_key(torch.float32, torch.float32, 65536, None)[3] == "chunked"
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 32769, None)[3] == "chunked"  # rows not 16-byte aligned
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, {"max_resident_bytes": 0})[3] == "chunked"
     assert softmax_tl.kernel_key(BF16, 262144, {"chunk": 4096})[2:4] == ("chunked", 4096)
 
 
@@ -151,6 +156,14 @@ def test_empty_input_needs_no_kernel() -> None:
     assert softmax_tl.softmax_tilelang(x).shape == (0, 64)
     b = torch.empty(64, 32, dtype=BF16)
     assert matmul_tl.matmul_tilelang(x, b).shape == (0, 32)
+
+
+def test_supports_rejects_misaligned_views() -> None:
+    x = torch.randn(4, 65, dtype=BF16)
+    assert registry.backend("softmax", "tilelang").supports(x[:, :64].contiguous()) is None
+    assert "16-byte" in registry.backend("softmax", "tilelang").supports(x.view(-1)[1:257].view(4, 64))
+    a = torch.randn(16, 64, dtype=BF16)
+    assert "bf16/fp16" in registry.backend("matmul", "tilelang").supports(a.float(), a.float().t(), False)
 
 
 def test_matmul_configs() -> None:
@@ -178,6 +191,8 @@ def test_rowwise_sources(sources: dict[str, str]) -> None:
     assert "uint4" in sources["rmsnorm_small"] and "AllReduce" in sources["rmsnorm_small"]
     # Ragged N: the padding columns are predicated by the real N.
     assert "1001" in sources["rmsnorm_ragged"] and "100003" in sources["softmax_ragged"]
+    # The resident kernel stages the row in shared memory.
+    assert "row_shared" in sources["rmsnorm_resident"]
     # Chunked kernels loop over the row instead of holding it.
     assert re.search(r"for \(int \w+ = 0; \w+ < 32; \+\+\w+\)", sources["rmsnorm_large"])
 

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from tilearena.bench import numerics
 from tilearena.kernels import registry
 from tilearena.kernels.triton_rows import plan_rows

@@ -76,7 +76,8 @@ def _bench(args: argparse.Namespace) -> int:
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
     dtypes = [parse_dtype(d) for d in args.dtype.split(",")]
     console = Console(width=None if sys.stdout.isatty() else 140)
-    run_bench(ops, backends, args.shapes.split(","), dtypes, Path(args.out), console, write_report=args.report)
+    run_bench(ops, backends, args.shapes.split(","), dtypes, Path(args.out), console, write_report=args.report,
+              warm_workers=args.warm_workers)
     return 0
 
 
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp16, fp32")
     bench.add_argument("--out", default="reports/latest", help="directory for results.json")
     bench.add_argument("--report", action="store_true", help="also write index.html next to results.json")
+    bench.add_argument("--warm-workers", type=int, default=0,
+                       help="compile every kernel first in this many processes (fills the DSLs' disk caches)")
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
         try:

@@ -11,7 +11,7 @@ import torch
 from . import dispatch
 from .kernels import registry
 
-_LIBRARY = torch.library.Library("tilearena", "DEF")  # noqa: TOR901 - the one definition site
+_LIBRARY = torch.library.Library("tilearena", "DEF")
 _REGISTERED: set[str] = set()
 
 

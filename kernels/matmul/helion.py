@@ -12,13 +12,21 @@ run-time masks where the sizes divide, which is the common case for LLM shapes. 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import helion
 import helion.language as hl
 import torch
 
-from ..helion_configs import helion_config_space, helion_kernel, matmul_config, merge_config, run_kernel
+from ..helion_configs import (
+    HelionConfigSpace,
+    helion_kernel,
+    interpreting,
+    matmul_config,
+    merge_config,
+    run_kernel,
+)
 from ..registry import Backend
 
 
@@ -49,6 +57,18 @@ def _settings(dtype: torch.dtype) -> dict[str, Any]:
     return {"dot_precision": "ieee"} if dtype == torch.float32 else {}
 
 
+def _kernel(transpose_b: bool, dtype: torch.dtype, config: Mapping[str, Any]) -> helion.Kernel:
+    fn = _matmul_nk if transpose_b else _matmul_kn
+    return helion_kernel(fn, config, static_shapes=True, **_settings(dtype))
+
+
+@lru_cache(maxsize=1024)
+def _shipped_kernel(m: int, n: int, k: int, transpose_b: bool, dtype: torch.dtype,
+                    interpret: bool) -> helion.Kernel:
+    # One look-up per call on the default path (``interpret`` only keys the cache).
+    return _kernel(transpose_b, dtype, matmul_config(m, n, k))
+
+
 def shipped_config(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False) -> dict[str, Any]:
     """The config a call on these arguments uses when none is given."""
     m, k = a.shape
@@ -68,22 +88,32 @@ def matmul_helion(
     c = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
     if m == 0 or n == 0:
         return c
-    fn = _matmul_nk if transpose_b else _matmul_kn
-    kernel = helion_kernel(fn, merge_config(shipped_config(a, b, transpose_b), config), static_shapes=True,
-                           **_settings(a.dtype))
+    k = a.shape[1]
+    if config is None:
+        kernel = _shipped_kernel(m, n, k, transpose_b, a.dtype, interpreting())
+    else:
+        kernel = _kernel(transpose_b, a.dtype, merge_config(matmul_config(m, n, k), config))
     run_kernel(kernel, a, b, c)
     return c
 
 
-def matmul_config_space(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False) -> Any:
-    """Helion's ConfigSpec for the matmul kernel of this B layout on these arguments."""
+def kernel_call(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False,
+                out: torch.Tensor | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+    """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments;
+    see ``helion_configs``."""
     n = b.shape[0] if transpose_b else b.shape[1]
-    c = torch.empty(a.shape[0], n, dtype=a.dtype, device=a.device)
-    return helion_config_space(_matmul_nk if transpose_b else _matmul_kn, (a, b, c), static_shapes=True,
-                               **_settings(a.dtype))
+    c = torch.empty(a.shape[0], n, dtype=a.dtype, device=a.device) if out is None else out
+    return _matmul_nk if transpose_b else _matmul_kn, (a, b, c), True, _settings(a.dtype)
+
+
+def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
+    """Op arguments of this shape on the meta device (for the config space; no memory)."""
+    m, n, k, transpose_b = shape["M"], shape["N"], shape["K"], bool(shape.get("BT", 0))
+    a = torch.empty(m, k, dtype=dtype, device="meta")
+    return a, torch.empty((n, k) if transpose_b else (k, n), dtype=dtype, device="meta"), transpose_b
 
 
 BACKENDS = [
     Backend("matmul", "helion", "helion", matmul_helion, requires=("helion",), devices=("cuda",),
-            config_space=matmul_config_space),
+            config_space=HelionConfigSpace("matmul")),
 ]

@@ -30,7 +30,7 @@ import tilelang.language as T
 import torch
 
 from ..registry import Backend
-from ..tilelang_common import compiled_kernel, merged_config, tilelang_dtype
+from ..tilelang_common import compiled_kernel, merged_config, misaligned, tilelang_dtype
 
 #: Tunable parameters; ``None`` means "derive from the shape" (see ``matmul_config``).
 CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
@@ -167,7 +167,7 @@ def matmul_tilelang(
 def _supports(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False) -> str | None:
     if a.dtype not in (torch.bfloat16, torch.float16):
         return f"TileLang matmul takes bf16/fp16 inputs, got {a.dtype}"
-    return None
+    return misaligned(a=a, b=b)
 
 
 BACKENDS = [

@@ -285,17 +285,20 @@ def shared_memory_estimate(cfg: Mapping[str, Any], num_stages: int, itemsize: in
     return (num_stages * (a_tile + b_tile) + c_tile) * itemsize + _SHARED_SLACK_BYTES
 
 
-def _fit_stages(cfg: Mapping[str, Any], user_config: Mapping[str, Any], itemsize: int) -> int:
-    """The configured pipeline depth, or the deepest that fits when the caller did not set one."""
-    stages = cfg["num_stages"]
-    while shared_memory_estimate(cfg, stages, itemsize) > SHARED_MEMORY_BYTES:
-        if "num_stages" in user_config or stages == 1:
+def _fit_shared_memory(cfg: dict[str, Any], user_config: Mapping[str, Any], itemsize: int) -> None:
+    """Shrink a default config until it fits: fewer stages, then (fp32 only, in practice)
+    narrower tiles.  What the caller set explicitly is never changed: it is refused instead."""
+    while shared_memory_estimate(cfg, cfg["num_stages"], itemsize) > SHARED_MEMORY_BYTES:
+        if "num_stages" not in user_config and cfg["num_stages"] > 2:
+            cfg["num_stages"] -= 1
+        elif "BLOCK_N" not in user_config and cfg["BLOCK_N"] > 64:
+            cfg["BLOCK_N"] //= 2
+        else:
+            needed_kib = shared_memory_estimate(cfg, cfg["num_stages"], itemsize) // 1024
             raise ValueError(
-                f"num_stages: {stages} stages of {cfg['BLOCK_M']}x{cfg['BLOCK_N']}x{cfg['BLOCK_K']} tiles "
-                f"need ~{shared_memory_estimate(cfg, stages, itemsize) // 1024} KiB of shared memory, "
-                f"more than the {SHARED_MEMORY_BYTES // 1024} KiB an sm_90 CTA has")
-        stages -= 1
-    return stages
+                f"num_stages: {cfg['num_stages']} stages of {cfg['BLOCK_M']}x{cfg['BLOCK_N']}x"
+                f"{cfg['BLOCK_K']} tiles need ~{needed_kib} KiB of shared memory, more than the "
+                f"{SHARED_MEMORY_BYTES // 1024} KiB an sm_90 CTA has")
 
 
 def _tma_ready(*tensors: torch.Tensor) -> bool:
@@ -333,7 +336,7 @@ def plan_matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool, c: torch.Te
         cls = "medium"
     cfg: dict[str, Any] = {**DEFAULT_CONFIG, **SHAPE_CLASS_CONFIGS[cls], **(config or {})}
     _check_config(cfg)
-    num_stages = _fit_stages(cfg, config or {}, a.element_size())
+    _fit_shared_memory(cfg, config or {}, a.element_size())
     block_m, block_n, block_k = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     num_tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
     k_tiles = triton.cdiv(k, block_k)
@@ -363,7 +366,7 @@ def plan_matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool, c: torch.Te
     warp_specialize = cfg["warp_specialize"] and use_tma and split == 1
     flatten = cfg["flatten"] and split == 1 and not warp_specialize
     return MatmulPlan(use_tma, block_m, block_n, block_k, cfg["GROUP_M"], split, programs, num_tiles,
-                      num_stages, cfg["num_warps"], warp_specialize, flatten)
+                      cfg["num_stages"], cfg["num_warps"], warp_specialize, flatten)
 
 
 # Per device, an int32 arrival counter per output tile; the kernel re-arms each to 0 after use,

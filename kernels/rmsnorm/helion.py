@@ -10,13 +10,21 @@ specialised (a compile-time constant: no masks when N is a multiple of the chunk
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import helion
 import helion.language as hl
 import torch
 
-from ..helion_configs import helion_config_space, helion_kernel, merge_config, rowwise_config, run_kernel
+from ..helion_configs import (
+    HelionConfigSpace,
+    helion_kernel,
+    interpreting,
+    merge_config,
+    rowwise_config,
+    run_kernel,
+)
 from ..registry import Backend
 
 
@@ -37,6 +45,12 @@ def shipped_config(x: torch.Tensor) -> dict[str, Any]:
     return rowwise_config(x.shape[-1])
 
 
+@lru_cache(maxsize=1024)
+def _shipped_kernel(n: int, interpret: bool) -> helion.Kernel:
+    # One look-up per call on the default path (``interpret`` only keys the cache).
+    return helion_kernel(_rmsnorm_rows, rowwise_config(n), static_shapes=False)
+
+
 def rmsnorm_helion(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -49,20 +63,30 @@ def rmsnorm_helion(
     x2, y2 = x.view(-1, n), y.view(-1, n)
     if x2.shape[0] == 0:
         return y
-    kernel = helion_kernel(_rmsnorm_rows, merge_config(shipped_config(x), config), static_shapes=False)
+    if config is None:
+        kernel = _shipped_kernel(n, interpreting())
+    else:
+        kernel = helion_kernel(_rmsnorm_rows, merge_config(shipped_config(x), config), static_shapes=False)
     run_kernel(kernel, x2, weight, float(eps), y2)
     return y
 
 
-def rmsnorm_config_space(x: torch.Tensor, weight: torch.Tensor, eps: float) -> Any:
-    """Helion's ConfigSpec for RMSNorm on these arguments (see ``helion_configs``)."""
+def kernel_call(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                out: torch.Tensor | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+    """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments:
+    what ``helion_configs`` binds to get Helion's ConfigSpec or to run Helion's autotuner."""
     n = x.shape[-1]
-    x2 = x.view(-1, n)
-    return helion_config_space(_rmsnorm_rows, (x2, weight, float(eps), torch.empty_like(x2)),
-                               static_shapes=False)
+    y = torch.empty_like(x) if out is None else out
+    return _rmsnorm_rows, (x.view(-1, n), weight, float(eps), y.view(-1, n)), False, {}
+
+
+def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
+    """Op arguments of this shape on the meta device (for the config space; no memory)."""
+    x = torch.empty(shape["M"], shape["N"], dtype=dtype, device="meta")
+    return x, torch.empty(shape["N"], dtype=dtype, device="meta"), 1e-6
 
 
 BACKENDS = [
     Backend("rmsnorm", "helion", "helion", rmsnorm_helion, requires=("helion",), devices=("cuda",),
-            config_space=rmsnorm_config_space),
+            config_space=HelionConfigSpace("rmsnorm")),
 ]

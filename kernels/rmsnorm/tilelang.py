@@ -1,15 +1,17 @@
 """RMSNorm forward in TileLang.
 
-Two kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
+Three kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
 
 * ``rows``: a block holds ``rows`` whole rows, padded to a power of two ``block_n``, in
   register fragments; one vectorised read of x, a block all-reduce per row, one write of y.
   The copies' boundary predicates zero the padding columns and rows past M (zeros add nothing
   to the sum of squares) and skip their stores.
-* ``chunked``: rows too long for registers (up to 262144). One row per block; a pipelined loop
-  over ``chunk`` columns accumulates squares elementwise, one all-reduce at the end, then a
-  second pipelined loop normalises. x is read twice; the second read of a row the block has
-  just streamed mostly hits L2.
+* ``resident`` (rows too long for registers that fit in shared memory, e.g. 65536 bf16) and
+  ``chunked`` (longer rows, up to 262144): one row per block; a loop over ``chunk`` columns
+  accumulates squares elementwise, one all-reduce at the end, then a second loop normalises.
+  ``resident`` first copies the whole row into shared memory and both loops read it from there
+  (x read once); ``chunked`` reads x from global memory in both loops (x read twice; the second,
+  backwards walk starts with what is most likely still in L2).
 
 M is symbolic: one compile per (dtype, weight dtype, N, plan) serves every M.
 """
@@ -27,6 +29,7 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     compiled_kernel,
+    misaligned,
     row_kernel_key,
     tilelang_dtype,
 )
@@ -66,21 +69,31 @@ def build_rmsnorm(
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
+    resident = kind == "resident"
+    # Where the walks over the row read from: shared memory (resident) or global memory.
+    staged_shape = (num_chunks * chunk,) if resident else (1,)
 
     @T.prim_func
-    def rmsnorm_chunked(
+    def rmsnorm_long_rows(
         x: T.Tensor((m, n), dtype),
         weight: T.Tensor((n,), weight_dtype),
         y: T.Tensor((m, n), dtype),
         eps: T.float32,
     ):
         with T.Kernel(m, threads=threads) as row:
+            row_shared = T.alloc_shared(staged_shape, dtype)
             x_chunk = T.alloc_fragment((chunk,), accum)
             sum_squares = T.alloc_fragment((chunk,), accum)
             total = T.alloc_fragment((1,), accum)
             T.clear(sum_squares)
+            if resident:
+                # One copy of the whole row: every load of it is in flight at once.
+                T.copy(x[row, 0], row_shared)
             for step in T.Pipelined(num_chunks, num_stages=num_stages):
-                T.copy(x[row, step * chunk], x_chunk)
+                if resident:
+                    T.copy(row_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                else:
+                    T.copy(x[row, step * chunk], x_chunk)
                 for j in T.Parallel(chunk):
                     sum_squares[j] += x_chunk[j] * x_chunk[j]
             T.reduce_sum(sum_squares, total, dim=0)
@@ -89,18 +102,22 @@ def build_rmsnorm(
             # Walk the row backwards: its tail is the part most likely still in L2.
             for back in T.Pipelined(num_chunks, num_stages=num_stages):
                 step = num_chunks - 1 - back
-                T.copy(x[row, step * chunk], x_chunk)
+                if resident:
+                    T.copy(row_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                else:
+                    T.copy(x[row, step * chunk], x_chunk)
                 for j in T.Parallel(chunk):
                     x_chunk[j] = x_chunk[j] * total[0] * weight[step * chunk + j]
                 T.copy(x_chunk, y[row, step * chunk])
 
-    return rmsnorm_chunked
+    return rmsnorm_long_rows
 
 
 def kernel_key(
     x_dtype: torch.dtype, weight_dtype: torch.dtype, n: int, config: Mapping[str, Any] | None
 ) -> tuple:
-    return (n, tilelang_dtype(x_dtype), tilelang_dtype(weight_dtype), *row_kernel_key(n, config))
+    plan = row_kernel_key(n, x_dtype.itemsize, config)
+    return (n, tilelang_dtype(x_dtype), tilelang_dtype(weight_dtype), *plan)
 
 
 def rmsnorm_tilelang(
@@ -121,7 +138,11 @@ def rmsnorm_tilelang(
     return y
 
 
+def _supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> str | None:
+    return misaligned(x=x, weight=weight)
+
+
 BACKENDS = [
-    Backend("rmsnorm", "tilelang", "tilelang", rmsnorm_tilelang, requires=("tilelang",),
+    Backend("rmsnorm", "tilelang", "tilelang", rmsnorm_tilelang, requires=("tilelang",), supports=_supports,
             config_space=ROW_CONFIG_SPACE, default_config=ROW_DEFAULT_CONFIG),
 ]

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ..registry import Backend
-from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows
+from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, learn_residency, next_power_of_2, plan_rows
 
 
 @triton.jit
@@ -37,7 +37,7 @@ def _rmsnorm_tile(x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps,
 
 @triton.jit
 def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y, eps,
-                   SPLIT: tl.constexpr, CHUNK: tl.constexpr):
+                   SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
     # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
     # of every row the group handles.
     groups = tl.num_programs(0) // SPLIT
@@ -46,7 +46,7 @@ def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x
     cols = part * CHUNK + tl.arange(0, CHUNK)
     col_mask = cols < N
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
-    parts = tl.arange(0, SPLIT)
+    parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
     # Software pipeline: the next row's load is in flight while this row waits for its siblings.
     x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M), other=0.0)
     for row in range(group, M, groups):
@@ -61,7 +61,8 @@ def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x
         while seen < SPLIT:
             seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
         # Every program sums the partials in the same order: the result is deterministic.
-        total = tl.sum(tl.load(partial_ptr + row * SPLIT + parts, volatile=True), axis=0)
+        total = tl.sum(tl.load(partial_ptr + row * SPLIT + parts, mask=parts < SPLIT, other=0.0,
+                                    volatile=True), axis=0)
         rstd = tl.rsqrt(total / N + eps)
         y = x * rstd * w.to(tl.float32)
         tl.store(y_ptr + row.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
@@ -98,7 +99,8 @@ def rmsnorm_triton(
     m = x2.shape[0]
     if m == 0:
         return y
-    plan = plan_rows(m, n, x.device, config)
+    key = ("rmsnorm", x.dtype, weight.dtype)
+    plan = plan_rows(m, n, x.device, config, residency_key=key)
     if plan.kind in ("rows", "row"):
         _rmsnorm_tile[(plan.grid,)](x2, weight, y2, m, n, x2.stride(0), y2.stride(0), eps,
                                     ROWS=plan.rows_per_program, BLOCK_N=plan.block_n,
@@ -106,8 +108,10 @@ def rmsnorm_triton(
     elif plan.kind == "split":
         partial = torch.empty(m * plan.split, device=x.device, dtype=torch.float32)
         arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
-        _rmsnorm_split[(plan.grid,)](x2, weight, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0),
-                                     eps, SPLIT=plan.split, CHUNK=plan.block_n, num_warps=plan.num_warps)
+        compiled = _rmsnorm_split[(plan.grid,)](
+            x2, weight, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0), eps, SPLIT=plan.split,
+            SPLIT_P2=next_power_of_2(plan.split), CHUNK=plan.block_n, num_warps=plan.num_warps)
+        learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
     else:
         _rmsnorm_loop[(plan.grid,)](x2, weight, y2, n, x2.stride(0), y2.stride(0), eps,
                                     BLOCK_N=plan.block_n, num_warps=plan.num_warps)

@@ -11,6 +11,7 @@ but its max and sum are then separate loops: x would be read three times.)  The 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import helion
@@ -19,8 +20,9 @@ import torch
 
 from ..helion_configs import (
     MAX_ROW_IN_REGISTERS,
-    helion_config_space,
+    HelionConfigSpace,
     helion_kernel,
+    interpreting,
     merge_config,
     next_power_of_2,
     rowwise_config,
@@ -83,6 +85,17 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
     return _softmax_online, merge_config(softmax_online_config(n), overrides)
 
 
+def _kernel(n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
+    fn, full_config = _plan(n, config)
+    return helion_kernel(fn, full_config, static_shapes=False)
+
+
+@lru_cache(maxsize=1024)
+def _shipped_kernel(n: int, interpret: bool) -> helion.Kernel:
+    # One look-up per call on the default path (``interpret`` only keys the cache).
+    return _kernel(n, None)
+
+
 def shipped_config(x: torch.Tensor) -> dict[str, Any]:
     """The config (with its ``variant``) a call on ``x`` uses when none is given."""
     n = x.shape[-1]
@@ -97,20 +110,26 @@ def softmax_helion(
     x2, y2 = x.view(-1, n), y.view(-1, n)
     if x2.shape[0] == 0:
         return y
-    fn, full_config = _plan(n, config)
-    run_kernel(helion_kernel(fn, full_config, static_shapes=False), x2, y2)
+    run_kernel(_shipped_kernel(n, interpreting()) if config is None else _kernel(n, config), x2, y2)
     return y
 
 
-def softmax_config_space(x: torch.Tensor, variant: str | None = None) -> Any:
-    """Helion's ConfigSpec for the softmax kernel ``variant`` (default: the one x's N selects)."""
+def kernel_call(x: torch.Tensor, out: torch.Tensor | None = None,
+                variant: str | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+    """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments
+    and kernel ``variant`` (default: the one x's N selects); see ``helion_configs``."""
     n = x.shape[-1]
     fn, _ = _plan(n, None if variant is None else {"variant": variant})
-    x2 = x.view(-1, n)
-    return helion_config_space(fn, (x2, torch.empty_like(x2)), static_shapes=False)
+    y = torch.empty_like(x) if out is None else out
+    return fn, (x.view(-1, n), y.view(-1, n)), False, {}
+
+
+def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
+    """Op arguments of this shape on the meta device (for the config space; no memory)."""
+    return (torch.empty(shape["M"], shape["N"], dtype=dtype, device="meta"),)
 
 
 BACKENDS = [
     Backend("softmax", "helion", "helion", softmax_helion, requires=("helion",), devices=("cuda",),
-            config_space=softmax_config_space),
+            config_space=HelionConfigSpace("softmax")),
 ]

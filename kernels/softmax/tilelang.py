@@ -5,9 +5,11 @@
   max-reduce and sum-reduce per row, one write. Padding columns are set to -inf after the load
   (the copy zero-fills them, and a zero could be the maximum). Rows past M load as zeros, so
   they stay finite, and their stores are predicated off.
-* ``chunked``: rows up to 262144. Pass 1 is an online softmax over ``chunk``-column steps: a
-  block max per chunk, and a per-thread running sum of exp rescaled when the max grows (one exp
-  per element plus one per chunk). Pass 2 re-reads x (mostly from L2) and writes exp(x - max) / sum.
+* ``resident`` / ``chunked``: longer rows, one per block. Pass 1 is an online softmax over
+  ``chunk``-column steps: a block max per chunk, and a per-thread running sum of exp rescaled
+  when the max grows (one exp per element plus one per chunk). Pass 2 writes exp(x - max) / sum.
+  ``resident`` copies the row into shared memory first and both passes read it there (x read
+  once); ``chunked`` (rows too long for shared memory, up to 262144) reads x in both passes.
 
 Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
 """
@@ -25,6 +27,7 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     compiled_kernel,
+    misaligned,
     row_kernel_key,
     tilelang_dtype,
 )
@@ -62,10 +65,14 @@ def build_softmax(
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
+    resident = kind == "resident"
+    # Where the walks over the row read from: shared memory (resident) or global memory.
+    staged_shape = (num_chunks * chunk,) if resident else (1,)
 
     @T.prim_func
-    def softmax_chunked(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
+    def softmax_long_rows(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
         with T.Kernel(m, threads=threads) as row:
+            row_shared = T.alloc_shared(staged_shape, dtype)
             x_chunk = T.alloc_fragment((chunk,), accum)
             sum_exp = T.alloc_fragment((chunk,), accum)
             chunk_max = T.alloc_fragment((1,), accum)
@@ -74,8 +81,14 @@ def build_softmax(
             total = T.alloc_fragment((1,), accum)
             T.clear(sum_exp)
             T.fill(running_max, -T.infinity(accum))
+            if resident:
+                # One copy of the whole row: every load of it is in flight at once.
+                T.copy(x[row, 0], row_shared)
             for step in T.Pipelined(num_chunks, num_stages=num_stages):
-                T.copy(x[row, step * chunk], x_chunk)
+                if resident:
+                    T.copy(row_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                else:
+                    T.copy(x[row, step * chunk], x_chunk)
                 for j in T.Parallel(chunk):
                     x_chunk[j] = T.if_then_else(step * chunk + j < n, x_chunk[j] * LOG2_E, -T.infinity(accum))
                 T.reduce_max(x_chunk, chunk_max, dim=0)
@@ -91,16 +104,19 @@ def build_softmax(
             # Walk the row backwards: its tail is the part most likely still in L2.
             for back in T.Pipelined(num_chunks, num_stages=num_stages):
                 step = num_chunks - 1 - back
-                T.copy(x[row, step * chunk], x_chunk)
+                if resident:
+                    T.copy(row_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                else:
+                    T.copy(x[row, step * chunk], x_chunk)
                 for j in T.Parallel(chunk):
                     x_chunk[j] = T.exp2(x_chunk[j] * LOG2_E - running_max[0]) / total[0]
                 T.copy(x_chunk, y[row, step * chunk])
 
-    return softmax_chunked
+    return softmax_long_rows
 
 
 def kernel_key(x_dtype: torch.dtype, n: int, config: Mapping[str, Any] | None) -> tuple:
-    return (n, tilelang_dtype(x_dtype), *row_kernel_key(n, config))
+    return (n, tilelang_dtype(x_dtype), *row_kernel_key(n, x_dtype.itemsize, config))
 
 
 def softmax_tilelang(
@@ -119,7 +135,11 @@ def softmax_tilelang(
     return y
 
 
+def _supports(x: torch.Tensor) -> str | None:
+    return misaligned(x=x)
+
+
 BACKENDS = [
-    Backend("softmax", "tilelang", "tilelang", softmax_tilelang, requires=("tilelang",),
+    Backend("softmax", "tilelang", "tilelang", softmax_tilelang, requires=("tilelang",), supports=_supports,
             config_space=ROW_CONFIG_SPACE, default_config=ROW_DEFAULT_CONFIG),
 ]

@@ -15,8 +15,7 @@ import triton
 import triton.language as tl
 
 from ..registry import Backend
-from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows
-
+from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, learn_residency, next_power_of_2, plan_rows
 
 
 @triton.jit
@@ -37,13 +36,13 @@ def _softmax_tile(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BL
 
 @triton.jit
 def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y,
-                   SPLIT: tl.constexpr, CHUNK: tl.constexpr):
+                   SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
     cols = part * CHUNK + tl.arange(0, CHUNK)
     col_mask = cols < N
-    parts = tl.arange(0, SPLIT)
+    parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
     x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M),
                      other=-float("inf"))
     for row in range(group, M, groups):
@@ -61,8 +60,9 @@ def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, strid
         seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
         while seen < SPLIT:
             seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
-        maxes = tl.load(partial_ptr + (row * SPLIT + parts) * 2, volatile=True)
-        sums = tl.load(partial_ptr + (row * SPLIT + parts) * 2 + 1, volatile=True)
+        valid = parts < SPLIT
+        maxes = tl.load(partial_ptr + (row * SPLIT + parts) * 2, mask=valid, other=-float("inf"), volatile=True)
+        sums = tl.load(partial_ptr + (row * SPLIT + parts) * 2 + 1, mask=valid, other=0.0, volatile=True)
         row_max = tl.max(maxes, axis=0)
         row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
         y = tl.exp2(x - row_max) / row_sum
@@ -104,15 +104,18 @@ def softmax_triton(
     m = x2.shape[0]
     if m == 0:
         return y
-    plan = plan_rows(m, n, x.device, config)
+    key = ("softmax", x.dtype)
+    plan = plan_rows(m, n, x.device, config, residency_key=key)
     if plan.kind in ("rows", "row"):
         _softmax_tile[(plan.grid,)](x2, y2, m, n, x2.stride(0), y2.stride(0),
                                     ROWS=plan.rows_per_program, BLOCK_N=plan.block_n, num_warps=plan.num_warps)
     elif plan.kind == "split":
         partial = torch.empty(m * plan.split * 2, device=x.device, dtype=torch.float32)
         arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
-        _softmax_split[(plan.grid,)](x2, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0),
-                                     SPLIT=plan.split, CHUNK=plan.block_n, num_warps=plan.num_warps)
+        compiled = _softmax_split[(plan.grid,)](
+            x2, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0), SPLIT=plan.split,
+            SPLIT_P2=next_power_of_2(plan.split), CHUNK=plan.block_n, num_warps=plan.num_warps)
+        learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
     else:
         _softmax_loop[(plan.grid,)](x2, y2, n, x2.stride(0), y2.stride(0),
                                     BLOCK_N=plan.block_n, num_warps=plan.num_warps)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The H100 pass, run through the device tool after the devkit is installed (see README):
+#   bash .ci/gpu-pass.sh tests COMMIT     -> $OUT/gpu-tests.txt
+#   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html)
+set -u
+export PYTHONUNBUFFERED=1 TILEARENA_COMMIT="$2"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
+case "$1" in
+tests)
+    cmd="python3 -m pytest -q -m gpu -p no:cacheprovider -n 8 --timeout 240 tests/"
+    { echo "commit: $2"; echo "command: $cmd"; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/gpu-tests.txt"
+    timeout "${3:-500}" $cmd > "$OUT/gpu-tests.log" 2>&1
+    echo "exit: $?" >> "$OUT/gpu-tests.txt"
+    grep -E "^(FAILED|ERROR)" "$OUT/gpu-tests.log" | head -60 >> "$OUT/gpu-tests.txt"
+    tail -n 25 "$OUT/gpu-tests.log" >> "$OUT/gpu-tests.txt"
+    tail -n 40 "$OUT/gpu-tests.txt"
+    ;;
+bench)
+    timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report 2>&1 | tail -n 90
+    ;;
+esac

@@ -1,0 +1,104 @@
+"""The isolated worker: a candidate that kills, poisons or hangs its process is recorded as
+failed, the worker is replaced, and the run goes on with the next candidate."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tilearena.autotune.search import Outcome, search
+from tilearena.autotune.space import DictConfigSpace, TuneContext
+from tilearena.autotune.worker import IsolatedWorker, WorkerPool, failure_kind_of
+
+
+def fake_kernel(behaviour: str, value: float = 1.0) -> float:
+    """Stands in for a compiled candidate; each behaviour is one way a bad config breaks."""
+    if behaviour == "exit":
+        os._exit(139)  # as a segfaulting driver would
+    if behaviour == "cuda":
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    if behaviour == "misaligned":
+        raise RuntimeError("CUDA error: misaligned address")
+    if behaviour == "hang":
+        time.sleep(3600)
+    if behaviour == "error":
+        raise ValueError("BLOCK_N must divide N")
+    return value * 2
+
+
+def worker_pid() -> int:
+    return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def worker():
+    # One worker for the module: spawning (and importing) is the slow part on a shared CPU.
+    with IsolatedWorker() as w:
+        yield w
+
+
+def test_failure_kinds():
+    assert failure_kind_of("RuntimeError: CUDA error: an illegal memory access was encountered") == "fatal"
+    assert failure_kind_of("RuntimeError: CUDA error: unspecified launch failure") == "fatal"
+    assert failure_kind_of("ValueError: BLOCK_N must divide N") == "error"
+
+
+def test_worker_survives_every_failure_and_is_reused(worker):
+    first = worker.call(worker_pid)
+    assert first.ok
+    assert worker.call(fake_kernel, "ok", 2.0).value == 4.0
+    # A plain exception keeps the worker.
+    reply = worker.call(fake_kernel, "error")
+    assert (reply.ok, reply.failure) == (False, "error") and "divide" in reply.detail
+    assert worker.call(worker_pid).value == first.value
+    # A fatal CUDA error replaces it.
+    reply = worker.call(fake_kernel, "cuda")
+    assert (reply.ok, reply.failure) == (False, "fatal") and "illegal memory access" in reply.detail
+    second = worker.call(worker_pid)
+    assert second.ok and second.value != first.value
+    # A dead process is fatal too.
+    reply = worker.call(fake_kernel, "exit")
+    assert (reply.ok, reply.failure) == (False, "fatal") and "139" in reply.detail
+    # A hang is killed at the timeout.
+    start = time.monotonic()
+    reply = worker.call(fake_kernel, "hang", timeout_s=3.0)
+    assert (reply.ok, reply.failure) == (False, "timeout")
+    assert time.monotonic() - start < 15
+    assert worker.call(fake_kernel, "ok", 5.0).value == 10.0
+
+
+class WorkerBackedEvaluator:
+    """Runs every candidate in the isolated worker, as the real tuner does."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def evaluate(self, configs):
+        outcomes = []
+        for config in configs:
+            reply = self.worker.call(fake_kernel, config["behaviour"], config["size"], timeout_s=3.0)
+            outcomes.append(Outcome(config, reply.value if reply.ok else None, reply.failure, reply.detail))
+        return outcomes
+
+    def retime(self, configs, rounds):
+        return [[o.time_ms for o in self.evaluate([c])] * rounds for c in configs]
+
+
+def test_a_tuning_run_records_broken_configs_and_goes_on(worker):
+    space = DictConfigSpace({"behaviour": ("ok", "misaligned", "exit", "hang", "error"), "size": (3.0, 1.0)})
+    result = search(space, WorkerBackedEvaluator(worker), TuneContext(), effort="full")
+    assert result.strategy == "exhaustive" and len(result.outcomes) == 10
+    kinds = {(o.config["behaviour"], o.failure) for o in result.outcomes}
+    assert kinds == {("ok", None), ("misaligned", "fatal"), ("exit", "fatal"), ("hang", "timeout"),
+                     ("error", "error")}
+    assert result.best()[0].config == {"behaviour": "ok", "size": 1.0}
+
+
+def test_pool_maps_in_order_and_isolates_failures():
+    with WorkerPool(2) as pool:
+        replies = pool.map(fake_kernel, [("ok", 1.0), ("exit",), ("ok", 3.0), ("cuda",), ("ok", 4.0)],
+                           timeout_s=60)
+    assert [r.value for r in replies] == [2.0, None, 6.0, None, 8.0]
+    assert [r.failure for r in replies] == [None, "fatal", None, "fatal", None]
