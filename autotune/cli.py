@@ -1,6 +1,6 @@
 """``tilearena tune``: tune (op, backend) over a shape set, log convergence, optionally bake.
 
-    tilearena tune --op rmsnorm --backend triton --shapes llama --effort quick --bake --out reports/tune
+tilearena tune --op rmsnorm --backend triton --shapes llama --effort quick --bake --out reports/tune
 """
 
 from __future__ import annotations
@@ -18,22 +18,44 @@ EFFORT_BUDGET_S = {"none": 30.0, "quick": 30.0, "full": 300.0}
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("tune", help="autotune kernels' configs and bake the winners for this GPU")
     parser.add_argument("--op", required=True, help="op to tune (e.g. rmsnorm)")
-    parser.add_argument("--backend", action="append", default=None,
-                        help="backend(s) to tune (repeat or comma-separate); default: every available one")
-    parser.add_argument("--shapes", default="llama",
-                        help="shape set name (quick|llama|sweep|...), 'all', or explicit 'M=4096,N=8192;M=1,N=4096'")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        help="backend(s) to tune (repeat or comma-separate); default: every available one",
+    )
+    parser.add_argument(
+        "--shapes",
+        default="llama",
+        help="shape set name (quick|llama|sweep|...), 'all', or explicit 'M=4096,N=8192;M=1,N=4096'",
+    )
     parser.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (comma-separated for several)")
     parser.add_argument("--effort", default="quick", choices=("none", "quick", "full"))
-    parser.add_argument("--budget", type=float, default=None,
-                        help="wall-clock seconds per (backend, shape) search (default: 30 quick, 300 full)")
-    parser.add_argument("--bake", action="store_true", help="write the winners into the baked store for this GPU")
-    parser.add_argument("--store", default=None, help="baked file to write (default: autotune/baked/<gpu>.json)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-clock seconds per (backend, shape) search (default: 30 quick, 300 full)",
+    )
+    parser.add_argument(
+        "--bake", action="store_true", help="write the winners into the baked store for this GPU"
+    )
+    parser.add_argument(
+        "--store", default=None, help="baked file to write (default: autotune/baked/<gpu>.json)"
+    )
     parser.add_argument("--out", default="reports/tune", help="folder for tuning.json (the convergence logs)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--compile-workers", type=int, default=0,
-                        help="processes compiling candidates ahead of the benchmark worker (0: none)")
-    parser.add_argument("--external", action="store_true",
-                        help="also run the DSL's own autotuner (Helion) and let its pick compete")
+    parser.add_argument(
+        "--compile-workers",
+        type=int,
+        default=0,
+        help="processes compiling candidates ahead of the benchmark worker (0: none)",
+    )
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="also run the DSL's own autotuner (Helion) and let its pick compete",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -49,7 +71,9 @@ def parse_shapes(text: str, shape_sets: dict[str, Sequence[dict[str, int]]]) -> 
                 shapes.append({k.strip(): int(v) for k, v in (kv.split("=") for kv in part.split(","))})
         return shapes
     if text not in shape_sets:
-        raise ValueError(f"--shapes: expected one of {sorted(shape_sets)}, 'all' or 'DIM=N,...', got {text!r}")
+        raise ValueError(
+            f"--shapes: expected one of {sorted(shape_sets)}, 'all' or 'DIM=N,...', got {text!r}"
+        )
     return [dict(s) for s in shape_sets[text]]
 
 
@@ -66,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     spec = registry.spec(args.op)
     shapes = parse_shapes(args.shapes, dict(spec.shapes))
     dtypes = [store.normalise_dtype(d) for d in args.dtype.split(",")]
-    names = [n for value in (args.backend or []) for n in value.split(",") if n] or registry.backend_names(args.op)
+    names = [n for value in (args.backend or []) for n in value.split(",") if n] or registry.backend_names(
+        args.op
+    )
     backends = []
     for name in names:
         reason = registry.backend(args.op, name).unavailable_reason(args.device)
@@ -84,8 +110,14 @@ def run(args: argparse.Namespace) -> int:
     jobs = [(b, s, d) for b in backends for s in shapes for d in dtypes]
     start = time.monotonic()
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[status]}"), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        ) as progress:
             overall = progress.add_task(f"tune {args.op}", total=len(jobs), status="")
             for name, shape, dtype in jobs:
                 label = f"  {name} {','.join(f'{k}={v}' for k, v in shape.items())} {dtype}"
@@ -93,25 +125,45 @@ def run(args: argparse.Namespace) -> int:
 
                 def show(result: Any, job: Any = job) -> None:
                     best = result.log[-1]["best_ms"] if result.log else None
-                    progress.update(job, completed=len(result.outcomes), total=result.space_size,
-                                    status=f"tried {len(result.outcomes)}  failed {len(result.failures)}  best "
-                                           + (f"{best:.4f} ms" if best else "-"))
+                    progress.update(
+                        job,
+                        completed=len(result.outcomes),
+                        total=result.space_size,
+                        status=f"tried {len(result.outcomes)}  failed {len(result.failures)}  best "
+                        + (f"{best:.4f} ms" if best else "-"),
+                    )
 
-                request = TuneRequest(args.op, name, shape, dtype, args.effort, budget, args.device, args.external)
+                request = TuneRequest(
+                    args.op, name, shape, dtype, args.effort, budget, args.device, args.external
+                )
                 try:
                     result = tune(request, worker, compile_pool=pool, on_progress=show)
                 except Exception as exc:  # one broken job must not end the run
                     console.print(f"[red]{label.strip()}: {type(exc).__name__}: {exc}")
-                    records.append({"op": args.op, "backend": name, "shape": shape, "dtype": dtype, "log": [],
-                                    "winner": None, "evaluated": 0, "failed": [], "error": str(exc)})
+                    records.append(
+                        {
+                            "op": args.op,
+                            "backend": name,
+                            "shape": shape,
+                            "dtype": dtype,
+                            "log": [],
+                            "winner": None,
+                            "evaluated": 0,
+                            "failed": [],
+                            "error": str(exc),
+                        }
+                    )
                     progress.update(job, status="[red]error")
                     progress.advance(overall)
                     continue
                 records.append(result.log_record())
                 if result.entry:
                     entries.append(result.entry)
-                    progress.update(job, status=f"[green]{result.entry['time_ms']:.4f} ms "
-                                                f"{json.dumps(result.entry['config'])}")
+                    progress.update(
+                        job,
+                        status=f"[green]{result.entry['time_ms']:.4f} ms "
+                        f"{json.dumps(result.entry['config'])}",
+                    )
                 else:
                     progress.update(job, status=f"[red]{result.error}")
                 progress.advance(overall)
@@ -121,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
         if pool is not None:
             pool.stop()
     _write_log(log_path, records)
-    console.print(f"{len(entries)}/{len(jobs)} jobs found a winner in {time.monotonic() - start:.0f} s; log: {log_path}")
+    console.print(
+        f"{len(entries)}/{len(jobs)} jobs found a winner in {time.monotonic() - start:.0f} s; log: {log_path}"
+    )
     if args.bake and entries:
         gpu = store.gpu_record(args.device)
         path = store.bake(entries, gpu, args.store)

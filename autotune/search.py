@@ -43,8 +43,13 @@ class Outcome:
         return self.failure is None and self.time_ms is not None and math.isfinite(self.time_ms)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "time_ms": self.time_ms, "failure": self.failure,
-                "detail": self.detail[:500], "source": self.source}
+        return {
+            "config": self.config,
+            "time_ms": self.time_ms,
+            "failure": self.failure,
+            "detail": self.detail[:500],
+            "source": self.source,
+        }
 
 
 class Evaluator(Protocol):
@@ -105,9 +110,17 @@ def plan_search(effort: str, valid_count: int | None) -> SearchPlan:
 class _Run:
     """Book-keeping shared by the strategies: dedup, budget, convergence log."""
 
-    def __init__(self, space: ConfigSpace, evaluator: Evaluator, context: TuneContext, max_evaluations: int,
-                 budget_s: float | None, clock: Callable[[], float],
-                 on_progress: Callable[[SearchResult], None] | None, result: SearchResult) -> None:
+    def __init__(
+        self,
+        space: ConfigSpace,
+        evaluator: Evaluator,
+        context: TuneContext,
+        max_evaluations: int,
+        budget_s: float | None,
+        clock: Callable[[], float],
+        on_progress: Callable[[SearchResult], None] | None,
+        result: SearchResult,
+    ) -> None:
         self.space, self.evaluator, self.context = space, evaluator, context
         self.max_evaluations, self.budget_s, self.clock = max_evaluations, budget_s, clock
         self.start = clock()
@@ -150,21 +163,26 @@ class _Run:
             if outcome.ok and outcome.time_ms < self.best_ms:
                 self.best_ms = outcome.time_ms
         self.result.outcomes.extend(outcomes)
-        self.result.log.append({
-            "t_s": round(self.clock() - self.start, 4),
-            "configs_tried": len(self.result.outcomes),
-            "best_ms": self.best_ms if math.isfinite(self.best_ms) else None,
-        })
+        self.result.log.append(
+            {
+                "t_s": round(self.clock() - self.start, 4),
+                "configs_tried": len(self.result.outcomes),
+                "best_ms": self.best_ms if math.isfinite(self.best_ms) else None,
+            }
+        )
         if self.on_progress is not None:
             self.on_progress(self.result)
         return outcomes
 
 
 def count_valid(space: ConfigSpace, context: TuneContext, limit: int = 50_000) -> int | None:
+    """How many distinct valid configs there are, None when too many to list."""
     size = space.size()
     if size is None or size > limit:
         return None
-    return sum(1 for _ in space.enumerate(context))
+    # Configs that launch the same kernel (same effective key) count once: a row-wise kernel on
+    # short rows ignores most of its parameters, and its space collapses to a handful.
+    return len({space.effective_key(c, context) for c in space.enumerate(context)})
 
 
 def search(
@@ -196,8 +214,16 @@ def search(
     limit = plan.max_evaluations if max_evaluations is None else min(max_evaluations, plan.max_evaluations)
     limit = max(limit, 1)
     result = SearchResult(plan.strategy, [], [], valid_count)
-    run = _Run(space, evaluator, context, limit + (len(seed_configs) if plan.strategy != "seeds" else 0),
-               budget_s, clock, on_progress, result)
+    run = _Run(
+        space,
+        evaluator,
+        context,
+        limit + (len(seed_configs) if plan.strategy != "seeds" else 0),
+        budget_s,
+        clock,
+        on_progress,
+        result,
+    )
     if plan.strategy == "seeds":
         run.run(seed_configs[:1] or [{}], "default")
         return result
@@ -208,7 +234,7 @@ def search(
         for start in range(0, len(configs), batch_size):
             if run.exhausted():
                 break
-            run.run(configs[start:start + batch_size])
+            run.run(configs[start : start + batch_size])
         else:
             result.stopped_by = "done"
         return result
@@ -243,6 +269,7 @@ class NullSpace:
 
 # --- the guided search -----------------------------------------------------------------------
 
+
 def _spread_sample(space: ConfigSpace, rng: random.Random, context: TuneContext, count: int) -> list[Config]:
     """Random valid configs, drawn so each value of each parameter shows up early (a Latin
     hypercube over the discrete parameters, invalid draws resampled)."""
@@ -276,10 +303,19 @@ class Surrogate:
     def __init__(self, space: ConfigSpace) -> None:
         self.space = space
         self.scale: np.ndarray | None = None
+        self.width: int | None = None
 
     def design(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        base = np.asarray([self.space.features(c) for c in configs], dtype=np.float64)
-        if base.ndim != 2 or base.shape[1] == 0:
+        rows = [self.space.features(c) for c in configs]
+        # Spaces owned by other tools may give rows of different lengths: pad them.
+        width = max((len(r) for r in rows), default=0)
+        if self.width is not None:
+            width = self.width
+        base = np.zeros((len(rows), width))
+        for i, row in enumerate(rows):
+            base[i, : min(width, len(row))] = row[:width]
+        self.width = width
+        if width == 0:
             return np.ones((len(configs), 1))
         upper = np.triu_indices(base.shape[1], k=1)
         pairs = (base[:, :, None] * base[:, None, :])[:, upper[0], upper[1]]
@@ -309,7 +345,7 @@ class Surrogate:
         ok = [o for o in outcomes if o.ok and o.time_ms > 0]
         if len(ok) < 4:
             return False
-        self.scale = None
+        self.scale = self.width = None
         x_all = self.design([o.config for o in outcomes])
         index = {id(o): i for i, o in enumerate(outcomes)}
         x_ok = x_all[[index[id(o)] for o in ok]]
@@ -338,13 +374,15 @@ INITIAL_SHARE = 0.25
 
 def _guided(run: _Run, rng: random.Random, batch_size: int, valid_count: int | None) -> None:
     space, context = run.space, run.context
-    pool: list[Config] | None = list(space.enumerate(context)) if valid_count is not None and valid_count <= 20_000 else None
+    pool: list[Config] | None = (
+        list(space.enumerate(context)) if valid_count is not None and valid_count <= 20_000 else None
+    )
     initial = max(6, int((run.max_evaluations - len(run.result.outcomes)) * INITIAL_SHARE))
     spread = _spread_sample(space, rng, context, initial)
     for start in range(0, len(spread), batch_size):
         if run.exhausted():
             break
-        run.run(spread[start:start + batch_size], "sample")
+        run.run(spread[start : start + batch_size], "sample")
     surrogate = Surrogate(space)
     stall = 0
     while not run.exhausted():
@@ -387,7 +425,7 @@ def _guided(run: _Run, rng: random.Random, batch_size: int, valid_count: int | N
         stall = 0 if run.best_ms < before else stall + 1
 
 
-def _candidate_pool(run: _Run, rng: random.Random, samples: int = 2000) -> list[Config]:
+def _candidate_pool(run: _Run, rng: random.Random, samples: int = 400) -> list[Config]:
     """For spaces too large to list: random samples plus the neighbourhoods of the best."""
     pool = [c for c in (run.space.sample(rng, run.context) for _ in range(samples)) if c is not None]
     for best in run.result.best(5):
@@ -396,6 +434,7 @@ def _candidate_pool(run: _Run, rng: random.Random, samples: int = 2000) -> list[
 
 
 # --- the final -------------------------------------------------------------------------------
+
 
 @dataclass
 class Decision:
@@ -422,7 +461,10 @@ def median_difference_noise(spread: float, rounds: int) -> float:
 
 
 def decide(
-    finalists: Sequence[Config], evaluator: Evaluator, rounds: int = 5, min_noise: float = 0.005,
+    finalists: Sequence[Config],
+    evaluator: Evaluator,
+    rounds: int = 5,
+    min_noise: float = 0.005,
 ) -> Decision | None:
     """Re-time the finalists head to head (interleaved rounds); the fastest median wins, and
     configs within the measured noise of it are a tie, broken by canonical JSON so that the

@@ -48,7 +48,11 @@ def divides(param: str, dim: str) -> Constraint:
         size = context.shape.get(dim)
         if size is None or param not in config:
             return None
-        return None if size % int(config[param]) == 0 else f"{param}={config[param]} does not divide {dim}={size}"
+        return (
+            None
+            if size % int(config[param]) == 0
+            else f"{param}={config[param]} does not divide {dim}={size}"
+        )
 
     return check
 
@@ -281,7 +285,10 @@ _EXTRAS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def register_space_extras(
-    op: str, backend: str, *, constraints: Sequence[Constraint] = (),
+    op: str,
+    backend: str,
+    *,
+    constraints: Sequence[Constraint] = (),
     effective: Callable[[Mapping[str, Any], TuneContext], Any] | None = None,
 ) -> None:
     _EXTRAS[(op, backend)] = {"constraints": tuple(constraints), "effective": effective}
@@ -326,4 +333,6 @@ def space_for(backend: Any) -> ConfigSpace | None:
             default=getattr(backend, "default_config", None),
             effective=extras.get("effective"),
         )
-    raise TypeError(f"{backend.op}/{backend.name}: config_space of type {type(declared).__name__} is not supported")
+    raise TypeError(
+        f"{backend.op}/{backend.name}: config_space of type {type(declared).__name__} is not supported"
+    )

@@ -33,9 +33,28 @@ MAX_FILE_BYTES = 16 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _TOP_KEYS = {"schema", "gpu", "entries"}
 _GPU_KEYS = {"name", "slug", "compute_capability", "driver", "cuda", "torch", "dsl_versions"}
-_ENTRY_KEYS = {"op", "backend", "dtype", "shape", "bucket", "config", "time_ms", "noise", "runner_ups",
-               "evaluated", "failed", "tuned_at", "source"}
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+_ENTRY_KEYS = {
+    "op",
+    "backend",
+    "dtype",
+    "shape",
+    "bucket",
+    "config",
+    "time_ms",
+    "noise",
+    "runner_ups",
+    "evaluated",
+    "failed",
+    "tuned_at",
+    "source",
+}
+_DTYPE_ALIASES = {
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float": "float32",
+}
 
 
 class BakedStoreWarning(UserWarning):
@@ -44,8 +63,9 @@ class BakedStoreWarning(UserWarning):
 
 # --- GPU identity --------------------------------------------------------------------------
 
+
 def gpu_slug(name: str) -> str:
-    """"NVIDIA H100 80GB HBM3" -> "h100-sxm", "NVIDIA H100 PCIe" -> "h100-pcie", "NVIDIA H200" -> "h200"."""
+    """ "NVIDIA H100 80GB HBM3" -> "h100-sxm", "NVIDIA H100 PCIe" -> "h100-pcie", "NVIDIA H200" -> "h200"."""
     upper = name.upper()
     match = re.search(r"\b(GH|GB|[A-Z])(\d{2,3})\b", upper.replace("-", " "))
     if match:
@@ -116,19 +136,35 @@ def current_gpu(device: Any = None) -> GpuIdentity | None:
 
 # --- validation ----------------------------------------------------------------------------
 
+
 def _warn(path: str, message: str) -> None:
-    warnings.warn(f"baked store {os.path.basename(path)}: {message}; ignored", BakedStoreWarning, stacklevel=3)
+    warnings.warn(
+        f"baked store {os.path.basename(path)}: {message}; ignored", BakedStoreWarning, stacklevel=3
+    )
 
 
 def _finite_number(value: Any, low: float, high: float) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
 
 
 def _valid_shape(shape: Any) -> bool:
-    return (isinstance(shape, dict) and 0 < len(shape) <= 8
-            and all(isinstance(k, str) and _NAME.match(k) and isinstance(v, int) and not isinstance(v, bool)
-                    and 0 < v < 1 << 40 for k, v in shape.items()))
+    return (
+        isinstance(shape, dict)
+        and 0 < len(shape) <= 8
+        and all(
+            isinstance(k, str)
+            and _NAME.match(k)
+            and isinstance(v, int)
+            and not isinstance(v, bool)
+            and 0 < v < 1 << 40
+            for k, v in shape.items()
+        )
+    )
 
 
 def _valid_config_json(config: Any) -> bool:
@@ -146,8 +182,11 @@ def _valid_config_json(config: Any) -> bool:
             continue
         if isinstance(value, str) and len(value) <= 64:
             continue
-        if isinstance(value, list) and len(value) <= 16 and all(
-                isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 40 for v in value):
+        if (
+            isinstance(value, list)
+            and len(value) <= 16
+            and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 40 for v in value)
+        ):
             continue  # Helion block sizes are lists of ints
         return False
     return True
@@ -175,9 +214,12 @@ def validate_entry(entry: Any) -> str | None:
     if not isinstance(runner_ups, list) or len(runner_ups) > 32:
         return "runner_ups is not a short list"
     for runner in runner_ups:
-        if (not isinstance(runner, dict) or set(runner) - {"config", "time_ms"}
-                or not _valid_config_json(runner.get("config"))
-                or not _finite_number(runner.get("time_ms"), 0.0, 1e7)):
+        if (
+            not isinstance(runner, dict)
+            or set(runner) - {"config", "time_ms"}
+            or not _valid_config_json(runner.get("config"))
+            or not _finite_number(runner.get("time_ms"), 0.0, 1e7)
+        ):
             return "a runner-up is malformed"
     return None
 
@@ -247,6 +289,10 @@ def _describe(entry: Any) -> str:
     return type(entry).__name__
 
 
+#: Reason given for entries of a backend that cannot import here; dropped without a warning.
+_UNAVAILABLE = "the backend is unavailable here"
+
+
 def config_fits_kernel(op: str, backend: str, config: Mapping[str, Any]) -> str | None:
     """Why ``config`` is outside the kernel's declared space, or None (unknown kernels: None
     only for an empty config, which means "the kernel's default")."""
@@ -258,8 +304,8 @@ def config_fits_kernel(op: str, backend: str, config: Mapping[str, Any]) -> str 
     except Exception as exc:
         return f"unknown kernel ({type(exc).__name__})"
     if getattr(b, "reason", None) is not None and b.config_space is None:
-        # The backend did not import here: its space is unknown, so only the default is safe.
-        return None if not config else "the backend is unavailable, its config space unknown"
+        # The backend did not import here (its DSL is not installed): no call can use the entry.
+        return _UNAVAILABLE
     try:
         space = space_for(b)
     except Exception as exc:
@@ -270,6 +316,7 @@ def config_fits_kernel(op: str, backend: str, config: Mapping[str, Any]) -> str 
 
 
 # --- the in-memory index -------------------------------------------------------------------
+
 
 class _Index:
     """Entries of one baked file grouped by (op, backend, dtype), validated against the
@@ -291,6 +338,8 @@ class _Index:
             kept = []
             for entry in entries:
                 reason = config_fits_kernel(op, backend, entry["config"])
+                if reason == _UNAVAILABLE:
+                    continue
                 if reason:
                     _warn(self.path, f"entry {_describe(entry)}: {reason}")
                 else:
@@ -298,7 +347,9 @@ class _Index:
             self.groups[key] = entries = kept
         return entries
 
-    def nearest(self, op: str, backend: str, dtype: str, shape: Mapping[str, int]) -> tuple[float, dict] | None:
+    def nearest(
+        self, op: str, backend: str, dtype: str, shape: Mapping[str, int]
+    ) -> tuple[float, dict] | None:
         best: tuple[float, str, dict] | None = None
         for entry in self.group(op, backend, dtype):
             distance = shape_distance(shape, entry["shape"])
@@ -375,8 +426,14 @@ def _remember(key: tuple, value: Any) -> Any:
     return value
 
 
-def lookup_entry(op: str, backend: str, dtype: Any, shape: Mapping[str, int], device: Any = None,
-                 gpu: GpuIdentity | None = None) -> dict[str, Any] | None:
+def lookup_entry(
+    op: str,
+    backend: str,
+    dtype: Any,
+    shape: Mapping[str, int],
+    device: Any = None,
+    gpu: GpuIdentity | None = None,
+) -> dict[str, Any] | None:
     """The baked entry nearest to ``shape``: exact GPU first, then same compute capability."""
     gpu = gpu or current_gpu(device)
     if gpu is None:
@@ -389,7 +446,9 @@ def lookup_entry(op: str, backend: str, dtype: Any, shape: Mapping[str, int], de
     return None
 
 
-def lookup_config(op: str, backend: str, dtype: Any, shape: Mapping[str, int], device: Any = None) -> dict | None:
+def lookup_config(
+    op: str, backend: str, dtype: Any, shape: Mapping[str, int], device: Any = None
+) -> dict | None:
     """The baked config for this call, or None (then the kernel's default applies): exact GPU,
     then a GPU of the same compute capability, nearest shape bucket. Cached per GPU and shape."""
     key = ("config", op, backend, str(dtype), tuple(sorted(shape.items())), str(device))
@@ -403,13 +462,16 @@ def lookup_config(op: str, backend: str, dtype: Any, shape: Mapping[str, int], d
             config = dict(entry["config"]) if entry is not None and entry["config"] else None
             _remember(key, config)
     except Exception as exc:  # a lookup must never break a call
-        warnings.warn(f"baked store lookup failed: {type(exc).__name__}: {exc}", BakedStoreWarning, stacklevel=2)
+        warnings.warn(
+            f"baked store lookup failed: {type(exc).__name__}: {exc}", BakedStoreWarning, stacklevel=2
+        )
         return None
     return dict(config) if config is not None else None
 
 
-def best_backend(op: str, dtype: Any, shape: Mapping[str, int], device: Any = None,
-                 available: Iterable[str] | None = None) -> str | None:
+def best_backend(
+    op: str, dtype: Any, shape: Mapping[str, int], device: Any = None, available: Iterable[str] | None = None
+) -> str | None:
     """The backend with the fastest baked time for the nearest shape on this GPU (or one of the
     same compute capability), among ``available`` when given; None when nothing is baked."""
     allowed = tuple(sorted(available)) if available is not None else None
@@ -420,12 +482,15 @@ def best_backend(op: str, dtype: Any, shape: Mapping[str, int], device: Any = No
         with _STATE.lock:
             return _remember(key, _best_backend(op, dtype, shape, device, allowed))
     except Exception as exc:
-        warnings.warn(f"baked store lookup failed: {type(exc).__name__}: {exc}", BakedStoreWarning, stacklevel=2)
+        warnings.warn(
+            f"baked store lookup failed: {type(exc).__name__}: {exc}", BakedStoreWarning, stacklevel=2
+        )
         return None
 
 
-def _best_backend(op: str, dtype: Any, shape: Mapping[str, int], device: Any,
-                  allowed: Sequence[str] | None) -> str | None:
+def _best_backend(
+    op: str, dtype: Any, shape: Mapping[str, int], device: Any, allowed: Sequence[str] | None
+) -> str | None:
     gpu = current_gpu(device)
     if gpu is None:
         return None
@@ -445,13 +510,17 @@ def _best_backend(op: str, dtype: Any, shape: Mapping[str, int], device: Any,
         nearest = min(d for d, _ in found.values())
         bucket_shapes = {shape_bucket(e["shape"]) for d, e in found.values() if d == nearest}
         bucket = min(bucket_shapes)
-        contenders = [(e["time_ms"], name) for name, (d, e) in found.items()
-                      if d == nearest and shape_bucket(e["shape"]) == bucket]
+        contenders = [
+            (e["time_ms"], name)
+            for name, (d, e) in found.items()
+            if d == nearest and shape_bucket(e["shape"]) == bucket
+        ]
         return min(contenders)[1]
     return None
 
 
 # --- writing -------------------------------------------------------------------------------
+
 
 def gpu_record(device: Any = None) -> dict[str, Any]:
     """The ``gpu`` block of a baked file for the current GPU (versions of every DSL)."""
@@ -472,12 +541,27 @@ def gpu_record(device: Any = None) -> dict[str, Any]:
     try:
         import subprocess
 
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except Exception:
         driver = None
-    return {"name": identity.name, "slug": identity.slug, "compute_capability": list(identity.compute_capability),
-            "driver": driver, "cuda": torch.version.cuda, "torch": torch.__version__, "dsl_versions": versions}
+    return {
+        "name": identity.name,
+        "slug": identity.slug,
+        "compute_capability": list(identity.compute_capability),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "dsl_versions": versions,
+    }
 
 
 def entry_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -536,8 +620,7 @@ def bake(entries: Sequence[Mapping[str, Any]], gpu: Mapping[str, Any], path: str
                 merged[entry_key(entry)] = entry
         for entry in fresh:
             merged[entry_key(entry)] = entry
-        data = {"schema": SCHEMA, "gpu": dict(gpu),
-                "entries": [merged[k] for k in sorted(merged)]}
+        data = {"schema": SCHEMA, "gpu": dict(gpu), "entries": [merged[k] for k in sorted(merged)]}
         write_atomic(path, data)
     clear_cache()
     return path

@@ -23,18 +23,34 @@ def dtype_from_name(name: str) -> Any:
     return dtype
 
 
-def default_check(op: str, backend: str, shape: Mapping[str, int], dtype: Any, device: str, seed: int,
-                  config: Mapping[str, Any] | None = None) -> Any:
+def default_check(
+    op: str,
+    backend: str,
+    shape: Mapping[str, int],
+    dtype: Any,
+    device: str,
+    seed: int,
+    config: Mapping[str, Any] | None = None,
+) -> Any:
     """The lead's ``bench.numerics.check_backend`` (fresh inputs, NaN-poisoned output, float64)."""
     from ..bench.numerics import check_backend
 
     return check_backend(op, backend, shape, dtype, device, seed, config=config)
 
 
-def check_candidate(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
-                    config: Mapping[str, Any] | None, seed: int = 1234,
-                    check: Callable[..., Any] = default_check) -> dict[str, Any]:
+def check_candidate(
+    op: str,
+    backend: str,
+    shape: Mapping[str, int],
+    dtype_name: str,
+    device: str,
+    config: Mapping[str, Any] | None,
+    seed: int = 1234,
+    check: Callable[..., Any] = default_check,
+) -> dict[str, Any]:
     """Accuracy against float64 before a candidate may be timed (and so before it may win)."""
+    # An empty config means "the kernel as it is": backends with nothing to tune take no config.
+    config = dict(config) if config else None
     result = check(op, backend, dict(shape), dtype_from_name(dtype_name), device, seed, config=config)
     error = result.error or ""
     # A numerical verdict (wrong values, NaNs, wrong shape) is "wrong"; anything else means the
@@ -70,8 +86,16 @@ def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> 
     return _INPUTS[key]
 
 
-def time_candidates(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
-                    configs: Sequence[Mapping[str, Any] | None], rounds: int = 2, repeats: int = 20) -> list[list[float]]:
+def time_candidates(
+    op: str,
+    backend: str,
+    shape: Mapping[str, int],
+    dtype_name: str,
+    device: str,
+    configs: Sequence[Mapping[str, Any] | None],
+    rounds: int = 2,
+    repeats: int = 20,
+) -> list[list[float]]:
     """Interleaved timing: each round times every config once (rotated start), so drift in
     clocks or temperature spreads over all of them. Returns each config's per-round medians."""
     from ..bench.timing import measure
@@ -97,8 +121,14 @@ def time_candidates(op: str, backend: str, shape: Mapping[str, int], dtype_name:
     return results
 
 
-def compile_candidate(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str,
-                      config: Mapping[str, Any] | None) -> bool:
+def compile_candidate(
+    op: str,
+    backend: str,
+    shape: Mapping[str, int],
+    dtype_name: str,
+    device: str,
+    config: Mapping[str, Any] | None,
+) -> bool:
     """Run the kernel once so its compiled form lands in the DSL's on-disk cache (Triton,
     Helion, TileLang all keep one): the benchmark worker then loads instead of compiling."""
     import torch
@@ -131,3 +161,14 @@ def device_context(device: str, shape: Mapping[str, int], dtype_name: str) -> di
             gpu_name=props.name,
         )
     return context
+
+
+def helion_autotune_task(
+    op: str, backend: str, shape: Mapping[str, int], dtype_name: str, device: str, effort: str
+) -> dict[str, Any]:
+    """Helion's own autotuner on this shape (run in the worker: it compiles and times on the GPU)."""
+    from ..kernels import registry
+    from ..kernels.helion_configs import helion_autotune
+
+    args = registry.spec(op).make_inputs(dict(shape), dtype_from_name(dtype_name), device, 0)
+    return dict(helion_autotune(op, *args, effort=effort))

@@ -20,14 +20,15 @@ from .search import Decision, Evaluator, Outcome, SearchResult, decide, search
 from .space import Config, ConfigSpace, TuneContext, space_for
 from .worker import IsolatedWorker, WorkerPool
 
-#: External autotuners by DSL: fn(op, backend, shape, dtype_name, effort, budget_s) -> config.
-#: Helion's own autotuner registers here (the lead wires it); its pick is then checked and timed
-#: by our harness like any candidate, and recorded in our store with source "helion-autotuner".
-EXTERNAL_AUTOTUNERS: dict[str, Callable[..., Mapping[str, Any] | None]] = {}
+#: A DSL's own autotuner, by DSL: a module-level task run in the isolated worker as
+#: task(op, backend, shape, dtype_name, device, effort) -> config dict. Its pick is then checked
+#: and timed by our harness like any candidate, competes in the final, and is recorded in our
+#: store with source "<dsl>-autotuner".
+EXTERNAL_AUTOTUNERS: dict[str, Callable[..., Mapping[str, Any]]] = {"helion": tasks.helion_autotune_task}
 
 
-def register_external_autotuner(dsl: str, tuner: Callable[..., Mapping[str, Any] | None]) -> None:
-    EXTERNAL_AUTOTUNERS[dsl] = tuner
+def register_external_autotuner(dsl: str, task: Callable[..., Mapping[str, Any]]) -> None:
+    EXTERNAL_AUTOTUNERS[dsl] = task
 
 
 @dataclass
@@ -56,8 +57,11 @@ class TuneResult:
         """The convergence record the HTML report plots (one element of ``tuning.json``)."""
         outcomes = (self.search.outcomes if self.search else []) + self.extra_outcomes
         return {
-            "op": self.request.op, "backend": self.request.backend, "shape": self.request.shape,
-            "dtype": self.request.dtype, "effort": self.request.effort,
+            "op": self.request.op,
+            "backend": self.request.backend,
+            "shape": self.request.shape,
+            "dtype": self.request.dtype,
+            "effort": self.request.effort,
             "strategy": self.search.strategy if self.search else None,
             "space_size": self.search.space_size if self.search else None,
             "stopped_by": self.search.stopped_by if self.search else None,
@@ -73,9 +77,17 @@ class TuneResult:
 class WorkerEvaluator:
     """Checks, then times, candidates in the isolated worker."""
 
-    def __init__(self, worker: IsolatedWorker, request: TuneRequest, *,
-                 check: Callable[..., Any] = tasks.default_check, compile_pool: WorkerPool | None = None,
-                 timeout_s: float = 60.0, compile_timeout_s: float = 180.0, repeats: int = 20) -> None:
+    def __init__(
+        self,
+        worker: IsolatedWorker,
+        request: TuneRequest,
+        *,
+        check: Callable[..., Any] = tasks.default_check,
+        compile_pool: WorkerPool | None = None,
+        timeout_s: float = 60.0,
+        compile_timeout_s: float = 180.0,
+        repeats: int = 20,
+    ) -> None:
         self.worker, self.request, self.check = worker, request, check
         self.compile_pool, self.timeout_s, self.compile_timeout_s = compile_pool, timeout_s, compile_timeout_s
         self.repeats = repeats
@@ -87,8 +99,11 @@ class WorkerEvaluator:
     def evaluate(self, configs: Sequence[Config]) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
         if self.compile_pool is not None and len(configs) > 1:
-            replies = self.compile_pool.map(tasks.compile_candidate, [(*self._common(), c) for c in configs],
-                                            timeout_s=self.compile_timeout_s)
+            replies = self.compile_pool.map(
+                tasks.compile_candidate,
+                [(*self._common(), c) for c in configs],
+                timeout_s=self.compile_timeout_s,
+            )
             for i, reply in enumerate(replies):
                 if not reply.ok:
                     outcomes[i] = Outcome(configs[i], None, reply.failure, "compile: " + reply.detail)
@@ -96,8 +111,13 @@ class WorkerEvaluator:
         for i, config in enumerate(configs):
             if i in outcomes:
                 continue
-            reply = self.worker.call(tasks.check_candidate, *self._common(), config, check=self.check,
-                                     timeout_s=self.compile_timeout_s)
+            reply = self.worker.call(
+                tasks.check_candidate,
+                *self._common(),
+                config,
+                check=self.check,
+                timeout_s=self.compile_timeout_s,
+            )
             if not reply.ok:
                 outcomes[i] = Outcome(config, None, reply.failure, reply.detail)
             elif not reply.value["ok"]:
@@ -114,8 +134,14 @@ class WorkerEvaluator:
         return [outcomes[i] for i in range(len(configs))]
 
     def _time(self, configs: Sequence[Config], rounds: int) -> list[list[float] | Outcome]:
-        reply = self.worker.call(tasks.time_candidates, *self._common(), list(configs), rounds, self.repeats,
-                                 timeout_s=self.timeout_s * len(configs) * rounds)
+        reply = self.worker.call(
+            tasks.time_candidates,
+            *self._common(),
+            list(configs),
+            rounds,
+            self.repeats,
+            timeout_s=self.timeout_s * len(configs) * rounds,
+        )
         if reply.ok:
             return reply.value
         if len(configs) == 1:
@@ -139,8 +165,13 @@ def _context(worker: IsolatedWorker, request: TuneRequest) -> tuple[TuneContext,
     return TuneContext(**facts), gpu
 
 
-def seeds_for(request: TuneRequest, space: ConfigSpace | None, default: Mapping[str, Any] | None,
-              gpu: store.GpuIdentity | None, context: TuneContext) -> list[Config]:
+def seeds_for(
+    request: TuneRequest,
+    space: ConfigSpace | None,
+    default: Mapping[str, Any] | None,
+    gpu: store.GpuIdentity | None,
+    context: TuneContext,
+) -> list[Config]:
     """The baked winner of the nearest shape (if it fits this shape), then the kernel's default."""
     seeds: list[Config] = []
     if gpu is not None:
@@ -157,9 +188,16 @@ def seeds_for(request: TuneRequest, space: ConfigSpace | None, default: Mapping[
     return [s for s in seeds if space.invalid_reason(s, context) is None]
 
 
-def tune(request: TuneRequest, worker: IsolatedWorker, *, check: Callable[..., Any] = tasks.default_check,
-         compile_pool: WorkerPool | None = None, on_progress: Callable[[SearchResult], None] | None = None,
-         finalists: int = 4, final_rounds: int = 5) -> TuneResult:
+def tune(
+    request: TuneRequest,
+    worker: IsolatedWorker,
+    *,
+    check: Callable[..., Any] = tasks.default_check,
+    compile_pool: WorkerPool | None = None,
+    on_progress: Callable[[SearchResult], None] | None = None,
+    finalists: int = 4,
+    final_rounds: int = 5,
+) -> TuneResult:
     from ..kernels import registry
 
     start = time.monotonic()
@@ -171,39 +209,61 @@ def tune(request: TuneRequest, worker: IsolatedWorker, *, check: Callable[..., A
     context, gpu = _context(worker, request)
     evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool)
     seeds = seeds_for(request, space, b.default_config, gpu, context)
-    result = search(space, evaluator, context, effort=request.effort, budget_s=request.budget_s, seeds=seeds,
-                    on_progress=on_progress)
+    result = search(
+        space,
+        evaluator,
+        context,
+        effort=request.effort,
+        budget_s=request.budget_s,
+        seeds=seeds,
+        on_progress=on_progress,
+    )
     extra: list[Outcome] = []
     external = EXTERNAL_AUTOTUNERS.get(b.dsl) if request.use_external else None
     if external is not None:
-        try:
-            picked = external(request.op, request.backend, request.shape, request.dtype, request.effort,
-                              request.budget_s)
-        except Exception as exc:
-            picked = None
-            extra.append(Outcome({}, None, "error", f"external autotuner: {type(exc).__name__}: {exc}",
-                                 source=f"{b.dsl}-autotuner"))
-        if picked:
-            outcome = evaluator.evaluate([dict(picked)])[0]
-            outcome.source = f"{b.dsl}-autotuner"
-            extra.append(outcome)
-    candidates = sorted([o for o in result.successes + extra if o.ok],
-                        key=lambda o: (o.time_ms, store_key(o.config)))
+        reply = worker.call(
+            external,
+            request.op,
+            request.backend,
+            request.shape,
+            request.dtype,
+            request.device,
+            request.effort,
+            timeout_s=max(600.0, request.budget_s or 0.0),
+        )
+        if reply.ok and reply.value:
+            outcome = evaluator.evaluate([dict(reply.value)])[0]
+        else:
+            outcome = Outcome({}, None, reply.failure or "error", f"{b.dsl} autotuner: {reply.detail}")
+        outcome.source = f"{b.dsl}-autotuner"
+        extra.append(outcome)
+    candidates = sorted(
+        [o for o in result.successes + extra if o.ok], key=lambda o: (o.time_ms, store_key(o.config))
+    )
     unique: list[Outcome] = []
     for o in candidates:
         if all(store_key(o.config) != store_key(u.config) for u in unique):
             unique.append(o)
-    decision = decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
+    decision = (
+        decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
+    )
     entry = None
     if decision is not None:
         sources = {store_key(o.config): o.source for o in unique}
         failed = sum(1 for o in result.outcomes + extra if not o.ok)
         entry = {
-            "op": request.op, "backend": request.backend, "dtype": store.normalise_dtype(request.dtype),
-            "shape": dict(request.shape), "config": decision.winner, "time_ms": decision.time_ms,
+            "op": request.op,
+            "backend": request.backend,
+            "dtype": store.normalise_dtype(request.dtype),
+            "shape": dict(request.shape),
+            "config": decision.winner,
+            "time_ms": decision.time_ms,
             "noise": min(decision.noise, 100.0),
-            "runner_ups": [{"config": c, "time_ms": t} for c, t in decision.standings[1:] if math.isfinite(t)],
-            "evaluated": len(result.outcomes) + len(extra), "failed": failed,
+            "runner_ups": [
+                {"config": c, "time_ms": t} for c, t in decision.standings[1:] if math.isfinite(t)
+            ],
+            "evaluated": len(result.outcomes) + len(extra),
+            "failed": failed,
             "source": sources.get(store_key(decision.winner), "search"),
         }
     error = None if decision else "no candidate passed the accuracy check"

@@ -24,6 +24,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import runpy
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -42,6 +43,9 @@ FATAL_CUDA_MESSAGES = (
     "cudaErrorLaunchTimeout",
     "hardware stack error",
 )
+
+
+_CHILD_RUN_NAME = "__tilearena_autotune_worker__"
 
 
 def failure_kind_of(message: str) -> str:
@@ -103,8 +107,18 @@ class IsolatedWorker:
 
     def _start(self) -> None:
         parent_end, child_end = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=_serve, args=(child_end, self.environment), daemon=True,
-                                       name="tilearena-autotune-worker")
+        # The child runs this file by path rather than importing tilearena.autotune.worker:
+        # importing the package imports torch, seconds per restart that a task may not need.
+        process = self.context.Process(
+            target=runpy.run_path,
+            args=(os.path.abspath(__file__),),
+            daemon=True,
+            name="tilearena-autotune-worker",
+            kwargs={
+                "run_name": _CHILD_RUN_NAME,
+                "init_globals": {"WORKER_CONNECTION": child_end, "WORKER_ENVIRONMENT": self.environment},
+            },
+        )
         process.start()
         child_end.close()
         self.process, self.connection = process, parent_end
@@ -127,18 +141,30 @@ class IsolatedWorker:
             return Reply(False, failure="fatal", detail=f"worker gone before the request: {exc}")
         if not self.connection.poll(self.start_timeout_s) or not self._started():
             exitcode = self._reap()
-            return Reply(False, failure="fatal", detail=f"worker did not start the task (exit code {exitcode})",
-                         seconds=time.monotonic() - start)
+            return Reply(
+                False,
+                failure="fatal",
+                detail=f"worker did not start the task (exit code {exitcode})",
+                seconds=time.monotonic() - start,
+            )
         if not self.connection.poll(timeout_s):
             self.stop()
-            return Reply(False, failure="timeout", detail=f"no answer within {timeout_s:.0f} s; worker killed",
-                         seconds=time.monotonic() - start)
+            return Reply(
+                False,
+                failure="timeout",
+                detail=f"no answer within {timeout_s:.0f} s; worker killed",
+                seconds=time.monotonic() - start,
+            )
         try:
             message = self.connection.recv()
         except (EOFError, OSError):
             exitcode = self._reap()
-            return Reply(False, failure="fatal", detail=f"worker died (exit code {exitcode})",
-                         seconds=time.monotonic() - start)
+            return Reply(
+                False,
+                failure="fatal",
+                detail=f"worker died (exit code {exitcode})",
+                seconds=time.monotonic() - start,
+            )
         seconds = time.monotonic() - start
         if message[0] == "ok":
             return Reply(True, message[1], seconds=seconds)
@@ -190,8 +216,9 @@ class WorkerPool:
     def __init__(self, size: int, environment: dict[str, str] | None = None) -> None:
         self.workers = [IsolatedWorker(environment) for _ in range(max(1, size))]
 
-    def map(self, task: Callable[..., Any], argument_lists: Sequence[Sequence[Any]],
-            timeout_s: float = 120.0) -> list[Reply]:
+    def map(
+        self, task: Callable[..., Any], argument_lists: Sequence[Sequence[Any]], timeout_s: float = 120.0
+    ) -> list[Reply]:
         """``task(*args)`` for each entry, spread over the workers, replies in input order."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -214,3 +241,7 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+if __name__ == _CHILD_RUN_NAME:
+    _serve(globals()["WORKER_CONNECTION"], globals()["WORKER_ENVIRONMENT"])

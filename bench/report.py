@@ -583,8 +583,21 @@ def plot_roofline(
                 f"{compute:.0f} TFLOP/s" if compute is not None else "",
             ]
             labels.append(f"{name}: " + ", ".join(part for part in parts if part))
+        if not any(bandwidth is not None or compute is not None for _, bandwidth, compute, _, _ in roofs):
+            axes.text(
+                0.02,
+                0.97,
+                "no ceilings in the results: no roofs",
+                transform=axes.transAxes,
+                va="top",
+                fontsize=8,
+                color="#666666",
+            )
         axes.set_xscale("log")
         axes.set_yscale("log")
+        # The x range always reaches the ridge point: intensities of one op often share a decade,
+        # which alone would leave the axis without a labelled tick.
+        axes.set_xlim(low, high)
         axes.xaxis.set_minor_formatter(NullFormatter())
         axes.yaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("arithmetic intensity (flop/byte)")
@@ -612,6 +625,21 @@ def _heatmap(axes: Any, matrix: list[list[float]], colormap: Any, norm: Any) -> 
     axes.set_xlim(-0.5, columns - 0.5)
     axes.set_ylim(rows - 0.5, -0.5)
     return image
+
+
+def _log_range(values: Sequence[float]) -> tuple[float, float]:
+    """Limits of a logarithmic colour scale that spans at least a decade.
+
+    Without the minimum span, values that differ by a fraction of a percent would be drawn as the two
+    ends of the scale, and look as different as 1e-6 and 1e-2.
+    """
+    if not values:
+        return 1e-6, 1e-2
+    low, high = min(values), max(values)
+    if high < low * 10:
+        middle = math.sqrt(low * high)
+        low, high = middle / math.sqrt(10), middle * math.sqrt(10)
+    return low, high
 
 
 def _error_cell_text(row: Row | None) -> tuple[str, str]:
@@ -643,10 +671,7 @@ def plot_error_heatmap(op: str, rows: Sequence[Row], salt: str) -> Markup | None
         axes = figure.add_subplot()
         axes.grid(False)
         # The colour scale reaches past the tolerance so that its line on the colour bar is visible.
-        low = min([*values, *tolerances]) if values or tolerances else 1e-6
-        high = max([*values, *(tol * 3 for tol in tolerances)]) if values or tolerances else 1e-2
-        if high <= low:
-            high = low * 10
+        low, high = _log_range([*values, *tolerances, *(tol * 3 for tol in tolerances)])
         norm = LogNorm(vmin=low, vmax=high)
         colormap = mpl.colormaps["viridis"]
         matrix = [[math.nan] * len(shapes) for _ in backends]
@@ -710,10 +735,7 @@ def plot_agreement(entry: Mapping[str, Any], salt: str) -> Markup | None:
         matrix.append([_as_float(cell) for cell in cells])
     floor = 1e-12
     finite = [max(v, floor) for row in matrix for v in row if v is not None and v > 0]
-    low = min(finite) if finite else 1e-6
-    high = max(finite) if finite else 1e-2
-    if high <= low:
-        high = low * 10
+    low, high = _log_range(finite)
     with mpl.rc_context(_PLOT_RC):
         side = 1.6 + 0.55 * len(backends)
         figure = _new_figure(side + 1.4, side)
@@ -875,8 +897,11 @@ def _timing_text(timing: Any) -> str:
         parts.append(_as_text(timing["method"]))
     if timing.get("l2") is not None:
         parts.append(f"L2 {_as_text(timing['l2'])}")
-    if timing.get("repeats") is not None:
-        parts.append(f"{_fmt_plain(timing['repeats'])} repeats")
+    repeats = timing.get("repeats")
+    if isinstance(repeats, (int, float)) and not isinstance(repeats, bool):
+        parts.append(f"{_fmt_plain(repeats)} repeats")
+    elif repeats is not None:
+        parts.append(f"repeats: {_fmt_plain(repeats)}")
     if timing.get("warmup_ms") is not None:
         parts.append(f"{_fmt_plain(timing['warmup_ms'])} ms warm-up")
     known = {"method", "l2", "repeats", "warmup_ms"}
@@ -1032,7 +1057,9 @@ def fmt_pct(value: float | None) -> str:
 
 
 def fmt_speedup(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.2g}×"  # 0.0021×, not 0.00×
 
 
 def sort_value(value: float | int | None) -> str:

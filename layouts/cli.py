@@ -1,25 +1,44 @@
-"""`tilearena layout show "<layout>" [--tv] [--svg FILE]`: print a layout's grid, write an SVG.
+"""`tilearena layout show "<layout>" [--tv [MxN]] [--svg FILE]`: print a layout, write an SVG.
 
-The main CLI calls add_parser(subparsers) to register the subcommand and run(args).
+<layout> is CuTe notation ("((2,2),3):((24,2),8)") or a Triton layout constructor from
+layouts.hardware with literal arguments ("blocked([1,4],[4,8],[2,2],[1,0],[16,32])",
+"mma_v2([2,2],[32,32])", "swizzled_shared(8,1,8,[1,0],[8,64])", ...). The main CLI calls
+add_parser(subparsers) to register the subcommand and run(args).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 
-from .cute import Layout, composition, make_layout
+from . import hardware
+from .cute import Layout
 from .draw import grid_text, layout_grid, linear_views, to_svg, tv_grid
 from .int_tuple import product
+from .linear import LinearLayout
 
-__all__ = ["add_parser", "main", "run"]
+__all__ = ["add_parser", "main", "parse_layout", "run"]
+
+TRITON_CONSTRUCTORS = {
+    "blocked": hardware.blocked,
+    "mma_v2": hardware.mma_v2,
+    "mma_v3": hardware.mma_v3,
+    "dot_operand": hardware.dot_operand,
+    "swizzled_shared": hardware.swizzled_shared,
+    "nvmma_shared": hardware.nvmma_shared,
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("layout", help="CuTe and linear layout tools")
+    parser = subparsers.add_parser("layout", help="CuTe and Triton (linear) layout tools")
     actions = parser.add_subparsers(dest="layout_command", required=True)
-    show = actions.add_parser("show", help="print the index grid of a layout and optionally write an SVG")
-    show.add_argument("layout", help='CuTe notation, e.g. "((2,2),3):((24,2),8)" or "(4,8):(8,1)"')
+    show = actions.add_parser("show", help="print a layout's grid and optionally write an SVG")
+    show.add_argument(
+        "layout",
+        help='CuTe notation, e.g. "((2,2),3):((24,2),8)", or a Triton layout, e.g. '
+        '"blocked([1,4],[4,8],[2,2],[1,0],[16,32])"',
+    )
     show.add_argument(
         "--tv",
         nargs="?",
@@ -32,11 +51,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def parse_layout(text: str) -> Layout | LinearLayout:
+    """CuTe notation, or name(literal, ...) of a constructor in TRITON_CONSTRUCTORS."""
+    stripped = text.strip()
+    name, _, rest = stripped.partition("(")
+    if name in TRITON_CONSTRUCTORS:
+        if not rest.endswith(")"):
+            raise ValueError(f"expected {name}(...) with literal arguments")
+        arguments = ast.literal_eval("(" + rest[:-1] + ",)")  # literals only: no code runs
+        return TRITON_CONSTRUCTORS[name](*arguments)
+    return Layout.parse(stripped)
+
+
 def _tile_for(tv_layout: Layout, requested: str) -> tuple[int, int]:
     if requested != "auto":
-        m, _, n = requested.lower().partition("x")
-        return int(m), int(n)
-    # cosize is the span of indices; pick M as the extent of the first thread mode when it makes sense.
+        rows, _, cols = requested.lower().partition("x")
+        return int(rows), int(cols)
+    # a square-ish power-of-two tile that covers every index the layout produces
     span = tv_layout.cosize()
     rows = 1
     while rows * rows < span:
@@ -49,12 +80,17 @@ def run(args: argparse.Namespace) -> int:
         print("usage: tilearena layout show <layout> [--tv [MxN]] [--svg FILE]", file=sys.stderr)
         return 2
     try:
-        layout = Layout.parse(args.layout)
-    except (ValueError, TypeError) as error:
-        print(f"error: cannot parse layout {args.layout!r}: {error}", file=sys.stderr)
+        layout = parse_layout(args.layout)
+    except (ValueError, TypeError, SyntaxError) as error:
+        print(f"error: cannot read layout {args.layout!r}: {error}", file=sys.stderr)
         return 2
     try:
-        if args.tv:
+        if isinstance(layout, LinearLayout):
+            labels, _ = linear_views(layout)
+            print(layout)
+            print(grid_text(labels))
+            svg = to_svg(layout, title=args.layout) if args.svg else None
+        elif args.tv:
             if layout.rank() != 2:
                 raise ValueError("a thread-value layout has rank 2: (thread, value)")
             tile = _tile_for(layout, args.tv)
@@ -84,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     add_parser(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(argv))
 
-
-# Re-exported for callers that draw linear layouts or compose before drawing.
-_ = (composition, make_layout, linear_views)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,23 +7,28 @@ cvtNeedsWarpShuffle / cvtNeedsSharedMemory):
     quotient out block, then warp, then lane, while the conversion is the identity on them
 
 What is left says where the data has to travel: only registers (a permutation inside
-each thread, or nothing at all), registers and lanes (warp shuffles), or more (a round
-trip through shared memory, for which a swizzle is picked to avoid bank conflicts).
+each thread, or nothing at all), registers and lanes (warp shuffles, when at most one
+register bit trades places with a lane bit), or more (a round trip through shared
+memory, through the swizzled buffer of Triton's generic swizzling, see swizzling.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .hardware import swizzled_shared
 from .linear import LinearLayout
+from .swizzling import SharedPlan, bank_conflicts, optimal_swizzling_ld_st, without_broadcast_registers
 
-__all__ = ["ConversionPlan", "WarpDecomposition", "bank_conflicts", "plan_conversion", "quotient", "warp_decomposition"]
+__all__ = [
+    "ConversionPlan",
+    "WarpDecomposition",
+    "bank_conflicts",
+    "plan_conversion",
+    "quotient",
+    "warp_decomposition",
+]
 
 REGISTER, LANE, WARP, BLOCK = "register", "lane", "warp", "block"
-BANKS = 32
-BANK_BYTES = 4
 
 
 def _is_identity_on(layout: LinearLayout, dim: str) -> bool:
@@ -81,14 +86,6 @@ class WarpDecomposition:
         return self.lane_permutation == list(range(len(self.lane_permutation)))
 
 
-def _without_broadcast_registers(layout: LinearLayout) -> LinearLayout:
-    """Drop register bases that are zero: such registers are copies and need not move."""
-    return LinearLayout(
-        [(name, [v for v in vectors if any(v)] if name == REGISTER else vectors) for name, vectors in layout.bases],
-        layout.out_dims,
-    )
-
-
 def _padded(layout: LinearLayout, register_bits: int, lane_bits: int) -> LinearLayout:
     zero = [0] * layout.num_out_dims
     bases = dict(layout.bases)
@@ -101,9 +98,26 @@ def _padded(layout: LinearLayout, register_bits: int, lane_bits: int) -> LinearL
     )
 
 
+def _shuffle_count(warp: WarpDecomposition) -> int:
+    """shfl.sync per thread in Triton's transferWithinWarp, R = packed 32-bit registers:
+    one mixed transposition with lanes in place ships half the registers (R/2); otherwise
+    the swap method shuffles (1 - 2**-m) * R registers, or all R when lanes are permuted.
+    Whether the 'ship' method applies also depends on prmt selectors for packed low
+    register bits; here it is assumed when the transposed register bit is not a packed one
+    and the packed bits stay in place."""
+    packed = (1 << len(warp.register_permutation)) >> warp.pack_bits
+    mixed = len(warp.mixed_transpositions)
+    low_bits_fixed = all(warp.register_permutation[i] == i for i in range(warp.pack_bits))
+    if mixed == 0 or not warp.lane_permutation_is_trivial:
+        return packed
+    if mixed == 1 and warp.mixed_transpositions[0][0] >= warp.pack_bits and low_bits_fixed:
+        return packed // 2
+    return packed - (packed >> mixed)
+
+
 def warp_decomposition(src: LinearLayout, dst: LinearLayout, element_bits: int = 32) -> WarpDecomposition:
     """Factor an intra-warp conversion into register, lane and mixed transpositions, as Triton does."""
-    src, dst = _without_broadcast_registers(src), _without_broadcast_registers(dst)
+    src, dst = without_broadcast_registers(src), without_broadcast_registers(dst)
     register_bits = max(src.get_in_dim_size_log2(REGISTER), dst.get_in_dim_size_log2(REGISTER))
     lane_bits = max(src.get_in_dim_size_log2(LANE), dst.get_in_dim_size_log2(LANE))
     out_names = src.get_out_dim_names()
@@ -174,10 +188,7 @@ class ConversionPlan:
     conversion: LinearLayout
     register_permutation: list[int] | None = None
     warp: WarpDecomposition | None = None
-    shared_layout: LinearLayout | None = None
-    swizzle: tuple[int, int, int, tuple[int, ...]] | None = None  # (vec, per_phase, max_phase, order)
-    bank_conflicts: int | None = None
-    unswizzled_bank_conflicts: int | None = None
+    shared: SharedPlan | None = None
     details: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -193,106 +204,26 @@ class ConversionPlan:
                 f"{self.warp.register_permutation}, mixed register/lane transpositions "
                 f"{self.warp.mixed_transpositions}, {1 << self.warp.pack_bits} value(s) per shuffle)"
             )
-        vec, per_phase, max_phase, order = self.swizzle or (1, 1, 1, ())
+        if self.shared is None:
+            return "shared_memory: store, barrier, load (no swizzle computed)"
+        shared = self.shared
         return (
-            "shared_memory: store, barrier, load through a swizzled buffer "
-            f"(vec={vec}, per_phase={per_phase}, max_phase={max_phase}, order={list(order)}); "
-            f"bank conflicts {self.bank_conflicts} (unswizzled: {self.unswizzled_bank_conflicts})"
+            f"shared_memory: st.shared {shared.store_vector_bits}-bit, "
+            f"ld.shared {shared.load_vector_bits}-bit "
+            f"through a swizzled buffer in {shared.reps} round(s); bank conflicts: write "
+            f"{shared.write_conflicts}, read {shared.read_conflicts} (unswizzled: write "
+            f"{shared.unswizzled_write_conflicts}, read {shared.unswizzled_read_conflicts})"
         )
-
-
-class _FlatMap:
-    """A linear layout evaluated on flattened ints: in bits of each named dim -> flattened out value."""
-
-    def __init__(self, layout: LinearLayout) -> None:
-        columns = layout._column_vectors()
-        self.columns_by_dim: dict[str, list[int]] = {}
-        start = 0
-        for name, size in layout.in_dims:
-            bits = size.bit_length() - 1
-            self.columns_by_dim[name] = columns[start : start + bits]
-            start += bits
-        self.all_columns = columns
-
-    def of(self, name: str, value: int) -> int:
-        result = 0
-        for bit, column in enumerate(self.columns_by_dim.get(name, [])):
-            if value >> bit & 1:
-                result ^= column
-        return result
-
-    def of_flat(self, value: int) -> int:
-        result = 0
-        for bit, column in enumerate(self.all_columns):
-            if value >> bit & 1:
-                result ^= column
-        return result
-
-
-def _vector_width(registers: list[int], to_offset: _FlatMap, element_bits: int) -> int:
-    """How many consecutive registers land on consecutive offsets (one vector instruction), up to 16 bytes."""
-    limit = max(1, 128 // element_bits)
-    width = 1
-    for bit, logical in enumerate(registers):
-        if width >= limit or to_offset.of_flat(logical) != 1 << bit:
-            break
-        width *= 2
-    return width
-
-
-def bank_conflicts(distributed: LinearLayout, shared: LinearLayout, element_bits: int = 16) -> int:
-    """Extra shared-memory wavefronts when warp 0 stores `distributed` into `shared`, summed over
-    all of its store instructions.
-
-    Each instruction is the warp's lanes writing one vector of registers; lanes are served
-    in groups of 128 bytes; inside a group each bank serves one distinct 4-byte word per
-    wavefront. Extra wavefronts = wavefronts - groups (0 means conflict-free).
-    """
-    offset_dims = [n for n in shared.get_in_dim_names() if n != BLOCK]
-    to_offset = _FlatMap(shared.sublayout(offset_dims, shared.get_out_dim_names()).invert())
-    to_logical = _FlatMap(distributed)
-    vector = _vector_width(to_logical.columns_by_dim.get(REGISTER, []), to_offset, element_bits)
-    bytes_per_lane = max(1, vector * element_bits // 8)
-    lanes = distributed.get_in_dim_size(LANE)
-    lanes_per_group = max(1, min(lanes, BANKS * BANK_BYTES // bytes_per_lane))
-    lane_parts = [to_logical.of(LANE, lane) for lane in range(lanes)]
-    extra = 0
-    for first_register in range(0, distributed.get_in_dim_size(REGISTER), vector):
-        register_part = to_logical.of(REGISTER, first_register)
-        for group_start in range(0, lanes, lanes_per_group):
-            words_per_bank: dict[int, set[int]] = {}
-            for lane in range(group_start, group_start + lanes_per_group):
-                offset = to_offset.of_flat(register_part ^ lane_parts[lane])
-                first_byte = offset * element_bits // 8
-                for byte in range(first_byte, first_byte + bytes_per_lane, BANK_BYTES):
-                    word = byte // BANK_BYTES
-                    words_per_bank.setdefault(word % BANKS, set()).add(word)
-            extra += max(len(words) for words in words_per_bank.values()) - 1
-    return extra
-
-
-def _candidate_swizzles(shape: Sequence[int], element_bits: int):
-    max_vec = max(1, 128 // element_bits)
-    for order in ((1, 0), (0, 1)):
-        columns = shape[order[0]]
-        vec = 1
-        while vec <= max_vec:
-            per_phase = 1
-            while per_phase <= 4:
-                max_phase = 1
-                while max_phase * vec <= columns and max_phase <= 8:
-                    yield vec, per_phase, max_phase, order
-                    max_phase *= 2
-                per_phase *= 2
-            vec *= 2
 
 
 def plan_conversion(
     src: LinearLayout, dst: LinearLayout, element_bits: int = 16, choose_swizzle: bool = True
 ) -> ConversionPlan:
-    """Plan `convert_layout(src -> dst)` of one tensor as Triton would.
+    """Plan `convert_layout(src -> dst)` of one tensor as Triton 3.6 would.
 
-    With choose_swizzle=False a shared-memory plan skips the (slower) swizzle search.
+    element_bits is the element type's width (it sets how many values share a 32-bit
+    shuffle and how wide shared-memory vectors are). choose_swizzle=False leaves the
+    buffer of a shared-memory plan uncomputed.
     """
     if src.out_dims != dst.out_dims:
         raise ValueError(f"layouts cover different tensors: {src.out_dims} vs {dst.out_dims}")
@@ -309,30 +240,12 @@ def plan_conversion(
         # anything more goes through shared memory (cvtNeedsWarpShuffle).
         warp = warp_decomposition(src, dst, element_bits)
         if len(warp.mixed_transpositions) < 2:
-            registers = 1 << len(warp.register_permutation)
             plan = ConversionPlan("warp_shuffle", conversion, warp=warp)
-            # one shuffle per packed 32-bit register (a mixed transposition exchanges halves
-            # of register pairs, which still costs one shuffle per register)
-            plan.details["shuffles"] = registers >> warp.pack_bits
+            plan.details["shuffles"] = _shuffle_count(warp)
             return plan
-    shape = [size for _, size in src.out_dims]
     plan = ConversionPlan("shared_memory", conversion)
-    if not choose_swizzle:
-        return plan
-    if len(shape) != 2:
-        plan.details["note"] = "swizzle search is implemented for rank-2 tensors"
-        return plan
-    unswizzled = swizzled_shared(1, 1, 1, (1, 0), shape)
-    plan.unswizzled_bank_conflicts = bank_conflicts(src, unswizzled, element_bits) + bank_conflicts(
-        dst, unswizzled, element_bits
-    )
-    best = None
-    for vec, per_phase, max_phase, order in _candidate_swizzles(shape, element_bits):
-        shared = swizzled_shared(vec, per_phase, max_phase, order, shape)
-        conflicts = bank_conflicts(src, shared, element_bits) + bank_conflicts(dst, shared, element_bits)
-        # Fewest conflicts; among equals, the widest vectors (fewest instructions).
-        score = (conflicts, -vec)
-        if best is None or score < best[0]:
-            best = (score, (vec, per_phase, max_phase, order), shared, conflicts)
-    _, plan.swizzle, plan.shared_layout, plan.bank_conflicts = best
+    if choose_swizzle:
+        plan.shared = optimal_swizzling_ld_st(
+            without_broadcast_registers(src), without_broadcast_registers(dst), element_bits
+        )
     return plan

@@ -157,7 +157,9 @@ def _convert_kernel():
     from triton.experimental.gluon import language as ttgl
 
     @gluon.jit
-    def convert_kernel(x_ptr, y_ptr, M: ttgl.constexpr, N: ttgl.constexpr, SRC: ttgl.constexpr, DST: ttgl.constexpr):
+    def convert_kernel(
+        x_ptr, y_ptr, M: ttgl.constexpr, N: ttgl.constexpr, SRC: ttgl.constexpr, DST: ttgl.constexpr
+    ):
         rows = ttgl.arange(0, M, layout=ttgl.SliceLayout(1, SRC))
         cols = ttgl.arange(0, N, layout=ttgl.SliceLayout(0, SRC))
         x = ttgl.load(x_ptr + rows[:, None] * N + cols[None, :])
@@ -169,27 +171,40 @@ def _convert_kernel():
     return convert_kernel
 
 
-def triton_convert_lowering(src_layout, dst_layout, shape=(64, 64), num_warps: int = 4, capability: int = 90) -> str:
-    """How Triton lowers convert_layout(src -> dst) of an fp16 tensor: 'shared_memory' when
-    the LLVM IR touches shared memory (addrspace 3), 'warp_shuffle' when it shuffles, else
-    'registers' (a register renaming, possibly empty). Layouts are gluon layout objects."""
+def triton_convert_lowering(
+    src_layout, dst_layout, shape=(64, 64), num_warps: int = 4, capability: int = 90
+) -> tuple[str, int]:
+    """How Triton lowers convert_layout(src -> dst) of an fp16 tensor, and how many shfl.sync
+    its PTX has: 'shared_memory' when the LLVM IR touches shared memory (addrspace 3),
+    'warp_shuffle' when it shuffles, else 'registers' (a renaming, possibly empty)."""
+    import re
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     source = GluonASTSource(
         fn=_convert_kernel(),
-        signature={"x_ptr": "*fp16", "y_ptr": "*fp16", "M": "constexpr", "N": "constexpr", "SRC": "constexpr",
-                   "DST": "constexpr"},
+        signature={
+            "x_ptr": "*fp16",
+            "y_ptr": "*fp16",
+            "M": "constexpr",
+            "N": "constexpr",
+            "SRC": "constexpr",
+            "DST": "constexpr",
+        },
         constexprs={"M": shape[0], "N": shape[1], "SRC": src_layout, "DST": dst_layout},
     )
-    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    compiled = triton.compile(
+        source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps}
+    )
     llvm_ir = compiled.asm["llir"]
+    shuffles = len(re.findall(r"shfl\.sync", compiled.asm["ptx"]))
     if "addrspace(3)" in llvm_ir:
-        return "shared_memory"
-    if "shfl" in llvm_ir:
-        return "warp_shuffle"
-    return "registers"
+        return "shared_memory", shuffles
+    if shuffles:
+        return "warp_shuffle", shuffles
+    return "registers", shuffles
 
 
 @functools.lru_cache(maxsize=1)
@@ -198,7 +213,9 @@ def _reshape_kernel():
     from triton.experimental.gluon import language as ttgl
 
     @gluon.jit
-    def reshape_kernel(x_ptr, SHARED: ttgl.constexpr, DTYPE: ttgl.constexpr, M: ttgl.constexpr, N: ttgl.constexpr):
+    def reshape_kernel(
+        x_ptr, SHARED: ttgl.constexpr, DTYPE: ttgl.constexpr, M: ttgl.constexpr, N: ttgl.constexpr
+    ):
         layout: ttgl.constexpr = ttgl.BlockedLayout([1, 1], [1, 32], [4, 1], [1, 0])
         rows = ttgl.arange(0, M, layout=ttgl.SliceLayout(1, layout))
         cols = ttgl.arange(0, N, layout=ttgl.SliceLayout(0, layout))
@@ -225,8 +242,13 @@ def triton_shared_offsets(shared_layout, shape, element_bits: int) -> list[int]:
     dtype = {8: ttgl.float8e4nv, 16: ttgl.float16, 32: ttgl.float32}[element_bits]
     source = GluonASTSource(
         fn=_reshape_kernel(),
-        signature={"x_ptr": "*fp16", "SHARED": "constexpr", "DTYPE": "constexpr", "M": "constexpr",
-                   "N": "constexpr"},
+        signature={
+            "x_ptr": "*fp16",
+            "SHARED": "constexpr",
+            "DTYPE": "constexpr",
+            "M": "constexpr",
+            "N": "constexpr",
+        },
         constexprs={"SHARED": shared_layout, "DTYPE": dtype, "M": shape[0], "N": shape[1]},
     )
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

@@ -6,23 +6,31 @@ import math
 import random
 
 import pytest
-
 from tilearena.autotune.search import Decision, Outcome, decide, plan_search, search
 from tilearena.autotune.space import DictConfigSpace, TuneContext, canonical_json, divides, shared_memory_fits
 
 MATMUL_PARAMS = {
-    "BLOCK_M": (32, 64, 128, 256), "BLOCK_N": (32, 64, 128, 256), "BLOCK_K": (32, 64, 128),
-    "num_warps": (2, 4, 8, 16), "num_stages": (2, 3, 4, 5),
+    "BLOCK_M": (32, 64, 128, 256),
+    "BLOCK_N": (32, 64, 128, 256),
+    "BLOCK_K": (32, 64, 128),
+    "num_warps": (2, 4, 8, 16),
+    "num_stages": (2, 3, 4, 5),
 }
 DEFAULT = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
 
 
 def _smem(config, context):
-    return (config["BLOCK_M"] + config["BLOCK_N"]) * config["BLOCK_K"] * context.dtype_bytes * config["num_stages"]
+    return (
+        (config["BLOCK_M"] + config["BLOCK_N"])
+        * config["BLOCK_K"]
+        * context.dtype_bytes
+        * config["num_stages"]
+    )
 
 
-SPACE = DictConfigSpace(MATMUL_PARAMS, constraints=[shared_memory_fits(_smem), divides("BLOCK_K", "K")],
-                        default=DEFAULT)
+SPACE = DictConfigSpace(
+    MATMUL_PARAMS, constraints=[shared_memory_fits(_smem), divides("BLOCK_K", "K")], default=DEFAULT
+)
 CONTEXT = TuneContext(shape={"M": 4096, "N": 4096, "K": 4096}, dtype_bytes=2, shared_memory_bytes=227 * 1024)
 
 
@@ -128,8 +136,14 @@ def test_effort_none_measures_only_the_seed_and_budget_stops_search():
     result = search(SPACE, evaluator, CONTEXT, effort="none", seeds=[DEFAULT])
     assert [o.config for o in result.outcomes] == [DEFAULT]
     ticks = iter(range(10_000))
-    result = search(SPACE, SyntheticEvaluator(matmul_like_cost), CONTEXT, effort="full", budget_s=5,
-                    clock=lambda: float(next(ticks)))
+    result = search(
+        SPACE,
+        SyntheticEvaluator(matmul_like_cost),
+        CONTEXT,
+        effort="full",
+        budget_s=5,
+        clock=lambda: float(next(ticks)),
+    )
     assert result.stopped_by == "budget"
     assert len(result.outcomes) < 40
 
@@ -152,9 +166,11 @@ class ScriptedEvaluator:
 
 def test_ties_inside_the_noise_are_broken_by_canonical_json():
     a, b, c = {"x": 2}, {"x": 1}, {"x": 3}
-    rounds = {canonical_json(a): [1.000, 1.002, 0.999, 1.001, 1.000],
-              canonical_json(b): [1.003, 1.001, 1.004, 1.002, 1.003],  # 0.3% slower: inside the noise
-              canonical_json(c): [1.200, 1.201, 1.199, 1.200, 1.202]}
+    rounds = {
+        canonical_json(a): [1.000, 1.002, 0.999, 1.001, 1.000],
+        canonical_json(b): [1.003, 1.001, 1.004, 1.002, 1.003],  # 0.3% slower: inside the noise
+        canonical_json(c): [1.200, 1.201, 1.199, 1.200, 1.202],
+    }
     evaluator = ScriptedEvaluator(rounds)
     first: Decision = decide([a, b, c], evaluator)
     second: Decision = decide([c, b, a], evaluator)
@@ -166,6 +182,49 @@ def test_ties_inside_the_noise_are_broken_by_canonical_json():
 
 def test_a_finalist_that_fails_in_the_final_cannot_win():
     a, b = {"x": 1}, {"x": 2}
-    evaluator = ScriptedEvaluator({canonical_json(a): [0.5, None, None, None, 0.5],
-                                   canonical_json(b): [1.0] * 5})
+    evaluator = ScriptedEvaluator(
+        {canonical_json(a): [0.5, None, None, None, 0.5], canonical_json(b): [1.0] * 5}
+    )
     assert decide([a, b], evaluator).winner == b
+
+
+def test_cli_parses_shape_sets_and_explicit_shapes():
+    import argparse
+
+    from tilearena.autotune import cli
+
+    sets = {"quick": [{"M": 1, "N": 8}], "llama": [{"M": 16, "N": 4096}], "sweep": [{"M": 8, "N": 65536}]}
+    assert cli.parse_shapes("llama", sets) == [{"M": 16, "N": 4096}]
+    assert cli.parse_shapes("all", sets) == [{"M": 16, "N": 4096}, {"M": 8, "N": 65536}]
+    assert cli.parse_shapes("M=4,N=8;M=2,N=16", sets) == [{"M": 4, "N": 8}, {"M": 2, "N": 16}]
+    with pytest.raises(ValueError):
+        cli.parse_shapes("nope", sets)
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["tune", "--op", "rmsnorm", "--backend", "triton", "--effort", "full", "--bake"])
+    assert (args.op, args.backend, args.effort, args.bake, args.func) == (
+        "rmsnorm",
+        ["triton"],
+        "full",
+        True,
+        cli.run,
+    )
+
+
+def test_guided_search_over_a_space_that_cannot_be_enumerated():
+    """Helion's spaces only sample, mutate and validate: the search must work from that alone."""
+    from tilearena.autotune.space import CallbackConfigSpace
+
+    sampled = CallbackConfigSpace(
+        sample=lambda rng: SPACE.sample(rng, CONTEXT),
+        neighbours=lambda config: SPACE.neighbours(config, CONTEXT),
+        invalid_reason=lambda config: SPACE.invalid_reason(config, CONTEXT),
+        features=SPACE.features,
+        default=DEFAULT,
+    )
+    assert sampled.size() is None
+    optimum = _optimum(SPACE, CONTEXT, matmul_like_cost)
+    evaluator = SyntheticEvaluator(matmul_like_cost, noise=0.0)
+    result = search(sampled, evaluator, CONTEXT, effort="quick", seeds=[DEFAULT], max_evaluations=60)
+    assert result.strategy == "guided" and len(result.outcomes) <= 61
+    assert result.best()[0].time_ms <= 1.05 * optimum

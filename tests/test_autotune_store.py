@@ -9,7 +9,6 @@ import sys
 import warnings
 
 import pytest
-
 from tilearena.autotune import store
 
 H100 = store.GpuIdentity("NVIDIA H100 80GB HBM3", "h100-sxm", (9, 0))
@@ -18,14 +17,28 @@ A100 = store.GpuIdentity("NVIDIA A100-SXM4-80GB", "a100-sxm", (8, 0))
 
 
 def gpu_block(identity):
-    return {"name": identity.name, "slug": identity.slug, "compute_capability": list(identity.compute_capability),
-            "driver": "580.0", "cuda": "12.8", "torch": "2.11", "dsl_versions": {"triton": "3.6.0"}}
+    return {
+        "name": identity.name,
+        "slug": identity.slug,
+        "compute_capability": list(identity.compute_capability),
+        "driver": "580.0",
+        "cuda": "12.8",
+        "torch": "2.11",
+        "dsl_versions": {"triton": "3.6.0"},
+    }
 
 
 def entry(backend="triton", shape=(4096, 4096), config=None, time_ms=0.1, op="rmsnorm", dtype="bfloat16"):
-    return {"op": op, "backend": backend, "dtype": dtype, "shape": {"M": shape[0], "N": shape[1]},
-            "config": {"num_warps": 8} if config is None else config, "time_ms": time_ms, "noise": 0.01,
-            "runner_ups": [{"config": {"num_warps": 4}, "time_ms": time_ms * 1.1}]}
+    return {
+        "op": op,
+        "backend": backend,
+        "dtype": dtype,
+        "shape": {"M": shape[0], "N": shape[1]},
+        "config": {"num_warps": 8} if config is None else config,
+        "time_ms": time_ms,
+        "noise": 0.01,
+        "runner_ups": [{"config": {"num_warps": 4}, "time_ms": time_ms * 1.1}],
+    }
 
 
 @pytest.fixture
@@ -39,10 +52,17 @@ def baked(tmp_path, monkeypatch):
     store.clear_cache()
 
 
-@pytest.mark.parametrize(("name", "slug"), [
-    ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H200", "h200"),
-    ("NVIDIA H100 NVL", "h100-nvl"), ("NVIDIA A100-SXM4-80GB", "a100-sxm"), ("NVIDIA GH200 480GB", "gh200"),
-])
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA A100-SXM4-80GB", "a100-sxm"),
+        ("NVIDIA GH200 480GB", "gh200"),
+    ],
+)
 def test_gpu_slug(name, slug):
     assert store.gpu_slug(name) == slug
 
@@ -54,13 +74,23 @@ def test_cpu_has_no_baked_config(monkeypatch):
     assert store.best_backend("rmsnorm", "bfloat16", {"M": 1, "N": 8}, device="cpu") is None
 
 
+def _load(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def test_round_trip_nearest_bucket_and_fallbacks(baked):
-    directory, current = baked
-    path = store.bake([entry(shape=(4096, 4096), config={"num_warps": 8}),
-                       entry(shape=(16, 4096), config={"num_warps": 2}),
-                       entry(shape=(4096, 65536), config={"num_warps": 16, "chunk": 8192})], gpu_block(H100))
+    _, current = baked
+    path = store.bake(
+        [
+            entry(shape=(4096, 4096), config={"num_warps": 8}),
+            entry(shape=(16, 4096), config={"num_warps": 2}),
+            entry(shape=(4096, 65536), config={"num_warps": 16, "chunk": 8192}),
+        ],
+        gpu_block(H100),
+    )
     assert os.path.basename(path) == "h100-sxm.json"
-    data = json.load(open(path))
+    data = _load(path)
     assert data["schema"] == store.SCHEMA and data["gpu"]["compute_capability"] == [9, 0]
     assert len(data["entries"]) == 3
     # Exact bucket, and nearest by log2 distance over the dims.
@@ -68,7 +98,10 @@ def test_round_trip_nearest_bucket_and_fallbacks(baked):
     assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 8, "N": 4000}) == {"num_warps": 2}
     assert store.lookup_config("rmsnorm", "triton", "bf16", {"M": 2048, "N": 50000})["chunk"] == 8192
     import torch
-    assert store.lookup_config("rmsnorm", "triton", torch.bfloat16, {"M": 3000, "N": 4096}) == {"num_warps": 8}
+
+    assert store.lookup_config("rmsnorm", "triton", torch.bfloat16, {"M": 3000, "N": 4096}) == {
+        "num_warps": 8
+    }
     # Nothing for another dtype, op or backend: the kernel's default applies.
     assert store.lookup_config("rmsnorm", "triton", "float16", {"M": 4096, "N": 4096}) is None
     assert store.lookup_config("softmax", "triton", "bfloat16", {"M": 4096, "N": 4096}) is None
@@ -84,20 +117,27 @@ def test_round_trip_nearest_bucket_and_fallbacks(baked):
     # Re-baking the same key replaces the entry rather than adding one.
     current["gpu"] = H100
     store.bake([entry(shape=(4000, 4096), config={"num_warps": 16})], gpu_block(H100))
-    assert len(json.load(open(path))["entries"]) == 3
+    assert len(_load(path)["entries"]) == 3
     assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 4096, "N": 4096}) == {"num_warps": 16}
 
 
 def test_best_backend_and_cache(baked):
-    store.bake([entry("triton", (4096, 4096), time_ms=0.10), entry("eager", (4096, 4096), {}, time_ms=0.30),
-                entry("triton", (1, 4096), time_ms=0.010), entry("eager", (1, 4096), {}, time_ms=0.005)],
-               gpu_block(H100))
+    store.bake(
+        [
+            entry("triton", (4096, 4096), time_ms=0.10),
+            entry("eager", (4096, 4096), {}, time_ms=0.30),
+            entry("triton", (1, 4096), time_ms=0.010),
+            entry("eager", (1, 4096), {}, time_ms=0.005),
+        ],
+        gpu_block(H100),
+    )
     assert store.best_backend("rmsnorm", "bfloat16", {"M": 4096, "N": 4096}) == "triton"
     assert store.best_backend("rmsnorm", "bfloat16", {"M": 2, "N": 4096}) == "eager"
     assert store.best_backend("rmsnorm", "bfloat16", {"M": 4096, "N": 4096}, available=["eager"]) == "eager"
     assert store.best_backend("rmsnorm", "float32", {"M": 4096, "N": 4096}) is None
     # After the first call an answer is a dict lookup.
     import time
+
     start = time.perf_counter()
     for _ in range(10_000):
         store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 4096, "N": 4096})
@@ -127,7 +167,7 @@ HOSTILE_ENTRIES = {
     "unknown-key": {**entry(), "exec": "print(1)"},
     "huge-time": {**entry(), "time_ms": 1e308},
     "negative-time": {**entry(), "time_ms": -1.0},
-    "huge-int-config": entry(config={"num_warps": 10 ** 30}),
+    "huge-int-config": entry(config={"num_warps": 10**30}),
     "value-not-in-space": entry(config={"num_warps": 3}),
     "unknown-param": entry(config={"num_wraps": 8}),
     "import-string": entry(config={"num_warps": "__import__('os').system('echo pwned')"}),
@@ -141,13 +181,17 @@ HOSTILE_ENTRIES = {
 def test_hostile_entries_are_dropped_one_by_one(baked):
     directory, _ = baked
     good = {**entry(shape=(4096, 4096), config={"num_warps": 32}), "bucket": "M=4096,N=4096"}
-    bad = [{**e, "shape": {"M": 4096, "N": 4096}} if name != "bad-shape" else e
-           for name, e in HOSTILE_ENTRIES.items()]
+    bad = [
+        {**e, "shape": {"M": 4096, "N": 4096}} if name != "bad-shape" else e
+        for name, e in HOSTILE_ENTRIES.items()
+    ]
     data = {"schema": store.SCHEMA, "gpu": gpu_block(H100), "entries": [*bad, good]}
     (directory / "h100-sxm.json").write_text(json.dumps(data))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 4096, "N": 4096}) == {"num_warps": 32}
+        assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 4096, "N": 4096}) == {
+            "num_warps": 32
+        }
     messages = [str(w.message) for w in caught if issubclass(w.category, store.BakedStoreWarning)]
     assert len(messages) == len(HOSTILE_ENTRIES), messages
     assert not os.path.exists("pwned")
@@ -155,9 +199,11 @@ def test_hostile_entries_are_dropped_one_by_one(baked):
 
 def test_unknown_top_level_or_gpu_keys_reject_the_file(baked):
     directory, _ = baked
-    for data in ({"schema": store.SCHEMA, "gpu": gpu_block(H100), "entries": [], "hook": "x"},
-                 {"schema": store.SCHEMA, "gpu": {**gpu_block(H100), "eval": 1}, "entries": []},
-                 {"schema": store.SCHEMA, "gpu": {**gpu_block(H100), "compute_capability": [9]}, "entries": []}):
+    for data in (
+        {"schema": store.SCHEMA, "gpu": gpu_block(H100), "entries": [], "hook": "x"},
+        {"schema": store.SCHEMA, "gpu": {**gpu_block(H100), "eval": 1}, "entries": []},
+        {"schema": store.SCHEMA, "gpu": {**gpu_block(H100), "compute_capability": [9]}, "entries": []},
+    ):
         (directory / "h100-sxm.json").write_text(json.dumps(data))
         store.clear_cache()
         with pytest.warns(store.BakedStoreWarning):
@@ -183,13 +229,16 @@ for i in range(count):
 def test_two_processes_baking_at_once_keep_every_entry(tmp_path):
     path = str(tmp_path / "h100-sxm.json")
     count = 15
-    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, name, str(count), path])
-               for name in ("eager", "compile")]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, name, str(count), path])
+        for name in ("eager", "compile")
+    ]
     assert all(w.wait(timeout=120) == 0 for w in writers)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = store.read_file(path)
     assert data is not None
     assert sorted((e["backend"], e["shape"]["M"]) for e in data["entries"]) == sorted(
-        (name, 2 ** i) for name in ("eager", "compile") for i in range(count))
+        (name, 2**i) for name in ("eager", "compile") for i in range(count)
+    )
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]

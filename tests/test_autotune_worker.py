@@ -3,33 +3,13 @@ failed, the worker is replaced, and the run goes on with the next candidate."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
-
+from test_autotune_fakes import fake_kernel, worker_pid
 from tilearena.autotune.search import Outcome, search
 from tilearena.autotune.space import DictConfigSpace, TuneContext
 from tilearena.autotune.worker import IsolatedWorker, WorkerPool, failure_kind_of
-
-
-def fake_kernel(behaviour: str, value: float = 1.0) -> float:
-    """Stands in for a compiled candidate; each behaviour is one way a bad config breaks."""
-    if behaviour == "exit":
-        os._exit(139)  # as a segfaulting driver would
-    if behaviour == "cuda":
-        raise RuntimeError("CUDA error: an illegal memory access was encountered")
-    if behaviour == "misaligned":
-        raise RuntimeError("CUDA error: misaligned address")
-    if behaviour == "hang":
-        time.sleep(3600)
-    if behaviour == "error":
-        raise ValueError("BLOCK_N must divide N")
-    return value * 2
-
-
-def worker_pid() -> int:
-    return os.getpid()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +43,7 @@ def test_worker_survives_every_failure_and_is_reused(worker):
     assert (reply.ok, reply.failure) == (False, "fatal") and "139" in reply.detail
     # A hang is killed at the timeout.
     start = time.monotonic()
-    reply = worker.call(fake_kernel, "hang", timeout_s=3.0)
+    reply = worker.call(fake_kernel, "hang", timeout_s=2.0)
     assert (reply.ok, reply.failure) == (False, "timeout")
     assert time.monotonic() - start < 15
     assert worker.call(fake_kernel, "ok", 5.0).value == 10.0
@@ -78,7 +58,7 @@ class WorkerBackedEvaluator:
     def evaluate(self, configs):
         outcomes = []
         for config in configs:
-            reply = self.worker.call(fake_kernel, config["behaviour"], config["size"], timeout_s=3.0)
+            reply = self.worker.call(fake_kernel, config["behaviour"], config["size"], timeout_s=2.0)
             outcomes.append(Outcome(config, reply.value if reply.ok else None, reply.failure, reply.detail))
         return outcomes
 
@@ -91,14 +71,20 @@ def test_a_tuning_run_records_broken_configs_and_goes_on(worker):
     result = search(space, WorkerBackedEvaluator(worker), TuneContext(), effort="full")
     assert result.strategy == "exhaustive" and len(result.outcomes) == 10
     kinds = {(o.config["behaviour"], o.failure) for o in result.outcomes}
-    assert kinds == {("ok", None), ("misaligned", "fatal"), ("exit", "fatal"), ("hang", "timeout"),
-                     ("error", "error")}
+    assert kinds == {
+        ("ok", None),
+        ("misaligned", "fatal"),
+        ("exit", "fatal"),
+        ("hang", "timeout"),
+        ("error", "error"),
+    }
     assert result.best()[0].config == {"behaviour": "ok", "size": 1.0}
 
 
 def test_pool_maps_in_order_and_isolates_failures():
     with WorkerPool(2) as pool:
-        replies = pool.map(fake_kernel, [("ok", 1.0), ("exit",), ("ok", 3.0), ("cuda",), ("ok", 4.0)],
-                           timeout_s=60)
+        replies = pool.map(
+            fake_kernel, [("ok", 1.0), ("exit",), ("ok", 3.0), ("cuda",), ("ok", 4.0)], timeout_s=60
+        )
     assert [r.value for r in replies] == [2.0, None, 6.0, None, 8.0]
     assert [r.failure for r in replies] == [None, "fatal", None, "fatal", None]

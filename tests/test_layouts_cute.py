@@ -250,7 +250,30 @@ def oracle_cases(draw):
         cases.append(("logical_product", (ia, ib)))
         if ia.rank() == ib.rank() == 2:
             cases += [("blocked_product", (ia, ib)), ("raked_product", (ia, ib))]
+        # by-mode tilers: a tuple of layouts (or ints) for the first modes
+        tiled_modes = draw(st.integers(1, a.rank()))
+        tiler = tuple(
+            draw(st.one_of(injective_layouts(max_rank=1), st.sampled_from([1, 2, 4])))
+            for _ in range(tiled_modes)
+        )
+        if all(_tiler_in_domain(a[i], tiler[i]) for i in range(tiled_modes)):
+            cases += [
+                (name, (a, tiler))
+                for name in ("logical_divide", "zipped_divide", "tiled_divide", "flat_divide", "composition")
+            ]
+        block_tiler = tuple(draw(injective_layouts(max_rank=1)) for _ in range(ia.rank()))
+        cases += [
+            (name, (ia, block_tiler))
+            for name in ("logical_product", "zipped_product", "tiled_product", "flat_product")
+        ]
+        if logical_divide_in_domain(a, ib):
+            cases += [("tiled_divide", (a, ib)), ("flat_divide", (a, ib))]
     return cases
+
+
+def _tiler_in_domain(mode: Layout, tile: Layout | int) -> bool:
+    tile_layout = Layout(tile, 1) if isinstance(tile, int) else tile
+    return tile_layout.size() <= mode.size() and logical_divide_in_domain(mode, tile_layout)
 
 
 def logical_divide_in_domain(layout: Layout, tiler: Layout) -> bool:

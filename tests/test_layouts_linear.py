@@ -17,7 +17,8 @@ from layouts.cli import add_parser, run
 from layouts.convert import cute_to_linear, linear_to_cute, swizzled_shared_to_cute
 from layouts.draw import to_svg
 from layouts.linear import LinearLayout
-from layouts.planner import bank_conflicts, plan_conversion
+from layouts.planner import plan_conversion
+from layouts.swizzling import bank_conflicts
 
 ORACLE = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 OUT_NAMES = ["dim0", "dim1"]
@@ -231,27 +232,47 @@ def test_shared_layouts_worked_cases():
     ]
 
 
-def test_bank_conflicts_agree_with_triton_on_zero_or_not():
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    st.lists(pow2, min_size=2, max_size=2),
+    st.sampled_from([[1, 32], [2, 16], [4, 8], [8, 4], [32, 1]]),
+    st.sampled_from([[1, 4], [2, 2], [4, 1]]),
+    st.permutations([0, 1]),
+    st.sampled_from([1, 2, 4, 8]),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from([1, 2, 4, 8]),
+    st.permutations([0, 1]),
+    st.sampled_from([8, 16, 32]),
+)
+def test_bank_conflicts_equal_triton(spt, tpw, wpc, order, vec, per_phase, max_phase, shared_order, bits):
     ttgl, builder, _ = _gluon()
-    register_layouts = [
-        (
-            ttgl.BlockedLayout([1, 4], [4, 8], [2, 2], [1, 0]),
-            hw.blocked([1, 4], [4, 8], [2, 2], [1, 0], [64, 64]),
-        ),
-        (ttgl.NVMMADistributedLayout([2, 0], [2, 2], [16, 8]), hw.mma_v2([2, 2], [64, 64])),
-    ]
-    shared_layouts = [
-        (ttgl.SwizzledSharedLayout(8, 1, 8, [1, 0]), hw.swizzled_shared(8, 1, 8, [1, 0], [64, 64])),
-        (ttgl.SwizzledSharedLayout(1, 1, 1, [1, 0]), hw.swizzled_shared(1, 1, 1, [1, 0], [64, 64])),
-        (ttgl.SwizzledSharedLayout(1, 1, 1, [0, 1]), hw.swizzled_shared(1, 1, 1, [0, 1], [64, 64])),
+    shape = [64, 64]
+    triton_count = builder.get_shared_bank_conflicts(
+        ttgl.BlockedLayout(spt, tpw, wpc, list(order))._to_ir(builder),
+        ttgl.SwizzledSharedLayout(vec, per_phase, max_phase, list(shared_order))._to_ir(builder),
+        shape,
+        bits,
+    )
+    ours = bank_conflicts(
+        hw.blocked(spt, tpw, wpc, order, shape),
+        hw.swizzled_shared(vec, per_phase, max_phase, shared_order, shape),
+        bits,
+    )
+    assert ours == triton_count
+
+
+def test_bank_conflicts_of_mma_and_nvmma_equal_triton():
+    ttgl, builder, _ = _gluon()
+    mma = ttgl.NVMMADistributedLayout([2, 0], [2, 2], [16, 8])
+    for shared, ours_shared in [
         (ttgl.NVMMASharedLayout(128, 16), hw.nvmma_shared(128, 16, [64, 64])),
-    ]
-    for theirs_reg, ours_reg in register_layouts:
-        for theirs_shared, ours_shared in shared_layouts:
-            triton_count = builder.get_shared_bank_conflicts(
-                theirs_reg._to_ir(builder), theirs_shared._to_ir(builder), [64, 64], 16
-            )
-            assert (bank_conflicts(ours_reg, ours_shared, 16) == 0) == (triton_count == 0)
+        (ttgl.NVMMASharedLayout(64, 16), hw.nvmma_shared(64, 16, [64, 64])),
+        (ttgl.SwizzledSharedLayout(1, 1, 1, [0, 1]), hw.swizzled_shared(1, 1, 1, [0, 1], [64, 64])),
+    ]:
+        expected = builder.get_shared_bank_conflicts(
+            mma._to_ir(builder), shared._to_ir(builder), [64, 64], 16
+        )
+        assert bank_conflicts(hw.mma_v2([2, 2], [64, 64]), ours_shared, 16) == expected
 
 
 # --------------------------------------------------------------------------------------
@@ -319,10 +340,15 @@ def test_planner_kinds_on_real_conversions():
     plan = plan_conversion(blocked, swapped)
     assert plan.kind == "warp_shuffle" and plan.warp.mixed_transpositions == [] and "shfl" in str(plan)
     assert plan.warp.lane_permutation[:2] == [1, 0]
-    # accumulator -> blocked needs shared memory; the chosen swizzle beats the plain layout
+    # accumulator -> blocked needs shared memory; the swizzle avoids the plain layout's conflicts
     plan = plan_conversion(hw.mma_v2([2, 2], SHAPE), blocked)
-    assert plan.kind == "shared_memory"
-    assert plan.bank_conflicts < plan.unswizzled_bank_conflicts
+    assert plan.kind == "shared_memory" and "st.shared" in str(plan)
+    shared = plan.shared
+    assert shared.read_conflicts + shared.write_conflicts < (
+        shared.unswizzled_read_conflicts + shared.unswizzled_write_conflicts
+    )
+    # the buffer is a bijection onto the tensor
+    assert shared.smem.is_invertible()
 
 
 # --------------------------------------------------------------------------------------

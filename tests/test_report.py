@@ -586,6 +586,48 @@ def test_missing_optional_keys_still_make_a_page() -> None:
     assert "NaN" not in html.split('id="tilearena-results">')[1]
 
 
+def test_rows_as_the_bench_writes_them(no_plots: None) -> None:
+    """Rows of tilearena bench: "ours" and per-row timing given, bytes/flops possibly left out."""
+    row = {
+        "op": "rmsnorm",
+        "backend": "mykernel",
+        "dsl": "triton",
+        "ours": True,
+        "shape": {"M": 8, "N": 16},
+        "dtype": "float32",
+        "ms": 0.5,
+        "ms_iqr": 0.01,
+        "gbps": 2.0,
+        "tflops": 0.004,
+        "sol_pct": None,
+        "rel_err": 1e-7,
+        "max_abs_err": 1e-6,
+        "tol": 1e-5,
+        "ok": True,
+        "error": None,
+        "seed": 7,
+        "noise": 0.02,
+        "timing_method": "cpu-timer",
+    }
+    normalized = report._normalize_row(row)
+    assert normalized.ours and normalized.bytes == 1_000_000 and normalized.flops == 2_000_000
+    cpu_run = {
+        "schema": 1,
+        "env": {"gpu": "cpu", "timing": {"method": "cpu-timer", "repeats": "2 x 20"}},
+        "ceilings": {"copy_gbps": None, "matmul_bf16_tflops": None, "datasheet": None},
+        "rows": [row, {**row, "backend": "eager", "ours": False, "ms": 1.0}],
+        "agreement": [],
+    }
+    html = report.build_report([cpu_run])
+    _, rows = table_rows(html, op_table_id(html, "rmsnorm"))
+    mine = next(r for r in rows if r["backend"].startswith("mykernel"))
+    assert "ours" in mine["_class"] and mine["vs eager"] == "2.00×" and mine["vs best peer"] == "2.00×"
+    assert 'title="timed with cpu-timer"' in html
+    assert "Ours (in bold): mykernel;" in html
+    assert 'id="run1-op0-roof"' in html  # a roofline from the derived sizes, though no roofs were measured
+    assert "cpu-timer, repeats: 2 x 20" in html
+
+
 def test_unsupported_schema_is_refused() -> None:
     with pytest.raises(ValueError, match="schema 2"):
         report.build_report([{"schema": 2, "rows": []}])

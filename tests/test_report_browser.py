@@ -236,6 +236,20 @@ def test_report_in_headless_chromium(report_page: tuple[Page, DevTools, Path, di
     )
     assert len(sizes) == 11 and min(sizes) > 100
 
+    # A screenshot of the page as opened, which is not blank.
+    shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
+    (tmp_path / "report.png").write_bytes(shot)
+    if os.environ.get("TILEARENA_REPORT_SCREENSHOT"):
+        Path(os.environ["TILEARENA_REPORT_SCREENSHOT"]).write_bytes(shot)
+    from PIL import Image  # a dependency of matplotlib
+
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    assert image.size == (1280, 1600)
+    colors = image.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50
+    most_common_share = max(count for count, _ in colors) / (image.size[0] * image.size[1])
+    assert most_common_share < 0.97, "the screenshot is (nearly) one colour"
+
     # The markup-like backend name is text in the table; no script but the page's two ran or exist.
     assert page.evaluate(
         "Array.from(document.querySelectorAll('td.backend')).some(td => td.firstChild.textContent.trim() === "
@@ -278,20 +292,6 @@ def test_report_in_headless_chromium(report_page: tuple[Page, DevTools, Path, di
         ".map(r => r.textContent)"
     )
     assert visible and all("cute" in text and "4096" in text for text in visible)
-
-    # A screenshot that is not blank.
-    shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
-    (tmp_path / "report.png").write_bytes(shot)
-    if os.environ.get("TILEARENA_REPORT_SCREENSHOT"):
-        Path(os.environ["TILEARENA_REPORT_SCREENSHOT"]).write_bytes(shot)
-    from PIL import Image  # a dependency of matplotlib
-
-    image = Image.open(io.BytesIO(shot)).convert("RGB")
-    assert image.size == (1280, 1600)
-    colors = image.getcolors(maxcolors=1 << 20)
-    assert colors is not None and len(colors) > 50
-    most_common_share = max(count for count, _ in colors) / (image.size[0] * image.size[1])
-    assert most_common_share < 0.97, "the screenshot is (nearly) one colour"
 
     # Nothing went wrong on the way: no console error, no exception, no dialog (alert), no request
     # other than the page itself (data: images are not network).
