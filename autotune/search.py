@@ -235,7 +235,7 @@ def search(
             if run.exhausted():
                 break
             run.run(configs[start : start + batch_size])
-        else:
+        if valid_count is not None and len(run.seen) >= valid_count:
             result.stopped_by = "done"
         return result
     _guided(run, random.Random(rng_seed), batch_size, valid_count)
