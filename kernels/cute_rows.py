@@ -132,11 +132,19 @@ def plan_rows(n: int, vec: int, element_bits: int, config: Mapping[str, Any] | N
     _power_of_2_in("vector_bits", cfg["vector_bits"], CONFIG_SPACE["vector_bits"])
     num_vecs = -(-n // vec)
 
-    if "cluster_size" in cfg:
-        cluster = _power_of_2_in("cluster_size", cfg["cluster_size"], CONFIG_SPACE["cluster_size"])
-    else:
+    if "cluster_size" not in cfg:
+        # Rounding the row's bytes up to a power of two can overshoot (N = 131080 asks for 16 CTAs
+        # where 8 hold it, leaving the last CTA empty): fall back to smaller clusters until valid.
         row_bytes = n * element_bits // 8
         cluster = min(MAX_CLUSTER_SIZE, next_power_of_2(-(-row_bytes // CTA_ROW_BYTES)))
+        while True:
+            try:
+                return plan_rows(n, vec, element_bits, {**cfg, "cluster_size": cluster})
+            except ValueError:
+                if cluster == 1:
+                    raise
+                cluster //= 2
+    cluster = _power_of_2_in("cluster_size", cfg["cluster_size"], CONFIG_SPACE["cluster_size"])
     vecs_per_cta = -(-num_vecs // cluster)
 
     if "threads_per_cta" in cfg:

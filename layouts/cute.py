@@ -240,7 +240,7 @@ def filter(layout: Layout, profile: IntTuple | None = None) -> Layout:
 # ---------------------------------------------------------------------------------------
 def _compose_with_scalar(outer_modes: list[tuple[int, int]], extent: int, stride: int) -> Layout:
     """R = A o (extent:stride) with A given by its coalesced leaf modes."""
-    if stride == 0:
+    if stride == 0 or extent == 1:
         return Layout(extent, 0)
     if len(outer_modes) == 1:
         return Layout(extent, stride * outer_modes[0][1])
@@ -251,6 +251,11 @@ def _compose_with_scalar(outer_modes: list[tuple[int, int]], extent: int, stride
     remaining_stride = stride
     strided_modes: list[tuple[int, int]] = []
     for mode_extent, mode_stride in outer_modes[:-1]:
+        if len(strided_modes) == 0 or all(m == 1 for m, _ in strided_modes):
+            # Every point the inner layout reaches is inside this mode: nothing carries
+            # into the next mode, so no divisibility is needed.
+            if (extent - 1) * remaining_stride < mode_extent and remaining_stride % mode_extent != 0:
+                return Layout(extent, remaining_stride * mode_stride)
         if mode_extent % remaining_stride == 0:
             new_extent = mode_extent // remaining_stride
             strided_modes.append((new_extent, mode_stride * remaining_stride))
@@ -305,7 +310,9 @@ def composition(outer: Layout, inner: Tiler) -> Layout:
     """Functional composition R(c) = outer(inner(c)); R has inner's shape.
 
     `inner` may be a Layout, an int n (meaning n:1), or a tuple tiler whose elements
-    (Layouts, ints or nested tuples) are composed with outer's modes one by one.
+    (Layouts, ints or nested tuples) are composed with outer's modes one by one. As in
+    CuTe DSL, the result of a tuple tiler has only the tiled modes (divides and products
+    keep the untiled ones).
     """
     if isinstance(inner, Layout) or is_int(inner):
         return _compose_layout(outer, _as_layout(inner))
@@ -315,7 +322,6 @@ def composition(outer: Layout, inner: Tiler) -> Layout:
                 f"tiler of rank {len(inner)} is longer than layout {outer} of rank {outer.rank()}"
             )
         parts = [composition(outer[i], inner[i]) for i in range(len(inner))]
-        parts += [outer[i] for i in range(len(inner), outer.rank())]
         return Layout(tuple(p.shape for p in parts), tuple(p.stride for p in parts))
     raise TypeError(f"cannot compose a layout with {inner!r}")
 

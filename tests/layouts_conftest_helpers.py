@@ -29,13 +29,15 @@ POW2_EXTENTS = [1, 2, 4, 8]
 
 
 @st.composite
-def int_tuple_shapes(draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int = 3, max_size: int = 512):
+def int_tuple_shapes(
+    draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int = 3, max_size: int = 512, min_rank: int = 1
+):
     """A nested shape of depth <= 2 whose size stays under max_size."""
 
     def leaf():
         return draw(st.sampled_from(extents))
 
-    rank = draw(st.integers(1, max_rank))
+    rank = draw(st.integers(min_rank, max_rank))
     modes = []
     for _ in range(rank):
         if draw(st.integers(0, 3)) == 0:
@@ -46,7 +48,11 @@ def int_tuple_shapes(draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int
     from layouts.int_tuple import product
 
     if product(shape) > max_size:
-        return draw(st.sampled_from(extents))
+        return (
+            tuple(draw(st.sampled_from(extents)) for _ in range(rank))
+            if min_rank > 1
+            else draw(st.sampled_from(extents))
+        )
     return shape
 
 
@@ -76,11 +82,11 @@ def layouts(draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int = 3, max
 
 
 @st.composite
-def injective_layouts(draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int = 3):
+def injective_layouts(draw, extents: Sequence[int] = SMALL_EXTENTS, max_rank: int = 3, min_rank: int = 1):
     """Layouts whose strides nest (what complement, left_inverse and products need)."""
     from layouts.int_tuple import flatten, unflatten
 
-    shape = draw(int_tuple_shapes(extents, max_rank))
+    shape = draw(int_tuple_shapes(extents, max_rank, min_rank=min_rank))
     leaves = flatten(shape)
     order = draw(st.permutations(range(len(leaves))))
     strides = [0] * len(leaves)

@@ -53,6 +53,9 @@ def test_backend_matches_float64(op: str, backend: str, shape: dict, dtype: torc
     if b.supports is not None and (why := b.supports(*args)):
         pytest.skip(f"{backend} does not support this case: {why}")
     result = numerics.check_backend(op, backend, shape, dtype, "cuda", seed=random.randrange(1 << 30))
+    if not b.ours and not result.ok:
+        # A peer library's failure is information about the peer, recorded, not our defect.
+        pytest.xfail(f"peer {backend} fails here: {result.error}")
     assert result.ok, result.error
 
 

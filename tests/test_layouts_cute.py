@@ -217,7 +217,7 @@ def test_logical_divide_law(layout, tiler):
 # CuTe DSL oracle: batches of random cases, one @cute.jit trace per batch
 # --------------------------------------------------------------------------------------
 ORACLE_BATCH = 100
-ORACLE = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+ORACLE = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 def _ours(name: str, args: tuple) -> str:
@@ -248,24 +248,34 @@ def oracle_cases(draw):
         if logical_divide_in_domain(a, ib):
             cases += [("logical_divide", (a, ib)), ("zipped_divide", (a, ib))]
         cases.append(("logical_product", (ia, ib)))
-        if ia.rank() == ib.rank() == 2:
-            cases += [("blocked_product", (ia, ib)), ("raked_product", (ia, ib))]
-        # by-mode tilers: a tuple of layouts (or ints) for the first modes
-        tiled_modes = draw(st.integers(1, a.rank()))
-        tiler = tuple(
-            draw(st.one_of(injective_layouts(max_rank=1), st.sampled_from([1, 2, 4])))
-            for _ in range(tiled_modes)
+        block, repeat = (
+            draw(injective_layouts(min_rank=2, max_rank=2)),
+            draw(injective_layouts(min_rank=2, max_rank=2)),
         )
-        if all(_tiler_in_domain(a[i], tiler[i]) for i in range(tiled_modes)):
-            cases += [
-                (name, (a, tiler))
-                for name in ("logical_divide", "zipped_divide", "tiled_divide", "flat_divide", "composition")
-            ]
-        block_tiler = tuple(draw(injective_layouts(max_rank=1)) for _ in range(ia.rank()))
-        cases += [
-            (name, (ia, block_tiler))
-            for name in ("logical_product", "zipped_product", "tiled_product", "flat_product")
-        ]
+        cases += [("blocked_product", (block, repeat)), ("raked_product", (block, repeat))]
+        # by-mode tilers: a tuple of layouts (or ints) for the first modes of a tuple-shaped layout
+        if isinstance(a.shape, tuple):
+            tiled_modes = draw(st.integers(1, a.rank()))
+            tiler = tuple(
+                draw(st.one_of(injective_layouts(max_rank=1), st.sampled_from([1, 2, 4])))
+                for _ in range(tiled_modes)
+            )
+            if all(_tiler_in_domain(a[i], tiler[i]) for i in range(tiled_modes)):
+                cases += [
+                    (name, (a, tiler))
+                    for name in (
+                        "logical_divide",
+                        "zipped_divide",
+                        "tiled_divide",
+                        "flat_divide",
+                        "composition",
+                    )
+                ]
+        if isinstance(ia.shape, tuple):
+            # CuTe DSL takes tuple tilers in logical_product only, not in its zipped forms
+            block_tiler = tuple(draw(injective_layouts(max_rank=1)) for _ in range(ia.rank()))
+            cases.append(("logical_product", (ia, block_tiler)))
+        cases += [(name, (ia, ib)) for name in ("zipped_product", "tiled_product", "flat_product")]
         if logical_divide_in_domain(a, ib):
             cases += [("tiled_divide", (a, ib)), ("flat_divide", (a, ib))]
     return cases
@@ -295,11 +305,37 @@ def test_algebra_equals_cute_dsl(cases):
     for (name, args), theirs in zip(cases, expected):
         ours = _ours(name, args)
         if ours == "ERROR":
-            # We refuse some inputs CuTe DSL accepts without checking (it then returns
-            # layouts with 0 extents or wrong values); nothing to compare.
+            # We refuse inputs that break divisibility; CuTe DSL then errors too or (rarely)
+            # returns a layout that is not the composition; nothing to compare.
             continue
-        assert theirs != "ERROR", f"CuTe DSL rejects {name}{tuple(map(str, args))} but we return {ours}"
+        if theirs == "ERROR":
+            # CuTe DSL also refuses a few inputs with extent-1 modes whose answer is
+            # well defined; ours must then be right as a function.
+            assert _is_the_defining_function(name, args, Layout.parse(ours)), (name, [str(a) for a in args])
+            continue
         assert normalise_unit_strides(ours) == normalise_unit_strides(theirs), (name, [str(a) for a in args])
+
+
+def _is_the_defining_function(name: str, args: tuple, result: Layout) -> bool:
+    """Check a result pointwise against the definition of the operation (Layout tilers only)."""
+    from layouts import make_layout
+
+    first, second = args[0], args[1] if len(args) > 1 else None
+    if isinstance(second, tuple):
+        return False
+    if name == "composition":
+        return all(result(i) == first(second(i)) for i in range(second.size()))
+    if name.endswith("_product"):
+        repeat = complement(first, first.size() * second.cosize())
+        return all(
+            result(i + first.size() * j) == first(i) + repeat(second(j))
+            for i in range(first.size())
+            for j in range(second.size())
+        )
+    if name.endswith("_divide"):
+        tiler = make_layout(second, complement(second, first.size()))
+        return all(result(k) == first(tiler(k)) for k in range(tiler.size()))
+    return False
 
 
 @ORACLE

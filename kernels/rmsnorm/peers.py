@@ -32,8 +32,17 @@ def _liger_supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> str | 
     return None
 
 
+def quack_supports(x: torch.Tensor, *rest: object) -> str | None:
+    # quack's copies are 128-bit vectors without a scalar tail.
+    vector = 16 // x.element_size()
+    if x.shape[-1] % vector:
+        return f"quack needs N divisible by {vector} (128-bit vectors) for {x.dtype}"
+    return None
+
+
 BACKENDS = [
-    Backend("rmsnorm", "quack", "quack", rmsnorm_quack, requires=("quack",), min_cc=(9, 0)),
+    Backend("rmsnorm", "quack", "quack", rmsnorm_quack, requires=("quack",), min_cc=(9, 0),
+            supports=quack_supports),
     Backend("rmsnorm", "liger", "liger", rmsnorm_liger, requires=("liger_kernel",), writes_out=False,
             supports=_liger_supports),
 ]

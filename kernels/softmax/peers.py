@@ -6,6 +6,7 @@ import torch
 
 from ..common import into
 from ..registry import Backend
+from ..rmsnorm.peers import quack_supports
 
 
 def softmax_quack(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -23,7 +24,15 @@ def softmax_liger(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     return into(out, _softmax_forward(x)[0])
 
 
+def _liger_supports(x: torch.Tensor) -> str | None:
+    if x.shape[-1] > 65536:
+        return "liger's softmax launches one block per row and refuses N > 65536"
+    return None
+
+
 BACKENDS = [
-    Backend("softmax", "quack", "quack", softmax_quack, requires=("quack",), min_cc=(9, 0)),
-    Backend("softmax", "liger", "liger", softmax_liger, requires=("liger_kernel",), writes_out=False),
+    Backend("softmax", "quack", "quack", softmax_quack, requires=("quack",), min_cc=(9, 0),
+            supports=quack_supports),
+    Backend("softmax", "liger", "liger", softmax_liger, requires=("liger_kernel",), writes_out=False,
+            supports=_liger_supports),
 ]
