@@ -8,9 +8,12 @@ row maps onto programs decides whether that is reached:
 * ``row``    a row fits in one program's registers (N <= 32768): one read, one write.
 * ``split``  a row is too long for one program's registers: SPLIT programs share a row, each
              holds a CHUNK of it in registers, they exchange partial reductions through global
-             memory and wait for each other. The grid is persistent and no larger than the
-             number of SMs, so all programs sharing a row are resident at once (no deadlock).
-             x is still read once — the job thread-block clusters do in CuTe.
+             memory and wait for each other. The grid is persistent and no larger than what is
+             resident at once, so all programs sharing a row run together (no deadlock).
+             x is still read once — the job thread-block clusters do in CuTe. The exchange
+             costs a round trip through L2 per row, so it is pipelined two rows deep: a program
+             publishes row r, then finishes row r - G, whose partials were published an
+             iteration earlier, so it rarely waits.
 * ``loop``   the fallback for the Triton interpreter, which runs programs one after the other
              (so ``split`` would wait forever): one program per row loops over chunks, reading
              x twice.
@@ -25,6 +28,28 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def publish_partial(partial_ptr, slot, value):
+    """Write one program's partial reduction into its slot (release order)."""
+    tl.atomic_xchg(partial_ptr + slot, value, sem="release")
+
+
+@triton.jit
+def count_arrival(arrived_ptr, row):
+    """Count this program's partials of ``row`` as published; ordered after them (release)."""
+    tl.atomic_add(arrived_ptr + row, 1, sem="release")
+
+
+@triton.jit
+def wait_for_siblings(arrived_ptr, row, SPLIT: tl.constexpr):
+    """Spin until all SPLIT programs sharing ``row`` have published (acquire order)."""
+    seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
+    while seen < SPLIT:
+        seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
 
 
 def next_power_of_2(n: int) -> int:
@@ -58,7 +83,7 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "max_row_in_registers": (8192, 16384, 32768),
 }
 
-DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 8192, "max_row_in_registers": 32768}
+DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 4096, "max_row_in_registers": 32768}
 
 # Programs per SM that the cooperative kernel may count on being resident at once, learnt from
 # the compiled kernel's registers and shared memory after its first (always safe) launch.

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cute import ComposedLayout, Layout, Swizzle, coalesce
-from .int_tuple import format_int_tuple
 from .linear import LinearLayout
 
 __all__ = ["cute_to_linear", "linear_to_cute", "swizzled_shared_to_cute"]
@@ -115,7 +114,3 @@ def swizzled_shared_to_cute(
     strides[col_dim], strides[row_dim] = 1, columns
     inner = Layout(tuple(shape), tuple(strides))
     return ComposedLayout(Swizzle(bits, base, shift) if bits else Swizzle(0, 0, 0), 0, inner)
-
-
-def describe(layout: Layout) -> str:
-    return f"{format_int_tuple(layout.shape)}:{format_int_tuple(layout.stride)}"

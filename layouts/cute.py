@@ -238,8 +238,16 @@ def filter(layout: Layout, profile: IntTuple | None = None) -> Layout:
 # ---------------------------------------------------------------------------------------
 # composition
 # ---------------------------------------------------------------------------------------
-def _compose_with_scalar(outer_modes: list[tuple[int, int]], extent: int, stride: int) -> Layout:
-    """R = A o (extent:stride) with A given by its coalesced leaf modes."""
+def _compose_with_scalar(
+    outer_modes: list[tuple[int, int]], extent: int, stride: int, whole_inner: bool = False
+) -> Layout:
+    """R = A o (extent:stride) with A given by its coalesced leaf modes.
+
+    `whole_inner` says extent:stride is the entire inner layout (not one mode of it): then
+    an image that stays inside A's first mode needs no divisibility, since no index ever
+    carries into the next mode. For one mode among several the divisibility conditions
+    are what make composition distribute over the modes, so they are kept.
+    """
     if stride == 0 or extent == 1:
         return Layout(extent, 0)
     if len(outer_modes) == 1:
@@ -251,11 +259,9 @@ def _compose_with_scalar(outer_modes: list[tuple[int, int]], extent: int, stride
     remaining_stride = stride
     strided_modes: list[tuple[int, int]] = []
     for mode_extent, mode_stride in outer_modes[:-1]:
-        if len(strided_modes) == 0 or all(m == 1 for m, _ in strided_modes):
-            # Every point the inner layout reaches is inside this mode: nothing carries
-            # into the next mode, so no divisibility is needed.
-            if (extent - 1) * remaining_stride < mode_extent and remaining_stride % mode_extent != 0:
-                return Layout(extent, remaining_stride * mode_stride)
+        stays_inside = (extent - 1) * remaining_stride < mode_extent and remaining_stride % mode_extent != 0
+        if whole_inner and stays_inside and all(m == 1 for m, _ in strided_modes):
+            return Layout(extent, remaining_stride * mode_stride)
         if mode_extent % remaining_stride == 0:
             new_extent = mode_extent // remaining_stride
             strided_modes.append((new_extent, mode_stride * remaining_stride))
@@ -301,7 +307,7 @@ def _compose_layout(outer: Layout, inner: Layout) -> Layout:
         if is_tuple(shape):
             parts = [compose_node(s, d) for s, d in zip(shape, stride)]
             return Layout(tuple(p.shape for p in parts), tuple(p.stride for p in parts))
-        return _compose_with_scalar(outer_modes, shape, stride)
+        return _compose_with_scalar(outer_modes, shape, stride, whole_inner=not is_tuple(inner.shape))
 
     return compose_node(inner.shape, inner.stride)
 

@@ -457,9 +457,7 @@ class LinearLayout:
                     row.append(value // low_size)
                 rest.append(row)
             quotient[name] = rest
-        result = LinearLayout(quotient, [(n, s) for n, s in quotient_out])
-        # Triton drops in and out dims of size 1 that the divisor fully consumed.
-        return result
+        return LinearLayout(quotient, quotient_out)
 
     # --- inverses -------------------------------------------------------------------------
     def invert_and_compose(self, outer: LinearLayout, check_surjective: bool = True) -> LinearLayout:

@@ -27,7 +27,7 @@ from layouts import (
     tiled_divide,
     zipped_divide,
 )
-from layouts.int_tuple import idx2crd
+from layouts.int_tuple import crd2idx, idx2crd
 
 P = Layout.parse
 
@@ -40,6 +40,15 @@ def test_parse_and_print_round_trip():
         assert str(P(text)) == text
     assert str(Layout((4, 8))) == "(4,8):(1,4)"  # column-major default
     assert str(P("( 4 , 8 )")) == "(4,8):(1,4)"
+
+
+def test_docs_coordinate_example():
+    # 01_layout.md: in (3,(2,3)):(3,(12,1)) the 1-D coordinate 16, the 2-D coordinate (1,5)
+    # and the natural coordinate (1,(1,2)) are the same element, at index 17.
+    layout = P("(3,(2,3)):(3,(12,1))")
+    assert layout(16) == layout((1, 5)) == layout((1, (1, 2))) == 17
+    assert idx2crd(16, (3, (2, 3))) == (1, (1, 2))
+    assert crd2idx((1, 5), (3, (2, 3))) == 16  # colexicographic, compact strides
 
 
 def test_layout_queries_and_evaluation():
@@ -78,8 +87,10 @@ def test_composition_by_mode_tilers():
 
 
 def test_composition_divisibility_error_names_condition():
+    # an image inside the first mode needs no divisibility: 2:2 picks elements 0 and 2 of 3
+    assert str(composition(P("(3,4):(4,1)"), P("2:2"))) == "2:8"
     with pytest.raises(ValueError, match="stride divisibility"):
-        composition(P("(3,4):(4,1)"), P("2:2"))
+        composition(P("(3,4):(4,1)"), P("4:2"))
     with pytest.raises(ValueError, match="shape divisibility"):
         composition(P("(4,3):(1,5)"), P("6:1"))
 
@@ -142,7 +153,7 @@ def test_swizzle_and_composed_layout():
 # --------------------------------------------------------------------------------------
 # laws over random layouts
 # --------------------------------------------------------------------------------------
-LAWS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+LAWS = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 @LAWS
@@ -170,19 +181,18 @@ def test_composition_law(outer, inner):
 @given(injective_layouts(), st.integers(1, 400))
 def test_complement_law(layout, cotarget):
     result = complement(layout, cotarget)
-    image = set(layout.values())
-    # disjoint images (except 0) and complement strides ordered; together they cover >= cotarget
-    assert not (set(result.values()) - {0}) & image
-    assert result.size() * layout.size() >= cotarget
-    combined = [layout(i) + 0 for i in range(layout.size())]
-    assert len(set(combined)) == layout.size()
-    assert (
-        result.cosize() <= max(cotarget, layout.cosize()) * 2
-        or result.size() == 1
-        or cotarget > layout.cosize()
-    )
+    # disjoint images: only 0 is shared
+    assert not (set(result.values()) - {0}) & set(layout.values())
+    # (layout, complement) is injective and covers at least cotarget elements
     joint = [layout(i) + result(j) for j in range(result.size()) for i in range(layout.size())]
-    assert len(set(joint)) == len(joint)  # (layout, complement) is injective
+    assert len(set(joint)) == len(joint)
+    assert len(joint) >= cotarget
+    # ordered: the strides of the complement's modes increase
+    strides = [stride for extent, stride in result.flat_modes() if extent > 1]
+    assert strides == sorted(strides)
+    # bounded: it stops at the first multiple of the layout's span that reaches cotarget
+    span = max([extent * stride for extent, stride in filter(layout).flat_modes() if extent > 1] or [1])
+    assert result.cosize() <= -(-cotarget // span) * span
 
 
 @LAWS
@@ -206,11 +216,28 @@ def test_logical_divide_law(layout, tiler):
         divided = logical_divide(layout, tiler)
     except ValueError:
         return
-    assert divided.size() >= layout.size() or divided.size() % tiler.size() == 0
-    # the first mode of the result is layout o tiler
-    tile = divided[0]
-    if tiler.cosize() <= layout.size():
-        assert tile.values() == [layout(tiler(i)) for i in range(tiler.size())]
+    # the first mode is layout o tiler, and the whole is layout o (tiler, complement)
+    if logical_divide_in_domain(layout, tiler):
+        assert divided[0].values() == [layout(tiler(i)) for i in range(tiler.size())]
+        assert _is_the_defining_function("logical_divide", (layout, tiler), divided)
+        assert zipped_divide(layout, tiler).values() == divided.values()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(injective_layouts(), injective_layouts())
+def test_product_laws(block, tiler):
+    try:
+        product_layout = logical_product(block, tiler)
+    except ValueError:
+        return
+    if product_layout.size() > 4096:
+        return  # pointwise checks below are quadratic in the block and tiler sizes
+    assert product_layout[0] == block
+    assert product_layout.size() == block.size() * tiler.size()
+    assert _is_the_defining_function("logical_product", (block, tiler), product_layout)
+    if block.rank() == tiler.rank() == 2:
+        for name, operation in (("blocked_product", blocked_product), ("raked_product", raked_product)):
+            assert _zipped_product_is_defining(name, block, tiler, operation(block, tiler))
 
 
 # --------------------------------------------------------------------------------------
@@ -316,6 +343,32 @@ def test_algebra_equals_cute_dsl(cases):
         assert normalise_unit_strides(ours) == normalise_unit_strides(theirs), (name, [str(a) for a in args])
 
 
+def _zipped_product_is_defining(name: str, block: Layout, tiler: Layout, result: Layout) -> bool:
+    """blocked/raked: mode i pairs block mode i with repetition mode i of the logical product."""
+    from itertools import product as cartesian
+
+    rank = max(block.rank(), tiler.rank())
+    pad = [Layout(1, 0)] * rank
+
+    def modes(layout: Layout) -> list[Layout]:
+        return (layout.modes() if rank > 1 else [layout]) + pad[layout.rank() :]
+
+    block_modes, tiler_modes = modes(block), modes(tiler)
+    padded_block = Layout(tuple(m.shape for m in block_modes), tuple(m.stride for m in block_modes))
+    padded_tiler = Layout(tuple(m.shape for m in tiler_modes), tuple(m.stride for m in tiler_modes))
+    repeat = composition(complement(padded_block, padded_block.size() * padded_tiler.cosize()), padded_tiler)
+    repeat_modes = repeat.modes()
+    for block_crd in cartesian(*(range(m.size()) for m in block_modes)):
+        for repeat_crd in cartesian(*(range(m.size()) for m in repeat_modes)):
+            if name == "blocked_product":
+                crd = tuple(r * m.size() + b for b, r, m in zip(block_crd, repeat_crd, block_modes))
+            else:
+                crd = tuple(b * m.size() + r for b, r, m in zip(block_crd, repeat_crd, repeat_modes))
+            if result(crd) != padded_block(block_crd) + repeat(repeat_crd):
+                return False
+    return True
+
+
 def _is_the_defining_function(name: str, args: tuple, result: Layout) -> bool:
     """Check a result pointwise against the definition of the operation (Layout tilers only)."""
     from layouts import make_layout
@@ -325,6 +378,8 @@ def _is_the_defining_function(name: str, args: tuple, result: Layout) -> bool:
         return False
     if name == "composition":
         return all(result(i) == first(second(i)) for i in range(second.size()))
+    if name in ("blocked_product", "raked_product"):
+        return _zipped_product_is_defining(name, first, second, result)
     if name.endswith("_product"):
         repeat = complement(first, first.size() * second.cosize())
         return all(

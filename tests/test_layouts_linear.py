@@ -377,3 +377,19 @@ def test_cli_show(tmp_path, capsys):
     assert run(parser.parse_args(["layout", "show", "((4,8),2):((16,1),8)", "--tv", "8x8"])) == 0
     assert "T31V1" in capsys.readouterr().out
     assert run(parser.parse_args(["layout", "show", "(2,3:1"])) == 2
+
+
+def test_layouts_package_uses_only_the_standard_library():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys, layouts, layouts.cli, layouts.hardware, layouts.planner, layouts.swizzling; "
+        "print(sorted(m for m in ('torch', 'numpy', 'triton', 'cutlass') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

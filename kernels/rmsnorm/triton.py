@@ -17,7 +17,16 @@ import triton
 import triton.language as tl
 
 from ..registry import Backend
-from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, learn_residency, next_power_of_2, plan_rows
+from ..triton_rows import (
+    CONFIG_SPACE,
+    DEFAULT_CONFIG,
+    count_arrival,
+    learn_residency,
+    next_power_of_2,
+    plan_rows,
+    publish_partial,
+    wait_for_siblings,
+)
 
 
 @triton.jit
@@ -39,7 +48,7 @@ def _rmsnorm_tile(x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps,
 def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y, eps,
                    SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
     # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
-    # of every row the group handles.
+    # of every row the group handles: rows group, group + G, group + 2G, ...
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
@@ -47,25 +56,34 @@ def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x
     col_mask = cols < N
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
     parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
-    # Software pipeline: the next row's load is in flight while this row waits for its siblings.
-    x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M), other=0.0)
-    for row in range(group, M, groups):
-        x = x_next.to(tl.float32)
-        following = row + groups
-        x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
-                         mask=col_mask & (following < M), other=0.0)
-        # Publish this chunk's sum of squares, then wait until all SPLIT chunks have.
-        tl.atomic_xchg(partial_ptr + row * SPLIT + part, tl.sum(x * x, axis=0), sem="release")
-        tl.atomic_add(arrived_ptr + row, 1, sem="release")
-        seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
-        while seen < SPLIT:
-            seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
-        # Every program sums the partials in the same order: the result is deterministic.
-        total = tl.sum(tl.load(partial_ptr + row * SPLIT + parts, mask=parts < SPLIT, other=0.0,
-                                    volatile=True), axis=0)
-        rstd = tl.rsqrt(total / N + eps)
-        y = x * rstd * w.to(tl.float32)
-        tl.store(y_ptr + row.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+    if group < M:
+        # Pipeline: x_prev is published and waits to be finished, x_cur is being published,
+        # x_next is in flight. Rows stay in their loaded dtype until used, to save registers.
+        x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
+        first = x_prev.to(tl.float32)
+        publish_partial(partial_ptr, group * SPLIT + part, tl.sum(first * first, axis=0))
+        count_arrival(arrived_ptr, group)
+        second = group + groups
+        x_cur = tl.load(x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0)
+        for row in range(second, M + groups, groups):
+            following = row + groups
+            x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
+                             mask=col_mask & (following < M), other=0.0)
+            if row < M:
+                current = x_cur.to(tl.float32)
+                publish_partial(partial_ptr, row * SPLIT + part,
+                                tl.sum(current * current, axis=0))
+                count_arrival(arrived_ptr, row)
+            done = row - groups
+            wait_for_siblings(arrived_ptr, done, SPLIT)
+            # Every program sums the partials in the same order: the result is deterministic.
+            total = tl.sum(tl.load(partial_ptr + done * SPLIT + parts, mask=parts < SPLIT, other=0.0,
+                                   volatile=True), axis=0)
+            rstd = tl.rsqrt(total / N + eps)
+            y = x_prev.to(tl.float32) * rstd * w.to(tl.float32)
+            tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+            x_prev = x_cur
+            x_cur = x_next
 
 
 @triton.jit

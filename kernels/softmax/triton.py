@@ -15,7 +15,16 @@ import triton
 import triton.language as tl
 
 from ..registry import Backend
-from ..triton_rows import CONFIG_SPACE, DEFAULT_CONFIG, learn_residency, next_power_of_2, plan_rows
+from ..triton_rows import (
+    CONFIG_SPACE,
+    DEFAULT_CONFIG,
+    count_arrival,
+    learn_residency,
+    next_power_of_2,
+    plan_rows,
+    publish_partial,
+    wait_for_siblings,
+)
 
 
 @triton.jit
@@ -35,38 +44,51 @@ def _softmax_tile(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BL
 
 
 @triton.jit
+def _chunk_stats(x_raw, partial_ptr, arrived_ptr, row, part, SPLIT: tl.constexpr):
+    """Publish this chunk's (max, sum of 2^(x - max)) in base 2; padding is -inf and adds 0."""
+    x = x_raw.to(tl.float32) * 1.4426950408889634
+    chunk_max = tl.max(x, axis=0)  # every chunk holds at least one real column: finite
+    chunk_sum = tl.sum(tl.exp2(x - chunk_max), axis=0)
+    slot = (row * SPLIT + part) * 2
+    publish_partial(partial_ptr, slot, chunk_max)
+    publish_partial(partial_ptr, slot + 1, chunk_sum)
+    count_arrival(arrived_ptr, row)
+
+
+@triton.jit
 def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y,
                    SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
+    # Same two-row pipeline as RMSNorm's split kernel; the partials are online-softmax pairs.
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
     cols = part * CHUNK + tl.arange(0, CHUNK)
     col_mask = cols < N
     parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
-    x_next = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask & (group < M),
-                     other=-float("inf"))
-    for row in range(group, M, groups):
-        x = x_next.to(tl.float32) * 1.4426950408889634  # work in base 2 throughout
-        following = row + groups
-        x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
-                         mask=col_mask & (following < M), other=-float("inf"))
-        # Every chunk holds at least one real column, so its max is finite.
-        chunk_max = tl.max(x, axis=0)
-        chunk_sum = tl.sum(tl.exp2(x - chunk_max), axis=0)
-        base = partial_ptr + (row * SPLIT + part) * 2
-        tl.atomic_xchg(base, chunk_max, sem="release")
-        tl.atomic_xchg(base + 1, chunk_sum, sem="release")
-        tl.atomic_add(arrived_ptr + row, 1, sem="release")
-        seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
-        while seen < SPLIT:
-            seen = tl.atomic_add(arrived_ptr + row, 0, sem="acquire")
-        valid = parts < SPLIT
-        maxes = tl.load(partial_ptr + (row * SPLIT + parts) * 2, mask=valid, other=-float("inf"), volatile=True)
-        sums = tl.load(partial_ptr + (row * SPLIT + parts) * 2 + 1, mask=valid, other=0.0, volatile=True)
-        row_max = tl.max(maxes, axis=0)
-        row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
-        y = tl.exp2(x - row_max) / row_sum
-        tl.store(y_ptr + row.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+    valid = parts < SPLIT
+    if group < M:
+        x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=-float("inf"))
+        _chunk_stats(x_prev, partial_ptr, arrived_ptr, group, part, SPLIT)
+        second = group + groups
+        x_cur = tl.load(x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M),
+                        other=-float("inf"))
+        for row in range(second, M + groups, groups):
+            following = row + groups
+            x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
+                             mask=col_mask & (following < M), other=-float("inf"))
+            if row < M:
+                _chunk_stats(x_cur, partial_ptr, arrived_ptr, row, part, SPLIT)
+            done = row - groups
+            wait_for_siblings(arrived_ptr, done, SPLIT)
+            base = partial_ptr + (done * SPLIT + parts) * 2
+            maxes = tl.load(base, mask=valid, other=-float("inf"), volatile=True)
+            sums = tl.load(base + 1, mask=valid, other=0.0, volatile=True)
+            row_max = tl.max(maxes, axis=0)
+            row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
+            y = tl.exp2(x_prev.to(tl.float32) * 1.4426950408889634 - row_max) / row_sum
+            tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+            x_prev = x_cur
+            x_cur = x_next
 
 
 @triton.jit
