@@ -47,8 +47,12 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-            text=True, timeout=10, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -66,15 +70,25 @@ def datasheet_for(gpu_name: str) -> dict[str, Any] | None:
 
 def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "gpu": None, "sm_count": None, "cc": None, "driver": None, "cuda": torch.version.cuda,
-        "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": None,
+        "sm_count": None,
+        "cc": None,
+        "driver": None,
+        "cuda": torch.version.cuda,
+        "commit": git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     for key, dist in _DISTRIBUTIONS.items():
         env[key] = package_version(dist)
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(torch.device(device))
-        env.update(gpu=props.name, sm_count=props.multi_processor_count, cc=f"{props.major}.{props.minor}",
-                   l2_bytes=getattr(props, "L2_cache_size", None), driver=_driver_version())
+        env.update(
+            gpu=props.name,
+            sm_count=props.multi_processor_count,
+            cc=f"{props.major}.{props.minor}",
+            l2_bytes=getattr(props, "L2_cache_size", None),
+            driver=_driver_version(),
+        )
     else:
         env["gpu"] = "cpu"
     return env
@@ -82,8 +96,13 @@ def environment(device: str) -> dict[str, Any]:
 
 def _driver_version() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
         return out.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
@@ -94,18 +113,8 @@ def measure_ceilings(device: str) -> dict[str, Any]:
     if torch.device(device).type != "cuda":
         return {"copy_gbps": None, "matmul_bf16_tflops": None, "datasheet": None}
     gpu = torch.cuda.get_device_properties(torch.device(device)).name
-    # Copy: 1 GiB read + 1 GiB written, far beyond the L2.
-    src = torch.randn(256 << 20, device=device, dtype=torch.float32)
-    dst = torch.empty_like(src)
-    copy = measure(lambda: dst.copy_(src), device)
-    copy_gbps = 2 * src.numel() * 4 / (copy.median_ms * 1e-3) / 1e9
-    del src, dst
-    # GEMM: 8192^3 bf16 through cuBLAS, on random data (zeros run faster than real data).
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    gemm = measure(lambda: torch.mm(a, b), device)
-    tflops = 2 * 8192**3 / (gemm.median_ms * 1e-3) / 1e12
-    del a, b
+    copy_gbps, copy = _copy_bandwidth(device)
+    tflops, gemm = _gemm_tflops(device)
     torch.cuda.empty_cache()
     return {
         "copy_gbps": round(copy_gbps, 1),
@@ -114,3 +123,19 @@ def measure_ceilings(device: str) -> dict[str, Any]:
         "matmul_ms": gemm.as_dict(),
         "datasheet": datasheet_for(gpu),
     }
+
+
+def _copy_bandwidth(device: str) -> tuple[float, Any]:
+    """Device-to-device copy of 1 GiB, counting bytes read plus written: far beyond the L2."""
+    src = torch.randn(256 << 20, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    timing = measure(lambda: dst.copy_(src), device)
+    return 2 * src.numel() * 4 / (timing.median_ms * 1e-3) / 1e9, timing
+
+
+def _gemm_tflops(device: str) -> tuple[float, Any]:
+    """cuBLAS bf16 8192^3 on random data (zeros run faster than real data)."""
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    timing = measure(lambda: torch.mm(a, b), device)
+    return 2 * 8192**3 / (timing.median_ms * 1e-3) / 1e12, timing

@@ -40,8 +40,8 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: float) -> Numerics:
     diff_sq = ref_sq = max_abs = 0.0
     # Chunks keep the float64 temporaries small: a 2 GiB bf16 output would need 8 GiB at once.
     for start in range(0, out_flat.numel(), _CHUNK):
-        o = out_flat[start:start + _CHUNK].to(device=ref.device, dtype=torch.float64)
-        r = ref_flat[start:start + _CHUNK]
+        o = out_flat[start : start + _CHUNK].to(device=ref.device, dtype=torch.float64)
+        r = ref_flat[start : start + _CHUNK]
         finite = torch.isfinite(o)
         if not bool(finite.all()):
             if not bad:
@@ -53,11 +53,14 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: float) -> Numerics:
         ref_sq += float(r.square().sum())
         max_abs = max(max_abs, float(d.abs().max()))
     if bad:
-        return Numerics(None, None, tol, False,
-                        f"{bad} non-finite (NaN/Inf) elements, first at flat index {first}")
+        return Numerics(
+            None, None, tol, False, f"{bad} non-finite (NaN/Inf) elements, first at flat index {first}"
+        )
     rel = math.sqrt(diff_sq) / max(math.sqrt(ref_sq), 1e-300)
     ok = rel <= tol
-    return Numerics(rel, max_abs, tol, ok, None if ok else f"relative L2 error {rel:.3g} > tolerance {tol:.3g}")
+    return Numerics(
+        rel, max_abs, tol, ok, None if ok else f"relative L2 error {rel:.3g} > tolerance {tol:.3g}"
+    )
 
 
 _CHUNK = 1 << 25
@@ -70,7 +73,9 @@ def poisoned_output(op_spec: registry.OpSpec, args: Sequence[Any]) -> torch.Tens
     return out
 
 
-def _run_into(b: registry.Backend, args: Sequence[Any], out: torch.Tensor, config: Mapping | None) -> torch.Tensor:
+def _run_into(
+    b: registry.Backend, args: Sequence[Any], out: torch.Tensor, config: Mapping | None
+) -> torch.Tensor:
     kwargs: dict[str, Any] = {"out": out}
     if config is not None:
         kwargs["config"] = config
@@ -142,8 +147,8 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     a_flat, b_flat = a.reshape(-1), b.reshape(-1)
     diff_sq = ref_sq = 0.0
     for start in range(0, a_flat.numel(), _CHUNK):
-        da = a_flat[start:start + _CHUNK].double()
-        db = b_flat[start:start + _CHUNK].double()
+        da = a_flat[start : start + _CHUNK].double()
+        db = b_flat[start : start + _CHUNK].double()
         diff_sq += float((da - db).square().sum())
         ref_sq += float(db.square().sum())
     return math.sqrt(diff_sq) / max(math.sqrt(ref_sq), 1e-300)

@@ -9,8 +9,22 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = 1
-ROW_KEYS = ("op", "backend", "dsl", "shape", "dtype", "ms", "ms_iqr", "gbps", "tflops", "sol_pct",
-            "rel_err", "max_abs_err", "ok", "error")
+ROW_KEYS = (
+    "op",
+    "backend",
+    "dsl",
+    "shape",
+    "dtype",
+    "ms",
+    "ms_iqr",
+    "gbps",
+    "tflops",
+    "sol_pct",
+    "rel_err",
+    "max_abs_err",
+    "ok",
+    "error",
+)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -44,8 +58,13 @@ class ResultsFile:
 
     def __init__(self, path: Path, env: dict[str, Any], ceilings: dict[str, Any]) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"schema": SCHEMA, "env": env, "ceilings": ceilings, "rows": [],
-                                     "agreement": []}
+        self.data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "env": env,
+            "ceilings": ceilings,
+            "rows": [],
+            "agreement": [],
+        }
         self.flush()
 
     def add_row(self, row: dict[str, Any]) -> None:

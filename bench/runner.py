@@ -27,8 +27,14 @@ from .environment import environment, measure_ceilings
 from .results import ResultsFile
 from .timing import Timing, measure, noise_floor
 
-DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-          "fp32": torch.float32, "float32": torch.float32}
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
@@ -42,8 +48,15 @@ def _input_bytes(args: Sequence[Any]) -> int:
     return sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
 
 
-def _rotated_calls(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any], shape: dict,
-                   dtype: torch.dtype, device: str, seed: int) -> list[Callable[[], Any]]:
+def _rotated_calls(
+    op_spec: registry.OpSpec,
+    b: registry.Backend,
+    args: Sequence[Any],
+    shape: dict,
+    dtype: torch.dtype,
+    device: str,
+    seed: int,
+) -> list[Callable[[], Any]]:
     """Calls on distinct input copies whose total exceeds twice the L2, for graph replay."""
     l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
     copies = max(1, min(64, math.ceil(2 * l2 / max(1, _input_bytes(args)))))
@@ -63,14 +76,37 @@ def _timed_call(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[An
 
 
 def _row(op_spec: registry.OpSpec, b: registry.Backend, shape: dict, dtype: torch.dtype) -> dict[str, Any]:
-    return {"op": op_spec.name, "backend": b.name, "dsl": b.dsl, "ours": b.ours, "shape": dict(shape),
-            "dtype": DTYPE_NAMES[dtype], "ms": None, "ms_iqr": None, "gbps": None, "tflops": None,
-            "sol_pct": None, "rel_err": None, "max_abs_err": None, "tol": None, "ok": False, "error": None}
+    return {
+        "op": op_spec.name,
+        "backend": b.name,
+        "dsl": b.dsl,
+        "ours": b.ours,
+        "shape": dict(shape),
+        "dtype": DTYPE_NAMES[dtype],
+        "ms": None,
+        "ms_iqr": None,
+        "gbps": None,
+        "tflops": None,
+        "sol_pct": None,
+        "rel_err": None,
+        "max_abs_err": None,
+        "tol": None,
+        "ok": False,
+        "error": None,
+    }
 
 
-def bench_shape(op_spec: registry.OpSpec, backend_names: Sequence[str], shape: dict, dtype: torch.dtype,
-                device: str, ceilings: dict[str, Any], results: ResultsFile, advance: Callable[[str], None],
-                time_it: bool = True) -> None:
+def bench_shape(
+    op_spec: registry.OpSpec,
+    backend_names: Sequence[str],
+    shape: dict,
+    dtype: torch.dtype,
+    device: str,
+    ceilings: dict[str, Any],
+    results: ResultsFile,
+    advance: Callable[[str], None],
+    time_it: bool = True,
+) -> None:
     seed = random.SystemRandom().randrange(1 << 31)
     args = op_spec.make_inputs(shape, dtype, device, seed)
     ref = numerics.reference_on(op_spec, args)
@@ -98,8 +134,13 @@ def bench_shape(op_spec: registry.OpSpec, backend_names: Sequence[str], shape: d
             row["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
             results.add_row(row)
             continue
-        row.update(rel_err=check.rel_err, max_abs_err=check.max_abs_err, tol=check.tol, ok=check.ok,
-                   error=check.error)
+        row.update(
+            rel_err=check.rel_err,
+            max_abs_err=check.max_abs_err,
+            tol=check.tol,
+            ok=check.ok,
+            error=check.error,
+        )
         outputs[name] = out
         if check.ok and time_it:
             try:
@@ -115,15 +156,29 @@ def bench_shape(op_spec: registry.OpSpec, backend_names: Sequence[str], shape: d
         results.add_row(row)
     if len(outputs) > 1:
         names, matrix = numerics.agreement_matrix(outputs)
-        results.add_agreement({"op": op_spec.name, "shape": dict(shape), "dtype": DTYPE_NAMES[dtype],
-                               "backends": names, "matrix": matrix})
+        results.add_agreement(
+            {
+                "op": op_spec.name,
+                "shape": dict(shape),
+                "dtype": DTYPE_NAMES[dtype],
+                "backends": names,
+                "matrix": matrix,
+            }
+        )
     del outputs, ref, args
     if device != "cpu":
         torch.cuda.empty_cache()
 
 
-def _time_twice(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any], shape: dict,
-                dtype: torch.dtype, device: str, seed: int) -> tuple[Timing, float]:
+def _time_twice(
+    op_spec: registry.OpSpec,
+    b: registry.Backend,
+    args: Sequence[Any],
+    shape: dict,
+    dtype: torch.dtype,
+    device: str,
+    seed: int,
+) -> tuple[Timing, float]:
     call = _timed_call(op_spec, b, args)
     graph_calls = _rotated_calls(op_spec, b, args, shape, dtype, device, seed) if device != "cpu" else None
     try:
@@ -137,8 +192,12 @@ def _time_twice(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[An
         first = measure(call, device, repeats=20)
         second = measure(call, device, repeats=20)
     best = first if first.median_ms <= second.median_ms else second
-    combined = Timing((first.median_ms + second.median_ms) / 2, max(first.iqr_ms, second.iqr_ms),
-                      first.samples + second.samples, best.method)
+    combined = Timing(
+        (first.median_ms + second.median_ms) / 2,
+        max(first.iqr_ms, second.iqr_ms),
+        first.samples + second.samples,
+        best.method,
+    )
     return combined, noise_floor(first, second)
 
 
@@ -178,28 +237,47 @@ def warm_compile_caches(plan: Sequence[tuple], workers: int, console: Console) -
     import concurrent.futures
     import multiprocessing
 
-    tasks = [(op_spec.name, name, shape, DTYPE_NAMES[dtype]) for op_spec, names, shape, dtype in plan
-             for name in names if name not in ("eager", "cublas")]
+    tasks = [
+        (op_spec.name, name, shape, DTYPE_NAMES[dtype])
+        for op_spec, names, shape, dtype in plan
+        for name in names
+        if name not in ("eager", "cublas")
+    ]
     context = multiprocessing.get_context("spawn")
-    with console.status(f"compiling {len(tasks)} kernels in {workers} processes"), \
-            concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with (
+        console.status(f"compiling {len(tasks)} kernels in {workers} processes"),
+        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+    ):
         for problem in pool.map(_warm_one, tasks):
             if problem:
                 console.print(f"[yellow]warm-up: {problem}[/]")
 
 
-def run_bench(ops: Sequence[str], backends: Sequence[str] | None, shape_sets: Sequence[str],
-              dtypes: Sequence[torch.dtype], out_dir: Path, console: Console,
-              write_report: bool = False, warm_workers: int = 0) -> dict[str, Any]:
+def run_bench(
+    ops: Sequence[str],
+    backends: Sequence[str] | None,
+    shape_sets: Sequence[str],
+    dtypes: Sequence[torch.dtype],
+    out_dir: Path,
+    console: Console,
+    write_report: bool = False,
+    warm_workers: int = 0,
+) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        console.print("[yellow]No CUDA GPU: running what runs on the CPU (eager, torch.compile, the Triton "
-                      "interpreter) on the quick shapes. CPU timings say nothing about GPU performance.[/]")
+        console.print(
+            "[yellow]No CUDA GPU: running what runs on the CPU (eager, torch.compile, the Triton "
+            "interpreter) on the quick shapes. CPU timings say nothing about GPU performance.[/]"
+        )
         shape_sets = ["quick"]
     env = environment(device)
-    env["timing"] = {"method": "cuda-events, L2 flushed; cuda-graph replay over rotated inputs under 50 us"
-                     if device == "cuda" else "cpu-timer", "repeats": "2 x 20 (median of each, averaged)",
-                     "l2": "flushed" if device == "cuda" else "n/a"}
+    env["timing"] = {
+        "method": "cuda-events, L2 flushed; cuda-graph replay over rotated inputs under 50 us"
+        if device == "cuda"
+        else "cpu-timer",
+        "repeats": "2 x 20 (median of each, averaged)",
+        "l2": "flushed" if device == "cuda" else "n/a",
+    }
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
         ceilings = measure_ceilings(device)
     results = ResultsFile(out_dir / "results.json", env, ceilings)
@@ -230,6 +308,7 @@ def run_bench(ops: Sequence[str], backends: Sequence[str] | None, shape_sets: Se
     print_tables(results.data, console)
     if write_report:
         from .report import write_report as build
+
         build([results.path], out_dir)
     console.print(f"results: {results.path}")
     return results.data
@@ -239,21 +318,49 @@ def print_tables(data: dict[str, Any], console: Console) -> None:
     rows = data["rows"]
     ceilings = data.get("ceilings") or {}
     if ceilings.get("copy_gbps"):
-        console.print(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 GEMM "
-                      f"{ceilings['matmul_bf16_tflops']:.0f} TFLOP/s ({data['env'].get('gpu')})")
+        console.print(
+            f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 GEMM "
+            f"{ceilings['matmul_bf16_tflops']:.0f} TFLOP/s ({data['env'].get('gpu')})"
+        )
     for op in dict.fromkeys(r["op"] for r in rows):
         table = Table(title=op, show_lines=False)
-        for column in ("shape", "dtype", "backend", "ms", "GB/s", "TFLOP/s", "% SOL", "vs eager", "rel err", "ok"):
+        for column in (
+            "shape",
+            "dtype",
+            "backend",
+            "ms",
+            "GB/s",
+            "TFLOP/s",
+            "% SOL",
+            "vs eager",
+            "rel err",
+            "ok",
+        ):
             table.add_column(column, justify="right" if column not in ("backend", "shape") else "left")
         op_rows = [r for r in rows if r["op"] == op]
         for r in op_rows:
-            eager = next((e for e in op_rows if e["backend"] == "eager" and e["shape"] == r["shape"]
-                          and e["dtype"] == r["dtype"] and e["ms"]), None)
+            eager = next(
+                (
+                    e
+                    for e in op_rows
+                    if e["backend"] == "eager"
+                    and e["shape"] == r["shape"]
+                    and e["dtype"] == r["dtype"]
+                    and e["ms"]
+                ),
+                None,
+            )
             speedup = f"{eager['ms'] / r['ms']:.2f}x" if eager and r["ms"] else ""
             table.add_row(
-                "x".join(str(v) for v in r["shape"].values()), r["dtype"].replace("float", "f"), r["backend"],
-                _fmt(r["ms"], ".4f"), _fmt(r["gbps"], ".0f"), _fmt(r["tflops"], ".1f"), _fmt(r["sol_pct"], ".1f"),
-                speedup, _fmt(r["rel_err"], ".1e"),
+                "x".join(str(v) for v in r["shape"].values()),
+                r["dtype"].replace("float", "f"),
+                r["backend"],
+                _fmt(r["ms"], ".4f"),
+                _fmt(r["gbps"], ".0f"),
+                _fmt(r["tflops"], ".1f"),
+                _fmt(r["sol_pct"], ".1f"),
+                speedup,
+                _fmt(r["rel_err"], ".1e"),
                 "[green]ok[/]" if r["ok"] else _short_error(r["error"]),
             )
         console.print(table)

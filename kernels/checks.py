@@ -36,9 +36,7 @@ def check_tensor(
     if ndim is not None and value.dim() != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(value.shape)}")
     if min_ndim is not None and value.dim() < min_ndim:
-        raise ValueError(
-            f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(value.shape)}"
-        )
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(value.shape)}")
     if contiguous and not value.is_contiguous():
         raise ValueError(
             f"{name}: expected a contiguous tensor (row-major, last stride 1), got strides "

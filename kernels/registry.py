@@ -144,7 +144,8 @@ _KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
 def _op_packages() -> list[str]:
     """Every folder of kernels/ with a spec.py is an op."""
     return sorted(
-        entry for entry in os.listdir(_KERNELS_DIR)
+        entry
+        for entry in os.listdir(_KERNELS_DIR)
         if os.path.isfile(os.path.join(_KERNELS_DIR, entry, "spec.py"))
     )
 

@@ -12,9 +12,7 @@ ROWWISE_QUICK = (
 )
 
 # Llama-3 hidden sizes (8B: 4096, 70B: 8192) at token counts from decode (1) to prefill (16384).
-ROWWISE_LLAMA = tuple(
-    {"M": m, "N": n} for n in (4096, 8192) for m in (1, 16, 128, 1024, 4096, 16384)
-)
+ROWWISE_LLAMA = tuple({"M": m, "N": n} for n in (4096, 8192) for m in (1, 16, 128, 1024, 4096, 16384))
 
 # The performance sweep: each large shape moves 256 MiB to 2 GiB per bf16 tensor, so the L2
 # cache (50 MB on the H100) holds none of it; then short rows, where launch and reduction

@@ -113,8 +113,9 @@ def learn_residency(key: tuple, compiled: Any, num_warps: int) -> None:
     _RESIDENT_PER_SM[key] = max(1, min(by_regs, by_warps, by_shared, 4))
 
 
-def plan_rows(m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None,
-              residency_key: tuple = ()) -> RowPlan:
+def plan_rows(
+    m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None, residency_key: tuple = ()
+) -> RowPlan:
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     block_n = next_power_of_2(n)
     if block_n <= 1024:

@@ -17,7 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .linear import LinearLayout
-from .swizzling import SharedPlan, bank_conflicts, optimal_swizzling_ld_st, without_broadcast_registers
+from .swizzling import (
+    SharedPlan,
+    bank_conflicts,
+    nvidia_tiles,
+    optimal_swizzling,
+    without_broadcast_registers,
+)
 
 __all__ = [
     "ConversionPlan",
@@ -208,8 +214,8 @@ class ConversionPlan:
             return "shared_memory: store, barrier, load (no swizzle computed)"
         shared = self.shared
         return (
-            f"shared_memory: st.shared {shared.store_vector_bits}-bit, "
-            f"ld.shared {shared.load_vector_bits}-bit "
+            f"shared_memory: {shared.store_instruction} ({shared.store_vector_bits}-bit pieces), "
+            f"{shared.load_instruction} ({shared.load_vector_bits}-bit pieces) "
             f"through a swizzled buffer in {shared.reps} round(s); bank conflicts: write "
             f"{shared.write_conflicts}, read {shared.read_conflicts} (unswizzled: write "
             f"{shared.unswizzled_write_conflicts}, read {shared.unswizzled_read_conflicts})"
@@ -217,13 +223,18 @@ class ConversionPlan:
 
 
 def plan_conversion(
-    src: LinearLayout, dst: LinearLayout, element_bits: int = 16, choose_swizzle: bool = True
+    src: LinearLayout,
+    dst: LinearLayout,
+    element_bits: int = 16,
+    choose_swizzle: bool = True,
+    capability: int = 90,
 ) -> ConversionPlan:
     """Plan `convert_layout(src -> dst)` of one tensor as Triton 3.6 would.
 
     element_bits is the element type's width (it sets how many values share a 32-bit
-    shuffle and how wide shared-memory vectors are). choose_swizzle=False leaves the
-    buffer of a shared-memory plan uncomputed.
+    shuffle and how wide shared-memory vectors are). capability (e.g. 80, 90) decides
+    which of ldmatrix/stmatrix exist. choose_swizzle=False leaves the buffer of a
+    shared-memory plan uncomputed.
     """
     if src.out_dims != dst.out_dims:
         raise ValueError(f"layouts cover different tensors: {src.out_dims} vs {dst.out_dims}")
@@ -245,7 +256,8 @@ def plan_conversion(
             return plan
     plan = ConversionPlan("shared_memory", conversion)
     if choose_swizzle:
-        plan.shared = optimal_swizzling_ld_st(
-            without_broadcast_registers(src), without_broadcast_registers(dst), element_bits
+        stores, loads = nvidia_tiles(element_bits, capability)
+        plan.shared = optimal_swizzling(
+            without_broadcast_registers(src), without_broadcast_registers(dst), element_bits, stores, loads
         )
     return plan

@@ -245,6 +245,8 @@ class SharedPlan:
     load_vector_bits: int
     unswizzled_read_conflicts: int  # same vectors, bank rows in plain element order
     unswizzled_write_conflicts: int
+    store_instruction: str = "st.shared"
+    load_instruction: str = "ld.shared"
 
     @property
     def reps(self) -> int:
@@ -256,6 +258,55 @@ def _prefix_length(registers: list[int], vbasis: list[int]) -> int:
     while length < len(vbasis) and length < len(registers) and registers[length] == vbasis[length]:
         length += 1
     return length
+
+
+def _swizzle_from_tiles(
+    src_flat: LinearLayout,
+    dst_flat: LinearLayout,
+    element_bits: int,
+    vbasis: list[int],
+    tile_src: list[int],
+    tile_dst: list[int],
+    out_dims: list[tuple[str, int]],
+) -> tuple[LinearLayout, int, int, int, int]:
+    """Triton's optimalSwizzling core: vector bases, then segment bases chosen so the lanes of
+    one access (tile_src / tile_dst) fall in different banks, banks = the complement.
+    Returns smem, its (read, write) conflicts and those of the plain (unswizzled) order."""
+    regs_src, regs_dst = _flat_bases(src_flat, REGISTER), _flat_bases(dst_flat, REGISTER)
+    dim = src_flat.get_total_out_dim_size_log2()
+    bank_length = min(_log2(BANK_BITS // ((1 << len(vbasis)) * element_bits)), dim - len(vbasis))
+    segment_length = dim - bank_length - len(vbasis)
+    segment = _compute_segment(vbasis + tile_src, vbasis + tile_dst, dim, segment_length)
+    bank = _complement_basis(vbasis + segment, dim)
+    # segment bases that are registers on both sides are repetitions: separate rounds
+    reps = [s for s in segment if s in regs_src and s in regs_dst]
+    segment = [s for s in segment if s not in reps]
+    flat_out = src_flat.out_dims
+    smem_flat = LinearLayout(
+        [
+            (VECTOR, [[v] for v in vbasis]),
+            (BANK, [[b] for b in bank]),
+            (SEGMENT, [[s] for s in segment]),
+            (REPS, [[r] for r in reps]),
+        ],
+        flat_out,
+        require_surjective=True,
+    )
+    smem = smem_flat.reshape_outs(out_dims)
+    read, write = bank_conflicts_from_tiles(tile_src, tile_dst, smem)
+    # Baseline: the same vectors, then the remaining element bits in increasing order.
+    plain = _complement_basis(vbasis, dim)
+    plain_flat = LinearLayout(
+        [
+            (VECTOR, [[v] for v in vbasis]),
+            (BANK, [[b] for b in plain[:bank_length]]),
+            (SEGMENT, [[s] for s in plain[bank_length:]]),
+        ],
+        flat_out,
+        require_surjective=True,
+    )
+    plain_read, plain_write = bank_conflicts_from_tiles(tile_src, tile_dst, plain_flat.reshape_outs(out_dims))
+    return smem, read, write, plain_read, plain_write
 
 
 def optimal_swizzling_ld_st(src: LinearLayout, dst: LinearLayout, element_bits: int = 16) -> SharedPlan:
@@ -278,39 +329,146 @@ def optimal_swizzling_ld_st(src: LinearLayout, dst: LinearLayout, element_bits: 
         vector_bits.append(max(bits, element_bits))
     tile_src, tile_dst = tiles
 
-    dim = src_flat.get_total_out_dim_size_log2()
-    bank_length = min(_log2(BANK_BITS // ((1 << len(vbasis)) * element_bits)), dim - len(vbasis))
-    segment_length = dim - bank_length - len(vbasis)
-    segment = _compute_segment(vbasis + tile_src, vbasis + tile_dst, dim, segment_length)
-    bank = _complement_basis(vbasis + segment, dim)
-    # segment bases that are registers on both sides are repetitions: separate rounds
-    reps = [s for s in segment if s in regs_src and s in regs_dst]
-    segment = [s for s in segment if s not in reps]
-    out_dims = src_flat.out_dims
-    smem_flat = LinearLayout(
-        [
-            (VECTOR, [[v] for v in vbasis]),
-            (BANK, [[b] for b in bank]),
-            (SEGMENT, [[s] for s in segment]),
-            (REPS, [[r] for r in reps]),
-        ],
-        out_dims,
-        require_surjective=True,
-    )
-    smem = smem_flat.reshape_outs(src.out_dims)
-    read, write = bank_conflicts_from_tiles(tile_src, tile_dst, smem)
-    # Baseline: the same vectors, then the remaining element bits in increasing order.
-    plain = _complement_basis(vbasis, dim)
-    plain_flat = LinearLayout(
-        [
-            (VECTOR, [[v] for v in vbasis]),
-            (BANK, [[b] for b in plain[:bank_length]]),
-            (SEGMENT, [[s] for s in plain[bank_length:]]),
-        ],
-        out_dims,
-        require_surjective=True,
-    )
-    plain_read, plain_write = bank_conflicts_from_tiles(
-        tile_src, tile_dst, plain_flat.reshape_outs(src.out_dims)
+    smem, read, write, plain_read, plain_write = _swizzle_from_tiles(
+        src_flat, dst_flat, element_bits, vbasis, tile_src, tile_dst, src.out_dims
     )
     return SharedPlan(smem, read, write, vector_bits[0], vector_bits[1], plain_read, plain_write)
+
+
+@dataclass(frozen=True)
+class MemoryTile:
+    """An access instruction as Triton's LocalMemOpTile: `lane_contig` lane bits whose data is
+    contiguous in shared memory, and `lane_address` lane bits that supply row addresses."""
+
+    name: str
+    lane_contig: tuple[int, ...]
+    lane_address: tuple[int, ...]
+
+
+LD_ST_SHARED = MemoryTile(".shared", (), (0, 1, 2))
+MATRIX = MemoryTile("matrix", (0, 1), (2, 3, 4))
+MATRIX_TRANS = MemoryTile("matrix.trans", (2, 3, 4), (0, 1))
+
+
+def nvidia_tiles(element_bits: int, capability: int = 90) -> tuple[list[MemoryTile], list[MemoryTile]]:
+    """(store tiles, load tiles) of one CTA on an NVIDIA GPU: st/ld.shared always; stmatrix
+    (sm90+) and ldmatrix (sm75+) for elements up to 32 bits, transposed ones for 16 bits."""
+    stores, loads = [LD_ST_SHARED], [LD_ST_SHARED]
+    if element_bits <= 32:
+        if capability >= 90:
+            stores.append(MATRIX)
+        if capability >= 75:
+            loads.append(MATRIX)
+        if element_bits == 16:
+            if capability >= 90:
+                stores.append(MATRIX_TRANS)
+            if capability >= 75:
+                loads.append(MATRIX_TRANS)
+    return stores, loads
+
+
+def _register_bit_of(conversion: LinearLayout, in_dim: str, bit: int, out_dim: str) -> int:
+    names = conversion.get_out_dim_names()
+    return dict(conversion.bases)[in_dim][bit][names.index(out_dim)]
+
+
+def _tile_vector_basis(
+    a: LinearLayout, b: LinearLayout, registers_a: int, registers_b: int, lanes_a: tuple, lanes_b: tuple
+) -> list[int] | None:
+    """Triton's optimalSwizzlingTile: the 16-byte contiguous piece both instructions agree on
+    (common register bases, then the contiguous lanes), or None when they cannot."""
+    if registers_a < registers_b:
+        return _tile_vector_basis(b, a, registers_b, registers_a, lanes_b, lanes_a)
+    dim = a.get_total_out_dim_size_log2()
+    conversion = b.invert_and_compose(a)  # b's hardware index -> a's
+    regs_a, regs_b = _flat_bases(a, REGISTER), _flat_bases(b, REGISTER)
+    all_lanes_a, all_lanes_b = _flat_bases(a, LANE), _flat_bases(b, LANE)
+    vbasis = intersection_basis(regs_a, regs_b, dim)
+    if len(vbasis) < registers_b:
+        return None
+    vbasis = vbasis[:registers_b]
+    tile_a = [all_lanes_a[i] for i in lanes_a]
+    tile_b = [all_lanes_b[i] for i in lanes_b]
+    if 0 in tile_a or 0 in tile_b:
+        return None
+    # b's first contiguous lanes must be a's registers; the rest must be a's contiguous lanes
+    for i in range(registers_a - registers_b):
+        if _register_bit_of(conversion, LANE, lanes_b[i], REGISTER) == 0:
+            return None
+    for index_a, index_b in zip(lanes_a, lanes_b[len(lanes_b) - len(lanes_a) :]):
+        if _register_bit_of(conversion, LANE, index_b, LANE) != 1 << index_a:
+            return None
+    return vbasis + tile_b
+
+
+def _access_tile(
+    tile: MemoryTile, registers: list[int], lanes: list[int], vbasis: list[int]
+) -> list[int] | None:
+    """The bases one access touches in a wavefront: registers to fill 3 address bits, then lanes."""
+    needed = 3 - len(tile.lane_address)
+    picked = [r for r in registers if r not in vbasis][:needed]
+    if len(picked) < needed:
+        return None
+    return picked + [lanes[i] for i in tile.lane_address]
+
+
+def optimal_swizzling(
+    src: LinearLayout,
+    dst: LinearLayout,
+    element_bits: int = 16,
+    store_tiles: list[MemoryTile] | None = None,
+    load_tiles: list[MemoryTile] | None = None,
+) -> SharedPlan:
+    """The buffer and instructions of Triton's optimalSwizzling for convert_layout(src -> dst)
+    (sm90 tiles by default): every pair of store/load instructions that can move 16-byte
+    pieces is tried, the fewest bank conflicts win (ties: more rounds); without any such
+    pair it falls back to st.shared/ld.shared (optimal_swizzling_ld_st)."""
+    if store_tiles is None or load_tiles is None:
+        default_stores, default_loads = nvidia_tiles(element_bits)
+        store_tiles = default_stores if store_tiles is None else store_tiles
+        load_tiles = default_loads if load_tiles is None else load_tiles
+    src_flat, dst_flat = src.flatten_outs(), dst.flatten_outs()
+    total_bases = _log2(128 // element_bits)
+    regs_src, regs_dst = _flat_bases(src_flat, REGISTER), _flat_bases(dst_flat, REGISTER)
+    lanes_src, lanes_dst = _flat_bases(src_flat, LANE), _flat_bases(dst_flat, LANE)
+    candidates = []
+    for store in store_tiles:
+        for load in load_tiles:
+            vbasis = _tile_vector_basis(
+                src_flat,
+                dst_flat,
+                total_bases - len(store.lane_contig),
+                total_bases - len(load.lane_contig),
+                store.lane_contig,
+                load.lane_contig,
+            )
+            if vbasis is None:
+                continue
+            tile_src = _access_tile(store, regs_src, lanes_src, vbasis)
+            tile_dst = _access_tile(load, regs_dst, lanes_dst, vbasis)
+            if tile_src is None or tile_dst is None:
+                continue
+            smem, read, write, plain_read, plain_write = _swizzle_from_tiles(
+                src_flat, dst_flat, element_bits, vbasis, tile_src, tile_dst, src.out_dims
+            )
+            plan = SharedPlan(
+                smem, read, write, 128, 128, plain_read, plain_write, "st" + store.name, "ld" + load.name
+            )
+            candidates.append(plan)
+    if not candidates:
+        return optimal_swizzling_ld_st(src, dst, element_bits)
+
+    # stmatrix with ldmatrix of the same kind (both plain or both .trans): in the PTX of the
+    # installed Triton 3.6 such a pair is used only when no other pair can move 16-byte
+    # pieces (GenericSwizzling.cpp as we read it would rank it like the others), so it
+    # comes last here. See the compiler tests.
+    def same_matrix_kind(plan: SharedPlan) -> bool:
+        return (
+            plan.store_instruction.startswith("stmatrix")
+            and plan.store_instruction[2:] == plan.load_instruction[2:]
+        )
+
+    mixed = [plan for plan in candidates if not same_matrix_kind(plan)]
+    # Fewest conflicts; among equals the most rounds (reps are not stored, so the buffer
+    # is smallest); then the first pair tried -- Triton's rule.
+    return min(mixed or candidates, key=lambda plan: (plan.read_conflicts + plan.write_conflicts, -plan.reps))

@@ -177,6 +177,9 @@ def _convert_kernel():
     return convert_kernel
 
 
+LAST_SHARED_INSTRUCTIONS: set[str] = set()  # shared-memory instructions of the last compiled kernel
+
+
 def triton_convert_lowering(
     src_layout, dst_layout, shape=(64, 64), num_warps: int = 4, capability: int = 90
 ) -> tuple[str, int]:
@@ -206,6 +209,10 @@ def triton_convert_lowering(
     )
     llvm_ir = compiled.asm["llir"]
     shuffles = len(re.findall(r"shfl\.sync", compiled.asm["ptx"]))
+    LAST_SHARED_INSTRUCTIONS.clear()
+    for instruction in re.findall(r"\b((?:st|ld)\.shared|(?:st|ld)matrix[\w.]*)", compiled.asm["ptx"]):
+        kind = instruction.split(".")[0] if "matrix" in instruction else instruction
+        LAST_SHARED_INSTRUCTIONS.add(kind + (".trans" if ".trans" in instruction else ""))
     if "addrspace(3)" in llvm_ir:
         return "shared_memory", shuffles
     if shuffles:

@@ -18,11 +18,23 @@ import tilearena
 
 pytestmark = pytest.mark.gpu
 
-ROWWISE_EXTRA = ({"M": 1, "N": 4096}, {"M": 1, "N": 262144}, {"M": 3, "N": 5000}, {"M": 129, "N": 1000},
-                 {"M": 17, "N": 65537}, {"M": 1000, "N": 7}, {"M": 4, "N": 131072 + 8})
-MATMUL_EXTRA = ({"M": 1, "N": 4096, "K": 4096, "BT": 1}, {"M": 200, "N": 1000, "K": 72, "BT": 1},
-                {"M": 200, "N": 1000, "K": 72, "BT": 0}, {"M": 777, "N": 1536, "K": 1000, "BT": 1},
-                {"M": 4096, "N": 4096, "K": 4096, "BT": 0}, {"M": 16, "N": 6144, "K": 4096, "BT": 1})
+ROWWISE_EXTRA = (
+    {"M": 1, "N": 4096},
+    {"M": 1, "N": 262144},
+    {"M": 3, "N": 5000},
+    {"M": 129, "N": 1000},
+    {"M": 17, "N": 65537},
+    {"M": 1000, "N": 7},
+    {"M": 4, "N": 131072 + 8},
+)
+MATMUL_EXTRA = (
+    {"M": 1, "N": 4096, "K": 4096, "BT": 1},
+    {"M": 200, "N": 1000, "K": 72, "BT": 1},
+    {"M": 200, "N": 1000, "K": 72, "BT": 0},
+    {"M": 777, "N": 1536, "K": 1000, "BT": 1},
+    {"M": 4096, "N": 4096, "K": 4096, "BT": 0},
+    {"M": 16, "N": 6144, "K": 4096, "BT": 1},
+)
 
 
 def _cases() -> list:
@@ -32,14 +44,28 @@ def _cases() -> list:
         for name in registry.backend_names(op):
             for dtype in registry.spec(op).dtypes:
                 for shape in shapes:
-                    cases.append(pytest.param(op, name, dict(shape), dtype,
-                                              id=f"{op}-{name}-{str(dtype)[6:]}-{'x'.join(map(str, shape.values()))}"))
+                    cases.append(
+                        pytest.param(
+                            op,
+                            name,
+                            dict(shape),
+                            dtype,
+                            id=f"{op}-{name}-{str(dtype)[6:]}-{'x'.join(map(str, shape.values()))}",
+                        )
+                    )
     op = "matmul"
     for name in registry.backend_names(op):
         for dtype in registry.spec(op).dtypes:
             for shape in [*registry.spec(op).shapes["quick"], *MATMUL_EXTRA]:
-                cases.append(pytest.param(op, name, dict(shape), dtype,
-                                          id=f"{op}-{name}-{str(dtype)[6:]}-{'x'.join(map(str, shape.values()))}"))
+                cases.append(
+                    pytest.param(
+                        op,
+                        name,
+                        dict(shape),
+                        dtype,
+                        id=f"{op}-{name}-{str(dtype)[6:]}-{'x'.join(map(str, shape.values()))}",
+                    )
+                )
     return cases
 
 

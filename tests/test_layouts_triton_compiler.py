@@ -16,7 +16,11 @@ from layouts.planner import plan_conversion
 ttgl = pytest.importorskip(
     "triton.experimental.gluon.language", reason="triton with gluon (the compiler oracle) is not installed"
 )
-from layouts_conftest_helpers import triton_convert_lowering, triton_shared_offsets  # noqa: E402
+from layouts_conftest_helpers import (  # noqa: E402
+    LAST_SHARED_INSTRUCTIONS,
+    triton_convert_lowering,
+    triton_shared_offsets,
+)
 
 SHAPE = [64, 64]
 COMPILER = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -74,9 +78,13 @@ REAL_CONVERSIONS = {
 
 
 @pytest.mark.parametrize("name", list(REAL_CONVERSIONS))
-def test_planner_kind_equals_triton_on_real_conversions(name):
+def test_planner_equals_triton_on_real_conversions(name):
     (src_triton, src_ours), (dst_triton, dst_ours) = REAL_CONVERSIONS[name]
     assert _same_plan(_ours(src_ours, dst_ours), triton_convert_lowering(src_triton, dst_triton))
+    plan = plan_conversion(src_ours, dst_ours)
+    if plan.kind == "shared_memory":
+        # the instructions Triton emitted are the pair our swizzle search picked
+        assert {plan.shared.store_instruction, plan.shared.load_instruction} == LAST_SHARED_INSTRUCTIONS
 
 
 @st.composite
@@ -125,6 +133,46 @@ def test_planner_equals_triton_on_random_linear_layouts(pair):
 
     (src_triton, src_ours), (dst_triton, dst_ours) = both(src), both(dst)
     assert _same_plan(_ours(src_ours, dst_ours), triton_convert_lowering(src_triton, dst_triton))
+
+
+def test_shared_instructions_mostly_equal_triton():
+    """Which st/ld instructions the swizzle search picks, against the PTX, over seeded random
+    conversions through shared memory. Triton's choice among equally good pairs is not fully
+    reproduced (we measured 226 of 228 on another seed), so this asserts a rate, not each case."""
+    import random
+
+    rng = random.Random(5)
+    sources = [
+        dict(hw.blocked([2, 4], [4, 8], [2, 2], [1, 0], SHAPE).bases),
+        dict(hw.mma_v2([2, 2], SHAPE).bases),
+    ]
+
+    def random_layout():
+        bases = rng.choice(sources)
+        registers, lanes, warps = (list(bases[d]) for d in ("register", "lane", "warp"))
+        for values in (registers, lanes, warps):
+            rng.shuffle(values)
+        for _ in range(rng.choice([0, 1, 2, 3])):
+            i, j = rng.randrange(len(registers)), rng.randrange(len(lanes))
+            registers[i], lanes[j] = lanes[j], registers[i]
+        theirs = ttgl.DistributedLinearLayout(registers, lanes, warps, [], SHAPE)
+        ours = LinearLayout(
+            [("register", registers), ("lane", lanes), ("warp", warps), ("block", [])],
+            [("dim0", SHAPE[0]), ("dim1", SHAPE[1])],
+        )
+        return theirs, ours
+
+    agree = total = 0
+    for _ in range(40):
+        (src_triton, src_ours), (dst_triton, dst_ours) = random_layout(), random_layout()
+        kind, _ = triton_convert_lowering(src_triton, dst_triton)
+        plan = plan_conversion(src_ours, dst_ours)
+        assert plan.kind == kind or (kind == "registers" and plan.kind in ("noop", "register"))
+        if kind == "shared_memory":
+            total += 1
+            agree += {plan.shared.store_instruction, plan.shared.load_instruction} == LAST_SHARED_INSTRUCTIONS
+    print(f"shared instructions equal to Triton in {agree} of {total} conversions")
+    assert total >= 20 and agree >= 0.9 * total, (agree, total)
 
 
 def _row_major_offsets(layout: LinearLayout, columns: int) -> list[int]:

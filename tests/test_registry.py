@@ -33,7 +33,7 @@ def test_spec_is_complete(op: str) -> None:
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     assert all(bool((t != 0).any()) for t in tensors)
     assert all(torch.equal(a, b) for a, b in zip(tensors, [t for t in again if isinstance(t, torch.Tensor)]))
-    assert not torch.equal(tensors[0], [t for t in other if isinstance(t, torch.Tensor)][0])
+    assert not torch.equal(tensors[0], next(t for t in other if isinstance(t, torch.Tensor)))
     assert op_spec.validate(*args) == {k: v for k, v in shape.items() if k in op_spec.validate(*args)}
     ref = op_spec.reference(*args)
     assert ref.dtype == torch.float64
@@ -62,7 +62,10 @@ def test_reference_matches_definition() -> None:
         (lambda: tilearena.rmsnorm(torch.randn(4, 8), torch.randn(7)), "weight: expected shape"),
         (lambda: tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8).half()), "weight: expected dtype"),
         (lambda: tilearena.rmsnorm(torch.randn(8, 4).t(), torch.randn(8)), "x: expected a contiguous"),
-        (lambda: tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8), float("nan")), "eps: expected a finite"),
+        (
+            lambda: tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8), float("nan")),
+            "eps: expected a finite",
+        ),
         (lambda: tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8), backend="nope"), "backend:"),
         (lambda: tilearena.softmax(torch.randn(4, 0)), "x: expected a non-empty"),
         (lambda: tilearena.softmax("not a tensor"), "x"),
@@ -75,14 +78,16 @@ def test_bad_input_names_the_argument(call, message: str) -> None:
 
 
 def test_unavailable_backend_says_why() -> None:
-    registry.register_backend(registry.UnavailableBackend("rmsnorm", "missing-dsl", "missing", "dsl not installed"))
-    with pytest.raises(ValueError, match="backend: 'missing-dsl' cannot run rmsnorm.*dsl not installed"):
+    registry.register_backend(
+        registry.UnavailableBackend("rmsnorm", "missing-dsl", "missing", "dsl not installed")
+    )
+    with pytest.raises(ValueError, match=r"backend: 'missing-dsl' cannot run rmsnorm.*dsl not installed"):
         tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8), backend="missing-dsl")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the peer can run")
 def test_gpu_only_backend_refuses_cpu_tensors() -> None:
-    with pytest.raises(ValueError, match="backend: 'quack' cannot run rmsnorm.*needs a CUDA GPU"):
+    with pytest.raises(ValueError, match=r"backend: 'quack' cannot run rmsnorm.*needs a CUDA GPU"):
         tilearena.rmsnorm(torch.randn(4, 8), torch.randn(8), backend="quack")
 
 
@@ -95,8 +100,14 @@ def test_empty_rows_work() -> None:
 def test_use_context_manager_selects_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = registry.backend("softmax", "eager")
-    fake = registry.Backend("softmax", "recording", "torch", lambda x, out=None: calls.append(1) or real.fn(x),
-                            devices=("cuda", "cpu"), writes_out=False)
+    fake = registry.Backend(
+        "softmax",
+        "recording",
+        "torch",
+        lambda x, out=None: calls.append(1) or real.fn(x),
+        devices=("cuda", "cpu"),
+        writes_out=False,
+    )
     registry.register_backend(fake)
     x = torch.randn(3, 5)
     with tilearena.use({"softmax": "recording"}):

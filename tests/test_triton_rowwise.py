@@ -15,7 +15,9 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", registry.spec("rmsnorm").shapes["quick"], ids=lambda s: f"{s['M']}x{s['N']}")
+@pytest.mark.parametrize(
+    "shape", registry.spec("rmsnorm").shapes["quick"], ids=lambda s: f"{s['M']}x{s['N']}"
+)
 def test_triton_matches_float64(op: str, dtype: torch.dtype, shape: dict, device: str) -> None:
     result = numerics.check_backend(op, "triton", shape, dtype, device, seed=hash((op, str(dtype))) & 0xFFFF)
     assert result.ok, result.error
@@ -41,7 +43,9 @@ def test_unwritten_output_is_caught(device: str) -> None:
         return out
 
     registry.register_backend(registry.Backend("softmax", "broken-triton", "triton", skips_last_row))
-    result = numerics.check_backend("softmax", "broken-triton", {"M": 4, "N": 64}, torch.float32, device, seed=1)
+    result = numerics.check_backend(
+        "softmax", "broken-triton", {"M": 4, "N": 64}, torch.float32, device, seed=1
+    )
     assert not result.ok
     assert "non-finite" in (result.error or "")
 

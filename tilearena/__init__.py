@@ -38,7 +38,9 @@ def available_backends(op: str, device: str = "cuda") -> dict[str, str | None]:
     return {b.name: b.unavailable_reason(device) for b in registry.backends(op)}
 
 
-def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, backend: str | None = None) -> torch.Tensor:
+def rmsnorm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, backend: str | None = None
+) -> torch.Tensor:
     """y = x / sqrt(mean(x^2, -1) + eps) * weight, accumulated in float32."""
     return torch.ops.tilearena.rmsnorm(x, weight, eps, backend)
 
@@ -48,6 +50,8 @@ def softmax(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     return torch.ops.tilearena.softmax(x, backend)
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, backend: str | None = None) -> torch.Tensor:
+def matmul(
+    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, backend: str | None = None
+) -> torch.Tensor:
     """C = a @ b (b is [K, N], or [N, K] with transpose_b, nn.Linear's weight layout)."""
     return torch.ops.tilearena.matmul(a, b, transpose_b, backend)

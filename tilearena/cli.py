@@ -32,21 +32,30 @@ def _doctor(args: argparse.Namespace) -> int:
     console = Console()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     env = environment(device)
-    console.print(f"GPU: {env['gpu']}  SMs: {env['sm_count']}  cc: {env['cc']}  driver: {env['driver']}  "
-                  f"CUDA: {env['cuda']}  torch: {env['torch']}")
+    console.print(
+        f"GPU: {env['gpu']}  SMs: {env['sm_count']}  cc: {env['cc']}  driver: {env['driver']}  "
+        f"CUDA: {env['cuda']}  torch: {env['torch']}"
+    )
     if device == "cuda" and not args.no_ceilings:
         ceilings = measure_ceilings(device)
         sheet = ceilings.get("datasheet") or {}
-        console.print(f"measured: copy {ceilings['copy_gbps']} GB/s (datasheet {sheet.get('copy_gbps')}), "
-                      f"bf16 GEMM {ceilings['matmul_bf16_tflops']} TFLOP/s "
-                      f"(datasheet {sheet.get('matmul_bf16_tflops')})")
+        console.print(
+            f"measured: copy {ceilings['copy_gbps']} GB/s (datasheet {sheet.get('copy_gbps')}), "
+            f"bf16 GEMM {ceilings['matmul_bf16_tflops']} TFLOP/s "
+            f"(datasheet {sheet.get('matmul_bf16_tflops')})"
+        )
     table = Table(title="DSLs and peers")
     table.add_column("package")
     table.add_column("version")
     table.add_column("install")
-    hints = {"helion": "pip install 'tilearena[helion]'", "tilelang": "pip install 'tilearena[tilelang]'",
-             "cutlass_dsl": "pip install 'tilearena[cute]'", "quack": "pip install 'tilearena[peers]'",
-             "liger": "pip install 'tilearena[peers]'", "triton": "pip install triton"}
+    hints = {
+        "helion": "pip install 'tilearena[helion]'",
+        "tilelang": "pip install 'tilearena[tilelang]'",
+        "cutlass_dsl": "pip install 'tilearena[cute]'",
+        "quack": "pip install 'tilearena[peers]'",
+        "liger": "pip install 'tilearena[peers]'",
+        "triton": "pip install triton",
+    }
     for key in ("triton", "helion", "tilelang", "cutlass_dsl", "quack", "liger"):
         version = env.get(key)
         table.add_row(key, version or "[red]missing[/]", "" if version else hints[key])
@@ -58,7 +67,9 @@ def _doctor(args: argparse.Namespace) -> int:
         status.add_column("status")
         for b in registry.backends(op):
             reason = b.unavailable_reason(device)
-            status.add_row(b.name, b.dsl, "[green]ready[/]" if reason is None else f"[yellow]{reason[:100]}[/]")
+            status.add_row(
+                b.name, b.dsl, "[green]ready[/]" if reason is None else f"[yellow]{reason[:100]}[/]"
+            )
         console.print(status)
     return 0
 
@@ -76,15 +87,25 @@ def _bench(args: argparse.Namespace) -> int:
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
     dtypes = [parse_dtype(d) for d in args.dtype.split(",")]
     console = Console(width=None if sys.stdout.isatty() else 140)
-    run_bench(ops, backends, args.shapes.split(","), dtypes, Path(args.out), console, write_report=args.report,
-              warm_workers=args.warm_workers)
+    run_bench(
+        ops,
+        backends,
+        args.shapes.split(","),
+        dtypes,
+        Path(args.out),
+        console,
+        write_report=args.report,
+        warm_workers=args.warm_workers,
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilearena", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    doctor = sub.add_parser("doctor", help="GPU, measured ceilings, which DSLs import and how to install the rest")
+    doctor = sub.add_parser(
+        "doctor", help="GPU, measured ceilings, which DSLs import and how to install the rest"
+    )
     doctor.add_argument("--no-ceilings", action="store_true", help="skip the copy/GEMM measurements")
     doctor.set_defaults(run=_doctor)
     bench = sub.add_parser("bench", help="check every backend against float64 and time it")
@@ -94,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp16, fp32")
     bench.add_argument("--out", default="reports/latest", help="directory for results.json")
     bench.add_argument("--report", action="store_true", help="also write index.html next to results.json")
-    bench.add_argument("--warm-workers", type=int, default=0,
-                       help="compile every kernel first in this many processes (fills the DSLs' disk caches)")
+    bench.add_argument(
+        "--warm-workers",
+        type=int,
+        default=0,
+        help="compile every kernel first in this many processes (fills the DSLs' disk caches)",
+    )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
         try:
@@ -120,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _module_of(command: str) -> str:
-    return {"tune": "tilearena.autotune.cli", "report": "tilearena.bench.report",
-            "layout": "tilearena.layouts.cli"}[command]
+    return {
+        "tune": "tilearena.autotune.cli",
+        "report": "tilearena.bench.report",
+        "layout": "tilearena.layouts.cli",
+    }[command]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def _split(op_spec: registry.OpSpec, args: tuple, kwargs: dict) -> tuple[list, s
     """Separate the op's own arguments from ``backend`` (the dispatcher drops trailing defaults)."""
     n = len(op_spec.arg_names)
     values = list(args[:n])
-    for name in op_spec.arg_names[len(values):]:
+    for name in op_spec.arg_names[len(values) :]:
         if name in kwargs:
             values.append(kwargs[name])
     backend = args[n] if len(args) > n else kwargs.get("backend")

@@ -41,8 +41,22 @@ def quack_supports(x: torch.Tensor, *rest: object) -> str | None:
 
 
 BACKENDS = [
-    Backend("rmsnorm", "quack", "quack", rmsnorm_quack, requires=("quack",), min_cc=(9, 0),
-            supports=quack_supports),
-    Backend("rmsnorm", "liger", "liger", rmsnorm_liger, requires=("liger_kernel",), writes_out=False,
-            supports=_liger_supports),
+    Backend(
+        "rmsnorm",
+        "quack",
+        "quack",
+        rmsnorm_quack,
+        requires=("quack",),
+        min_cc=(9, 0),
+        supports=quack_supports,
+    ),
+    Backend(
+        "rmsnorm",
+        "liger",
+        "liger",
+        rmsnorm_liger,
+        requires=("liger_kernel",),
+        writes_out=False,
+        supports=_liger_supports,
+    ),
 ]

@@ -19,7 +19,9 @@ def validate(x: torch.Tensor, weight: torch.Tensor, eps: float) -> dict[str, int
     check_same_device(x=x, weight=weight)
     n = x.shape[-1]
     if weight.shape[0] != n:
-        raise ValueError(f"weight: expected shape ({n},) to match x's last dimension, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight: expected shape ({n},) to match x's last dimension, got {tuple(weight.shape)}"
+        )
     if weight.dtype not in (x.dtype, torch.float32):
         raise TypeError(f"weight: expected dtype {x.dtype} (x's) or float32, got {weight.dtype}")
     if n == 0:

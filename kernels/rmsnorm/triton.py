@@ -30,8 +30,9 @@ from ..triton_rows import (
 
 
 @triton.jit
-def _rmsnorm_tile(x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps,
-                  ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+def _rmsnorm_tile(
+    x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps, ROWS: tl.constexpr, BLOCK_N: tl.constexpr
+):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < N
@@ -45,8 +46,21 @@ def _rmsnorm_tile(x_ptr, w_ptr, y_ptr, M, N, stride_x, stride_y, eps,
 
 
 @triton.jit
-def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y, eps,
-                   SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
+def _rmsnorm_split(
+    x_ptr,
+    w_ptr,
+    y_ptr,
+    partial_ptr,
+    arrived_ptr,
+    M,
+    N,
+    stride_x,
+    stride_y,
+    eps,
+    SPLIT: tl.constexpr,
+    SPLIT_P2: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
     # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
     # of every row the group handles: rows group, group + G, group + 2G, ...
     groups = tl.num_programs(0) // SPLIT
@@ -64,21 +78,25 @@ def _rmsnorm_split(x_ptr, w_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x
         publish_partial(partial_ptr, group * SPLIT + part, tl.sum(first * first, axis=0))
         count_arrival(arrived_ptr, group)
         second = group + groups
-        x_cur = tl.load(x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0)
+        x_cur = tl.load(
+            x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0
+        )
         for row in range(second, M + groups, groups):
             following = row + groups
-            x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
-                             mask=col_mask & (following < M), other=0.0)
+            x_next = tl.load(
+                x_ptr + following.to(tl.int64) * stride_x + cols, mask=col_mask & (following < M), other=0.0
+            )
             if row < M:
                 current = x_cur.to(tl.float32)
-                publish_partial(partial_ptr, row * SPLIT + part,
-                                tl.sum(current * current, axis=0))
+                publish_partial(partial_ptr, row * SPLIT + part, tl.sum(current * current, axis=0))
                 count_arrival(arrived_ptr, row)
             done = row - groups
             wait_for_siblings(arrived_ptr, done, SPLIT)
             # Every program sums the partials in the same order: the result is deterministic.
-            total = tl.sum(tl.load(partial_ptr + done * SPLIT + parts, mask=parts < SPLIT, other=0.0,
-                                   volatile=True), axis=0)
+            total = tl.sum(
+                tl.load(partial_ptr + done * SPLIT + parts, mask=parts < SPLIT, other=0.0, volatile=True),
+                axis=0,
+            )
             rstd = tl.rsqrt(total / N + eps)
             y = x_prev.to(tl.float32) * rstd * w.to(tl.float32)
             tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
@@ -120,23 +138,54 @@ def rmsnorm_triton(
     key = ("rmsnorm", x.dtype, weight.dtype)
     plan = plan_rows(m, n, x.device, config, residency_key=key)
     if plan.kind in ("rows", "row"):
-        _rmsnorm_tile[(plan.grid,)](x2, weight, y2, m, n, x2.stride(0), y2.stride(0), eps,
-                                    ROWS=plan.rows_per_program, BLOCK_N=plan.block_n,
-                                    num_warps=plan.num_warps)
+        _rmsnorm_tile[(plan.grid,)](
+            x2,
+            weight,
+            y2,
+            m,
+            n,
+            x2.stride(0),
+            y2.stride(0),
+            eps,
+            ROWS=plan.rows_per_program,
+            BLOCK_N=plan.block_n,
+            num_warps=plan.num_warps,
+        )
     elif plan.kind == "split":
         partial = torch.empty(m * plan.split, device=x.device, dtype=torch.float32)
         arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
         compiled = _rmsnorm_split[(plan.grid,)](
-            x2, weight, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0), eps, SPLIT=plan.split,
-            SPLIT_P2=next_power_of_2(plan.split), CHUNK=plan.block_n, num_warps=plan.num_warps)
+            x2,
+            weight,
+            y2,
+            partial,
+            arrived,
+            m,
+            n,
+            x2.stride(0),
+            y2.stride(0),
+            eps,
+            SPLIT=plan.split,
+            SPLIT_P2=next_power_of_2(plan.split),
+            CHUNK=plan.block_n,
+            num_warps=plan.num_warps,
+        )
         learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
     else:
-        _rmsnorm_loop[(plan.grid,)](x2, weight, y2, n, x2.stride(0), y2.stride(0), eps,
-                                    BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+        _rmsnorm_loop[(plan.grid,)](
+            x2, weight, y2, n, x2.stride(0), y2.stride(0), eps, BLOCK_N=plan.block_n, num_warps=plan.num_warps
+        )
     return y
 
 
 BACKENDS = [
-    Backend("rmsnorm", "triton", "triton", rmsnorm_triton, requires=("triton",),
-            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "rmsnorm",
+        "triton",
+        "triton",
+        rmsnorm_triton,
+        requires=("triton",),
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

@@ -31,8 +31,22 @@ def _liger_supports(x: torch.Tensor) -> str | None:
 
 
 BACKENDS = [
-    Backend("softmax", "quack", "quack", softmax_quack, requires=("quack",), min_cc=(9, 0),
-            supports=quack_supports),
-    Backend("softmax", "liger", "liger", softmax_liger, requires=("liger_kernel",), writes_out=False,
-            supports=_liger_supports),
+    Backend(
+        "softmax",
+        "quack",
+        "quack",
+        softmax_quack,
+        requires=("quack",),
+        min_cc=(9, 0),
+        supports=quack_supports,
+    ),
+    Backend(
+        "softmax",
+        "liger",
+        "liger",
+        softmax_liger,
+        requires=("liger_kernel",),
+        writes_out=False,
+        supports=_liger_supports,
+    ),
 ]

@@ -56,8 +56,19 @@ def _chunk_stats(x_raw, partial_ptr, arrived_ptr, row, part, SPLIT: tl.constexpr
 
 
 @triton.jit
-def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, stride_y,
-                   SPLIT: tl.constexpr, SPLIT_P2: tl.constexpr, CHUNK: tl.constexpr):
+def _softmax_split(
+    x_ptr,
+    y_ptr,
+    partial_ptr,
+    arrived_ptr,
+    M,
+    N,
+    stride_x,
+    stride_y,
+    SPLIT: tl.constexpr,
+    SPLIT_P2: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
     # Same two-row pipeline as RMSNorm's split kernel; the partials are online-softmax pairs.
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
@@ -70,12 +81,16 @@ def _softmax_split(x_ptr, y_ptr, partial_ptr, arrived_ptr, M, N, stride_x, strid
         x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=-float("inf"))
         _chunk_stats(x_prev, partial_ptr, arrived_ptr, group, part, SPLIT)
         second = group + groups
-        x_cur = tl.load(x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M),
-                        other=-float("inf"))
+        x_cur = tl.load(
+            x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=-float("inf")
+        )
         for row in range(second, M + groups, groups):
             following = row + groups
-            x_next = tl.load(x_ptr + following.to(tl.int64) * stride_x + cols,
-                             mask=col_mask & (following < M), other=-float("inf"))
+            x_next = tl.load(
+                x_ptr + following.to(tl.int64) * stride_x + cols,
+                mask=col_mask & (following < M),
+                other=-float("inf"),
+            )
             if row < M:
                 _chunk_stats(x_cur, partial_ptr, arrived_ptr, row, part, SPLIT)
             done = row - groups
@@ -129,22 +144,50 @@ def softmax_triton(
     key = ("softmax", x.dtype)
     plan = plan_rows(m, n, x.device, config, residency_key=key)
     if plan.kind in ("rows", "row"):
-        _softmax_tile[(plan.grid,)](x2, y2, m, n, x2.stride(0), y2.stride(0),
-                                    ROWS=plan.rows_per_program, BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+        _softmax_tile[(plan.grid,)](
+            x2,
+            y2,
+            m,
+            n,
+            x2.stride(0),
+            y2.stride(0),
+            ROWS=plan.rows_per_program,
+            BLOCK_N=plan.block_n,
+            num_warps=plan.num_warps,
+        )
     elif plan.kind == "split":
         partial = torch.empty(m * plan.split * 2, device=x.device, dtype=torch.float32)
         arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
         compiled = _softmax_split[(plan.grid,)](
-            x2, y2, partial, arrived, m, n, x2.stride(0), y2.stride(0), SPLIT=plan.split,
-            SPLIT_P2=next_power_of_2(plan.split), CHUNK=plan.block_n, num_warps=plan.num_warps)
+            x2,
+            y2,
+            partial,
+            arrived,
+            m,
+            n,
+            x2.stride(0),
+            y2.stride(0),
+            SPLIT=plan.split,
+            SPLIT_P2=next_power_of_2(plan.split),
+            CHUNK=plan.block_n,
+            num_warps=plan.num_warps,
+        )
         learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
     else:
-        _softmax_loop[(plan.grid,)](x2, y2, n, x2.stride(0), y2.stride(0),
-                                    BLOCK_N=plan.block_n, num_warps=plan.num_warps)
+        _softmax_loop[(plan.grid,)](
+            x2, y2, n, x2.stride(0), y2.stride(0), BLOCK_N=plan.block_n, num_warps=plan.num_warps
+        )
     return y
 
 
 BACKENDS = [
-    Backend("softmax", "triton", "triton", softmax_triton, requires=("triton",),
-            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "softmax",
+        "triton",
+        "triton",
+        softmax_triton,
+        requires=("triton",),
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

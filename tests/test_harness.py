@@ -1,0 +1,120 @@
+"""The harness: timing statistics, the results file, numerics, and a CPU bench run end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from tilearena.bench import numerics, results, runner, timing
+from tilearena.kernels import registry
+
+
+def test_cpu_timer_reports_median_and_iqr() -> None:
+    t = timing.time_cpu(lambda: time.sleep(0.002), repeats=8, warmup=1)
+    assert t.method == "cpu-timer" and t.samples == 8
+    assert 1.5 < t.median_ms < 50
+    assert t.iqr_ms >= 0
+
+
+def test_quartiles_of_known_samples() -> None:
+    t = timing._summary([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], "cpu-timer")
+    assert t.median_ms == 5.0
+    assert t.iqr_ms == pytest.approx(4.0)
+
+
+def test_noise_floor_is_relative_spread() -> None:
+    a = timing.Timing(1.0, 0.0, 20, "cuda-events")
+    b = timing.Timing(1.05, 0.0, 20, "cuda-events")
+    assert timing.noise_floor(a, b) == pytest.approx(0.05)
+
+
+def test_compare_catches_nan_inf_and_error() -> None:
+    ref = torch.ones(4, 4, dtype=torch.float64)
+    good = numerics.compare(torch.ones(4, 4), ref, 1e-6)
+    assert good.ok and good.rel_err == 0.0
+    poisoned = torch.ones(4, 4)
+    poisoned[3, 2] = float("nan")
+    bad = numerics.compare(poisoned, ref, 1e-6)
+    assert not bad.ok and "1 non-finite" in bad.error and "14" in bad.error
+    off = numerics.compare(torch.full((4, 4), 1.1), ref, 1e-3)
+    assert not off.ok and off.rel_err == pytest.approx(0.1, rel=1e-5)
+    assert numerics.compare(torch.ones(3), ref, 1e-3).error.startswith("shape")
+
+
+def test_compare_in_chunks_matches_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numerics, "_CHUNK", 7)
+    ref = torch.randn(10, 13, dtype=torch.float64)
+    out = (ref + 1e-3 * torch.randn_like(ref)).float()
+    chunked = numerics.compare(out, ref, 1.0)
+    direct = float(torch.linalg.vector_norm(out.double() - ref) / torch.linalg.vector_norm(ref))
+    assert chunked.rel_err == pytest.approx(direct, rel=1e-9)
+
+
+def test_agreement_matrix_is_pairwise_relative_difference() -> None:
+    a = torch.ones(8)
+    names, matrix = numerics.agreement_matrix({"a": a, "b": a * 1.01, "broken": "RuntimeError: x"})
+    assert names == ["a", "b", "broken"]
+    assert matrix[0][0] == 0.0
+    assert matrix[0][1] == pytest.approx(0.01 / 1.01, rel=1e-6)
+    assert matrix[0][2] is None and matrix[2][2] is None
+
+
+def test_results_file_is_rewritten_after_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "results.json"
+    f = results.ResultsFile(path, {"gpu": "cpu", "commit": "abc"}, {"copy_gbps": None})
+    assert json.loads(path.read_text())["rows"] == []
+    row = {k: None for k in results.ROW_KEYS} | {
+        "op": "softmax",
+        "backend": "x",
+        "ok": True,
+        "ms": float("nan"),
+    }
+    f.add_row(row)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["schema"] == 1 and len(on_disk["rows"]) == 1
+    assert on_disk["rows"][0]["ms"] is None  # NaN is not JSON: it becomes null
+    with pytest.raises(ValueError, match="row: missing keys"):
+        f.add_row({"op": "softmax"})
+    assert results.load(path)["env"]["commit"] == "abc"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_bench_on_cpu_end_to_end(tmp_path: Path) -> None:
+    """eager and the Triton interpreter on one quick shape; an unavailable backend is a row, not a crash."""
+    op_spec = registry.spec("softmax")
+    shape = dict(op_spec.shapes["quick"][2])
+    plan_args = (op_spec, ["eager", "triton", "quack"], shape, torch.float32)
+    out = results.ResultsFile(tmp_path / "results.json", {"gpu": "cpu"}, {})
+    runner.bench_shape(*plan_args, "cpu", {}, out, advance=lambda label: None)
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert rows["eager"]["ok"] and rows["eager"]["ms"] > 0
+    assert rows["triton"]["ok"] and rows["triton"]["rel_err"] < op_spec.tolerance[torch.float32]
+    assert not rows["quack"]["ok"] and rows["quack"]["error"].startswith("unavailable")
+    agreement = json.loads((tmp_path / "results.json").read_text())["agreement"]
+    assert agreement and set(agreement[0]["backends"]) == {"eager", "triton"}
+    console = Console(record=True, width=160)
+    runner.print_tables(json.loads((tmp_path / "results.json").read_text()), console)
+    assert "softmax" in console.export_text()
+
+
+def test_speed_uses_the_right_ceiling() -> None:
+    t = timing.Timing(1.0, 0.0, 20, "cuda-events")
+    cost = registry.Cost(bytes=3 * 10**9, flops=10**12)
+    memory = runner._speed(t, cost, "memory", {"copy_gbps": 3000.0, "matmul_bf16_tflops": 800.0})
+    assert memory["gbps"] == pytest.approx(3000.0) and memory["sol_pct"] == pytest.approx(100.0)
+    compute = runner._speed(t, cost, "compute", {"copy_gbps": 3000.0, "matmul_bf16_tflops": 800.0})
+    assert compute["tflops"] == pytest.approx(1000.0) and compute["sol_pct"] == pytest.approx(125.0)
+
+
+def test_cli_bench_writes_results_on_cpu(tmp_path: Path) -> None:
+    from tilearena.cli import main
+
+    assert main(["bench", "--op", "softmax", "--backend", "eager", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["env"]["gpu"] == "cpu" and all(r["ok"] for r in data["rows"])
+    assert len(data["rows"]) == len(registry.spec("softmax").shapes["quick"])
+    assert main(["bench", "--op", "no-such-op", "--out", str(tmp_path)]) == 2
