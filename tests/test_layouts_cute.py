@@ -375,7 +375,20 @@ def _is_the_defining_function(name: str, args: tuple, result: Layout) -> bool:
 
     first, second = args[0], args[1] if len(args) > 1 else None
     if isinstance(second, tuple):
-        return False
+        # by-mode: each tiled mode must satisfy the definition, and the zipped, tiled and
+        # flat forms must hold the same elements as the logical one
+        if name.endswith("_divide"):
+            logical = logical_divide(first, second)
+        elif name.endswith("_product"):
+            logical = logical_product(first, second)
+        else:
+            logical = result
+        base = "composition" if name == "composition" else "logical" + name[name.index("_") :]
+        for i, tile in enumerate(second):
+            tile_layout = Layout(tile, 1) if isinstance(tile, int) else tile
+            if not _is_the_defining_function(base, (first[i], tile_layout), logical[i]):
+                return False
+        return sorted(result.values()) == sorted(logical.values())
     if name == "composition":
         return all(result(i) == first(second(i)) for i in range(second.size()))
     if name in ("blocked_product", "raked_product"):
