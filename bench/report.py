@@ -1163,14 +1163,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="output directory (default: reports/)",
     )
+    parser.add_argument(
+        "--layout",
+        action="append",
+        default=[],
+        metavar="LAYOUT",
+        help='also draw a layout, e.g. "((2,2),(4,2)):((1,8),(2,16))" (repeatable; see tilearena layout show)',
+    )
     parser.set_defaults(command="report")
     return parser
 
 
+def layout_drawings(expressions: Sequence[str]) -> dict[str, str]:
+    """SVG drawings of layout expressions, made by the layout module (our own, trusted markup)."""
+    from ..layouts.cli import parse_layout
+    from ..layouts.draw import to_svg
+
+    return {text: to_svg(parse_layout(text)) for text in expressions}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        index = write_report(list(args.results), args.out)
-    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        drawings = layout_drawings(getattr(args, "layout", []) or []) or None
+        index = write_report(list(args.results), args.out, layout_svgs=drawings)
+    except (OSError, ValueError, SyntaxError) as error:  # json.JSONDecodeError is a ValueError
         print(f"tilearena report: {error}", file=sys.stderr)
         return 2
     print(index)
