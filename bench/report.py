@@ -1168,7 +1168,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="LAYOUT",
-        help='also draw a layout, e.g. "((2,2),(4,2)):((1,8),(2,16))" (repeatable; see tilearena layout show)',
+        help='also draw a layout, e.g. "(4,8):(8,1)" (repeatable; see tilearena layout show)',
     )
     parser.set_defaults(command="report")
     return parser

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_report import synthetic_results
-
 from tilearena.bench.results import atomic_write_json
+
 from tilearena.cli import main
 
 
