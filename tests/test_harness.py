@@ -108,6 +108,11 @@ def test_speed_uses_the_right_ceiling() -> None:
     assert memory["gbps"] == pytest.approx(3000.0) and memory["sol_pct"] == pytest.approx(100.0)
     compute = runner._speed(t, cost, "compute", {"copy_gbps": 3000.0, "matmul_bf16_tflops": 800.0})
     assert compute["tflops"] == pytest.approx(1000.0) and compute["sol_pct"] == pytest.approx(125.0)
+    assert compute["sol_bound"] == "compute"
+    # A decode-shaped matmul moves many bytes for few flops: memory is its floor.
+    decode = runner._speed(t, registry.Cost(bytes=3 * 10**9, flops=10**9), "compute",
+                           {"copy_gbps": 3000.0, "matmul_bf16_tflops": 800.0})
+    assert decode["sol_bound"] == "memory" and decode["sol_pct"] == pytest.approx(100.0)
 
 
 def test_cli_bench_writes_results_on_cpu(tmp_path: Path) -> None:
