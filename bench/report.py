@@ -1176,8 +1176,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def layout_drawings(expressions: Sequence[str]) -> dict[str, str]:
     """SVG drawings of layout expressions, made by the layout module (our own, trusted markup)."""
-    from ..layouts.cli import parse_layout
-    from ..layouts.draw import to_svg
+    if not expressions:
+        return {}
+    # Absolute imports: this file also runs as a script (python -m tilearena.bench.report).
+    from tilearena.layouts.cli import parse_layout
+    from tilearena.layouts.draw import to_svg
 
     return {text: to_svg(parse_layout(text)) for text in expressions}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -24,3 +25,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def device() -> str:
     return DEVICE
+
+
+def _triton_language_objects() -> list[object]:
+    try:
+        import triton.language as tl
+    except ImportError:
+        return []
+    return [tl, tl.core, tl.math, tl.core.tensor, tl.core.tensor_descriptor_base]
+
+
+# The Triton interpreter patches triton.language with its own builder and, when a kernel calls
+# another @triton.jit function, never restores it (triton 3.6, runtime/interpreter.py). A test
+# module that later compiles for real (the layout tests compile gluon kernels for sm_90) then
+# fails with "InterpreterBuilder has no attribute ...". Restore the pristine attributes after
+# every test module.
+_PRISTINE = [(obj, dict(vars(obj))) for obj in _triton_language_objects()]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_triton_language():
+    yield
+    for obj, attributes in _PRISTINE:
+        for name, value in attributes.items():
+            if vars(obj).get(name, _MISSING) is not value:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(obj, name, value)
+        for name in set(vars(obj)) - set(attributes):
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(obj, name)
+
+
+_MISSING = object()
