@@ -1,0 +1,279 @@
+"""``tune()`` end to end on a CPU: a fake backend with a known best config, one config that
+gives a wrong answer, one that raises and one that crashes the (fake) CUDA timer.
+
+What is real: ``tune`` itself, ``WorkerEvaluator`` (check-then-time, the batch-timing fallback),
+``tasks.check_candidate`` with the default ``check_backend`` (float64 reference, NaN-poisoned
+output), the exhaustive search, the head-to-head final, and ``store.bake`` / ``lookup_config``.
+What is faked: the worker process (an in-process stand-in with the same reply contract), the two
+tasks that need a GPU (``device_context`` and ``time_candidates``) and the current GPU's identity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+from tilearena.autotune import store, tasks
+from tilearena.autotune.space import canonical_json
+from tilearena.autotune.tuner import TuneRequest, tune
+from tilearena.autotune.worker import Reply, failure_kind_of
+from tilearena.kernels import registry
+
+OP, BACKEND = "rmsnorm", "fake-tuned"
+SHAPE = {"M": 8, "N": 64}
+GPU = store.GpuIdentity("NVIDIA H100 80GB HBM3", "h100-sxm", (9, 0))
+
+BEST = {"BLOCK": 64, "num_warps": 4}
+DEFAULT = {"BLOCK": 32, "num_warps": 4}
+WRONG = {"BLOCK": 128, "num_warps": 8}  # runs, but its answer is off by 50 %
+RAISES = {"BLOCK": 16, "num_warps": 2}  # the kernel raises a plain error
+CRASHES = {"BLOCK": 128, "num_warps": 2}  # passes the check, then kills the CUDA context when timed
+BROKEN = [WRONG, RAISES, CRASHES]
+
+#: Fake kernel times (ms). The broken configs would be the fastest of all if they were ever timed
+#: (or their crash ignored), so a leak in the accuracy gate makes one of them win.
+TRAP_MS = 0.01
+
+
+def fake_ms(config):
+    if config in BROKEN:
+        return TRAP_MS
+    if config == BEST:
+        return 1.0
+    if config == DEFAULT:
+        return 3.0
+    if config == {"BLOCK": 16, "num_warps": 4}:
+        return 2.0  # found in the first search batch: an improvement on the default
+    # Everything else: slower than the best by well over the final's noise threshold.
+    return 1.5 + 0.1 * [16, 32, 64, 128].index(config["BLOCK"]) + 0.01 * config["num_warps"]
+
+
+def fake_rmsnorm(x, weight, eps, out=None, config=None):
+    config = dict(config or DEFAULT)
+    if config == RAISES:
+        raise ValueError("BLOCK=16 with 2 warps overflows the registers")
+    x32 = x.float()
+    y = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + eps) * weight.float()
+    if config == WRONG:
+        y = y * 1.5
+    return y.to(x.dtype)
+
+
+class InProcessWorker:
+    """Stands in for ``IsolatedWorker``: runs each task here and answers with a ``Reply`` the way
+    the worker's ``_serve`` does (an exception becomes "fatal" or "error" by its message). The
+    GPU-only tasks are replaced; any other task than the check is a test failure."""
+
+    def __init__(self):
+        self.calls = Counter()
+        self.timed = []  # every batch passed to the timer
+
+    def call(self, task, *args, timeout_s=60.0, **kwargs):
+        self.calls[task.__name__] += 1
+        fakes = {
+            tasks.device_context: self.device_context,
+            tasks.time_candidates: self.time_candidates,
+            tasks.check_candidate: tasks.check_candidate,
+        }
+        if task not in fakes:
+            pytest.fail(f"tune() sent an unexpected task to the worker: {task.__name__}")
+        try:
+            value = fakes[task](*args, **kwargs)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            return Reply(False, failure=failure_kind_of(message), detail=message)
+        return Reply(True, value)
+
+    @staticmethod
+    def device_context(device, shape, dtype_name):
+        return {
+            "shape": dict(shape),
+            "dtype_bytes": tasks.dtype_from_name(dtype_name).itemsize,
+            "shared_memory_bytes": 227 * 1024,
+            "sm_count": 132,
+            "compute_capability": GPU.compute_capability,
+            "gpu_name": GPU.name,
+        }
+
+    def time_candidates(self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20):
+        assert (op, backend, shape) == (OP, BACKEND, SHAPE)
+        self.timed.append([dict(c) for c in configs])
+        if CRASHES in configs:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return [[fake_ms(c)] * rounds for c in configs]
+
+
+@pytest.fixture
+def fake_backend(tmp_path, monkeypatch):
+    """The fake backend in the registry, an empty baked store in tmp_path, no real GPU lookups."""
+    b = registry.Backend(
+        OP,
+        BACKEND,
+        "triton",
+        fake_rmsnorm,
+        devices=("cuda", "cpu"),
+        writes_out=False,
+        config_space={"BLOCK": (16, 32, 64, 128), "num_warps": (2, 4, 8)},
+        default_config=dict(DEFAULT),
+    )
+    monkeypatch.setitem(registry._BACKENDS, (OP, BACKEND), b)
+    monkeypatch.setenv("TILEARENA_BAKED_DIR", str(tmp_path))
+    monkeypatch.setattr(store, "current_gpu", lambda device=None: GPU)
+    store.clear_cache()
+    yield tmp_path
+    store.clear_cache()
+
+
+def _request(effort="quick"):
+    # "bf16": the alias must reach the check (torch dtype) and the entry ("bfloat16") normalised.
+    return TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", effort, budget_s=None, device="cpu")
+
+
+def test_tune_picks_the_known_best_and_broken_configs_cannot_win(fake_backend):
+    worker = InProcessWorker()
+    result = tune(_request(), worker)
+
+    assert result.error is None
+    assert result.search.strategy == "exhaustive" and result.search.stopped_by == "done"
+    # 12 configs, each checked once (the default seed is not measured twice).
+    assert len(result.search.outcomes) == 12
+    assert worker.calls["check_candidate"] == 12
+    assert result.decision.winner == BEST
+    assert result.entry["config"] == BEST
+    assert result.entry["time_ms"] == pytest.approx(1.0)
+    assert result.entry["dtype"] == "bfloat16" and result.entry["shape"] == SHAPE
+    assert (result.entry["evaluated"], result.entry["failed"]) == (12, 3)
+
+    # Each broken config is recorded as failed, with its kind, and never got a time.
+    failed = {canonical_json(o.config): o for o in result.search.failures}
+    assert set(failed) == {canonical_json(c) for c in BROKEN}
+    assert failed[canonical_json(WRONG)].failure == "wrong"
+    assert "relative L2 error" in failed[canonical_json(WRONG)].detail
+    assert failed[canonical_json(RAISES)].failure == "error"
+    assert "overflows the registers" in failed[canonical_json(RAISES)].detail
+    assert failed[canonical_json(CRASHES)].failure == "fatal"
+    assert failed[canonical_json(CRASHES)].detail.startswith("timing: ")
+    assert all(o.time_ms is None for o in failed.values())
+    # Only the crashing config passed the check, so only it reached the timer; the others never.
+    timed = [c for batch in worker.timed for c in batch]
+    assert WRONG not in timed and RAISES not in timed and CRASHES in timed
+    # The batch it crashed was re-timed one by one, so its neighbours still got times.
+    assert [CRASHES] in worker.timed
+
+    # Failed configs are not finalists, runner-ups, or successes.
+    finalists = [c for c, _ in result.decision.standings]
+    assert len(finalists) == 4 and not any(c in BROKEN for c in finalists)
+    assert not any(r["config"] in BROKEN for r in result.entry["runner_ups"])
+    assert not any(o.config in BROKEN for o in result.search.successes)
+    runner_times = [r["time_ms"] for r in result.entry["runner_ups"]]
+    assert runner_times == sorted(runner_times) and runner_times[0] > result.entry["time_ms"]
+
+    # The kernel's default was measured first, as a seed.
+    assert result.search.outcomes[0].config == DEFAULT and result.search.outcomes[0].source == "seed"
+
+    record = result.log_record()
+    assert record["winner"] == result.entry and record["evaluated"] == 12
+    assert sorted((canonical_json(f["config"]), f["failure"]) for f in record["failed"]) == sorted(
+        [
+            (canonical_json(WRONG), "wrong"),
+            (canonical_json(RAISES), "error"),
+            (canonical_json(CRASHES), "fatal"),
+        ]
+    )
+    json.dumps(record)  # the report writes it as JSON
+
+
+def test_convergence_log_is_monotone(fake_backend):
+    seen = []
+    result = tune(_request(), InProcessWorker(), on_progress=lambda r: seen.append(len(r.outcomes)))
+    log = result.search.log
+    assert len(log) >= 3
+    tried = [point["configs_tried"] for point in log]
+    best = [point["best_ms"] for point in log]
+    assert all(a < b for a, b in itertools.pairwise(tried)), tried
+    assert tried[-1] == len(result.search.outcomes)
+    assert all(b is not None and math.isfinite(b) for b in best), best
+    assert all(b <= a for a, b in itertools.pairwise(best)), best
+    # Not flat: the default (3 ms) first, then improvements down to the known best (1 ms), and
+    # never below it, although the broken configs would have timed at TRAP_MS.
+    assert best[0] == pytest.approx(3.0)
+    assert len(set(best)) >= 3
+    assert best[-1] == pytest.approx(1.0)
+    assert min(best) > TRAP_MS
+    assert all(point["t_s"] >= 0 for point in log)
+    # on_progress saw each step of the log as it happened.
+    assert seen == tried
+
+
+def test_bake_reload_lookup_and_reuse_as_seed(fake_backend):
+    directory = fake_backend
+    assert store.lookup_config(OP, BACKEND, "bfloat16", SHAPE) is None  # nothing baked yet
+    result = tune(_request(), InProcessWorker())
+    assert result.entry is not None
+
+    gpu = {
+        "name": GPU.name,
+        "slug": GPU.slug,
+        "compute_capability": list(GPU.compute_capability),
+        "driver": "580.0",
+        "cuda": "12.8",
+        "torch": torch.__version__,
+        "dsl_versions": {},
+    }
+    path = str(directory / f"{GPU.slug}.json")
+    assert store.bake([result.entry], gpu, path) == path
+
+    with open(path) as handle:
+        raw = json.load(handle)
+    assert raw["schema"] == store.SCHEMA and len(raw["entries"]) == 1
+    reloaded = store.read_file(path)
+    assert reloaded is not None and len(reloaded["entries"]) == 1
+    entry = reloaded["entries"][0]
+    assert (entry["op"], entry["backend"], entry["dtype"], entry["shape"]) == (
+        OP,
+        BACKEND,
+        "bfloat16",
+        SHAPE,
+    )
+    assert entry["config"] == BEST and entry["time_ms"] == pytest.approx(1.0)
+
+    store.clear_cache()
+    assert store.lookup_config(OP, BACKEND, "bfloat16", SHAPE) == BEST
+    assert store.lookup_config(OP, BACKEND, "bf16", SHAPE) == BEST
+    assert store.lookup_config(OP, BACKEND, "float16", SHAPE) is None  # other dtype: not baked
+
+    # A second run with no search budget measures only its first seed: the baked winner, found
+    # through the GPU identity that tune() got from the worker (else it would be the default).
+    worker = InProcessWorker()
+    again = tune(_request(effort="none"), worker)
+    assert [o.config for o in again.search.outcomes] == [BEST]
+    assert worker.calls["check_candidate"] == 1
+    assert again.entry["config"] == BEST
+
+
+def test_no_winner_when_every_config_fails_the_check(fake_backend, monkeypatch):
+    monkeypatch.setitem(
+        registry._BACKENDS,
+        (OP, BACKEND),
+        registry.Backend(
+            OP,
+            BACKEND,
+            "triton",
+            lambda x, weight, eps, out=None, config=None: fake_rmsnorm(x, weight, eps, config=WRONG),
+            devices=("cuda", "cpu"),
+            writes_out=False,
+            config_space={"BLOCK": (32, 64), "num_warps": (4,)},
+            default_config=dict(DEFAULT),
+        ),
+    )
+    worker = InProcessWorker()
+    result = tune(_request(), worker)
+    assert result.decision is None and result.entry is None
+    assert result.error == "no candidate passed the accuracy check"
+    assert [o.failure for o in result.search.outcomes] == ["wrong", "wrong"]
+    assert worker.timed == []
+    assert result.log_record()["winner"] is None
