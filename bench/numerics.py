@@ -73,9 +73,10 @@ def poisoned_output(op_spec: registry.OpSpec, args: Sequence[Any]) -> torch.Tens
     return out
 
 
-def _run_into(
+def run_into(
     b: registry.Backend, args: Sequence[Any], out: torch.Tensor, config: Mapping | None
 ) -> torch.Tensor:
+    """Run ``b`` into ``out``; a backend that allocates its own result is copied in (never timed)."""
     kwargs: dict[str, Any] = {"out": out}
     if config is not None:
         kwargs["config"] = config
@@ -104,26 +105,12 @@ def check_backend(
     b = registry.backend(op, backend)
     args = op_spec.make_inputs(shape, dtype, device, seed)
     try:
-        out = _run_into(b, args, poisoned_output(op_spec, args), config)
+        out = run_into(b, args, poisoned_output(op_spec, args), config)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
     except Exception as exc:
         return Numerics(None, None, op_spec.tolerance.get(dtype), False, f"{type(exc).__name__}: {exc}")
     return compare(out, reference_on(op_spec, args), op_spec.tolerance[dtype])
-
-
-def run_on_shared_inputs(
-    op: str, backends: Sequence[str], args: Sequence[Any]
-) -> dict[str, torch.Tensor | str]:
-    """Each backend's output on the same inputs (or its error message)."""
-    op_spec = registry.spec(op)
-    outputs: dict[str, torch.Tensor | str] = {}
-    for name in backends:
-        try:
-            outputs[name] = _run_into(registry.backend(op, name), args, poisoned_output(op_spec, args), None)
-        except Exception as exc:
-            outputs[name] = f"{type(exc).__name__}: {exc}"
-    return outputs
 
 
 def agreement_matrix(outputs: Mapping[str, torch.Tensor | str]) -> tuple[list[str], list[list[float | None]]]:

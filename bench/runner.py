@@ -123,10 +123,7 @@ def bench_shape(
             results.add_row(row)
             continue
         try:
-            out = numerics.poisoned_output(op_spec, args)
-            result = b.fn(*args, out=out)
-            if result is not out:
-                out.copy_(result)
+            out = numerics.run_into(b, args, numerics.poisoned_output(op_spec, args), None)
             if device != "cpu":
                 torch.cuda.synchronize()
             check = numerics.compare(out, ref, op_spec.tolerance[dtype])
@@ -219,8 +216,14 @@ def _speed(timing: Timing, cost: registry.Cost, bound: str, ceilings: dict[str, 
         floors["compute"] = cost.flops / (gemm * 1e12)
     limit = max(floors, key=floors.get) if floors else None
     sol = 100.0 * floors[limit] / seconds if limit and seconds > 0 else None
-    return {"ms": timing.median_ms, "ms_iqr": timing.iqr_ms, "gbps": gbps, "tflops": tflops, "sol_pct": sol,
-            "sol_bound": limit}
+    return {
+        "ms": timing.median_ms,
+        "ms_iqr": timing.iqr_ms,
+        "gbps": gbps,
+        "tflops": tflops,
+        "sol_pct": sol,
+        "sol_bound": limit,
+    }
 
 
 def _warm_one(task: tuple[str, str, dict, str]) -> str | None:

@@ -61,24 +61,3 @@ def check_finite_scalar(name: str, value: object, *, minimum: float | None = Non
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected a value >= {minimum}, got {value}")
     return value
-
-
-def check_out(out: torch.Tensor | None, expected: torch.Tensor) -> None:
-    """``out`` must match the shape, dtype and device of the result it receives."""
-    if out is None:
-        return
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"out: expected a torch.Tensor, got {type(out).__name__}")
-    if out.shape != expected.shape or out.dtype != expected.dtype or out.device != expected.device:
-        raise ValueError(
-            f"out: expected shape {tuple(expected.shape)}, dtype {expected.dtype} on {expected.device}, "
-            f"got shape {tuple(out.shape)}, dtype {out.dtype} on {out.device}"
-        )
-    if not out.is_contiguous():
-        raise ValueError("out: expected a contiguous tensor")
-
-
-def rows_view(x: torch.Tensor) -> torch.Tensor:
-    """View an (..., N) contiguous tensor as (M, N) rows."""
-    n = x.shape[-1]
-    return x.view(-1, n) if x.numel() or n else x.reshape(0, n)

@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError:
             continue
         if hasattr(module, "add_parser"):
+            before = set(sub.choices)
             module.add_parser(sub)
+            # Each subcommand the module adds runs through the module's own run().
+            for name in set(sub.choices) - before:
+                sub.choices[name].set_defaults(run=module.run)
     return parser
 
 
@@ -136,20 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if hasattr(args, "run"):
-            return int(args.run(args) or 0)
-        return int(importlib.import_module(_module_of(args.command)).run(args) or 0)
+        return int(args.run(args) or 0)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         print(f"tilearena {args.command}: {exc}", file=sys.stderr)
         return 2
-
-
-def _module_of(command: str) -> str:
-    return {
-        "tune": "tilearena.autotune.cli",
-        "report": "tilearena.bench.report",
-        "layout": "tilearena.layouts.cli",
-    }[command]
 
 
 if __name__ == "__main__":
