@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..dispatch import why_not
+from ..dispatch import baked_config, why_not
 from ..kernels import registry
 from . import numerics
 from .environment import environment, measure_ceilings
@@ -56,6 +56,7 @@ def _rotated_calls(
     dtype: torch.dtype,
     device: str,
     seed: int,
+    config: Any = None,
 ) -> list[Callable[[], Any]]:
     """Calls on distinct input copies whose total exceeds twice the L2, for graph replay."""
     l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
@@ -63,16 +64,19 @@ def _rotated_calls(
     calls = []
     for i in range(copies):
         copy_args = args if i == 0 else op_spec.make_inputs(shape, dtype, device, seed + 1000 + i)
-        calls.append(_timed_call(op_spec, b, copy_args))
+        calls.append(_timed_call(op_spec, b, copy_args, config))
     return calls
 
 
-def _timed_call(op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any]) -> Callable[[], Any]:
+def _timed_call(
+    op_spec: registry.OpSpec, b: registry.Backend, args: Sequence[Any], config: Any = None
+) -> Callable[[], Any]:
     # Our kernels write a preallocated output; the rest allocate theirs as a user's call would.
+    kwargs = {"config": config} if config else {}
     if b.writes_out:
         out = op_spec.empty_output(*args)
-        return lambda: b.fn(*args, out=out)
-    return lambda: b.fn(*args)
+        return lambda: b.fn(*args, out=out, **kwargs)
+    return lambda: b.fn(*args, **kwargs)
 
 
 def _row(op_spec: registry.OpSpec, b: registry.Backend, shape: dict, dtype: torch.dtype) -> dict[str, Any]:
@@ -122,8 +126,11 @@ def bench_shape(
             row["error"] = f"unavailable: {reason}"
             results.add_row(row)
             continue
+        # The autotuner's baked config for this GPU and shape, as a user's call would get it.
+        config = baked_config(op_spec.name, b, args, shape)
+        row["config"] = config
         try:
-            out = numerics.run_into(b, args, numerics.poisoned_output(op_spec, args), None)
+            out = numerics.run_into(b, args, numerics.poisoned_output(op_spec, args), config)
             if device != "cpu":
                 torch.cuda.synchronize()
             check = numerics.compare(out, ref, op_spec.tolerance[dtype])
@@ -141,7 +148,7 @@ def bench_shape(
         outputs[name] = out
         if check.ok and time_it:
             try:
-                timing, noise = _time_twice(op_spec, b, args, shape, dtype, device, seed)
+                timing, noise = _time_twice(op_spec, b, args, shape, dtype, device, seed, config)
             except Exception as exc:
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -175,9 +182,12 @@ def _time_twice(
     dtype: torch.dtype,
     device: str,
     seed: int,
+    config: Any = None,
 ) -> tuple[Timing, float]:
-    call = _timed_call(op_spec, b, args)
-    graph_calls = _rotated_calls(op_spec, b, args, shape, dtype, device, seed) if device != "cpu" else None
+    call = _timed_call(op_spec, b, args, config)
+    graph_calls = (
+        _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
+    )
     try:
         first = measure(call, device, graph_fns=graph_calls, repeats=20)
         second = measure(call, device, graph_fns=graph_calls, repeats=20)

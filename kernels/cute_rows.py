@@ -383,7 +383,6 @@ if cutlass is not None:
             )
         return TORCH_TO_CUTE[torch_dtype]
 
-
     @cute.jit
     def column_predicate(coords: cute.Tensor, n: cutlass.Constexpr[int]) -> cute.Tensor:
         """Per-vector in-bounds flags for a thread's copy partition of the identity tensor.

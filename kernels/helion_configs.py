@@ -35,7 +35,8 @@ from . import registry
 
 #: Keys a ``helion.Config`` understands; anything else in a ``config`` is a typo.
 _HELION_CONFIG_KEYS = frozenset(
-    name for name, p in inspect.signature(helion.Config.__init__).parameters.items()
+    name
+    for name, p in inspect.signature(helion.Config.__init__).parameters.items()
     if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 
@@ -67,8 +68,12 @@ def rowwise_config(n: int, *, looped_chunk: int = 8192) -> dict[str, Any]:
         return {"block_sizes": [rows], "reduction_loops": [None], "num_warps": warps, "num_stages": 1}
     if block_n <= MAX_ROW_IN_REGISTERS:
         # One row per program, ~16-32 fp32 values per thread: no spills, one read of x.
-        return {"block_sizes": [1], "reduction_loops": [None],
-                "num_warps": max(4, min(32, block_n // 1024)), "num_stages": 1}
+        return {
+            "block_sizes": [1],
+            "reduction_loops": [None],
+            "num_warps": max(4, min(32, block_n // 1024)),
+            "num_stages": 1,
+        }
     return {"block_sizes": [1], "reduction_loops": [looped_chunk], "num_warps": 16, "num_stages": 2}
 
 
@@ -81,6 +86,7 @@ def softmax_online_config(n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Matmul: C[M, N] = A[M, K] @ B, ``hl.tile([m, n])`` with an ``hl.tile(k)`` loop inside.
 # --------------------------------------------------------------------------------------------
+
 
 def matmul_config(m: int, n: int, k: int) -> dict[str, Any]:
     """The shipped config for an (M, N, K) problem: ``block_sizes`` = [BLOCK_M, BLOCK_N, BLOCK_K].
@@ -119,8 +125,12 @@ def matmul_config(m: int, n: int, k: int) -> dict[str, Any]:
 # Shared machinery.
 # --------------------------------------------------------------------------------------------
 
-def merge_config(shipped: Mapping[str, Any], config: Mapping[str, Any] | helion.Config | None,
-                 extra_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+
+def merge_config(
+    shipped: Mapping[str, Any],
+    config: Mapping[str, Any] | helion.Config | None,
+    extra_keys: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
     """``shipped`` overridden key by key by ``config``; raises ValueError naming an unknown key.
 
     ``extra_keys`` are backend-level keys (not Helion's) that the caller pops itself.
@@ -160,15 +170,23 @@ def _thaw(value: Any) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _compiled_kernel(fn: Callable[..., Any], frozen_config: tuple, static_shapes: bool,
-                     ref_mode: bool, frozen_settings: tuple) -> helion.Kernel:
+def _compiled_kernel(
+    fn: Callable[..., Any], frozen_config: tuple, static_shapes: bool, ref_mode: bool, frozen_settings: tuple
+) -> helion.Kernel:
     config = helion.Config(**{k: _thaw(v) for k, v in frozen_config})
-    return helion.kernel(fn, config=config, static_shapes=static_shapes, autotune_effort="none",
-                         ref_mode=RefMode.EAGER if ref_mode else RefMode.OFF, **dict(frozen_settings))
+    return helion.kernel(
+        fn,
+        config=config,
+        static_shapes=static_shapes,
+        autotune_effort="none",
+        ref_mode=RefMode.EAGER if ref_mode else RefMode.OFF,
+        **dict(frozen_settings),
+    )
 
 
-def helion_kernel(fn: Callable[..., Any], config: Mapping[str, Any], *, static_shapes: bool,
-                  **settings: Any) -> helion.Kernel:
+def helion_kernel(
+    fn: Callable[..., Any], config: Mapping[str, Any], *, static_shapes: bool, **settings: Any
+) -> helion.Kernel:
     """One ``helion.Kernel`` per (kernel function, config), built once and kept.
 
     Helion caches the bound (compiled) kernel per shape specialisation inside each Kernel and
@@ -190,11 +208,13 @@ def run_kernel(kernel: helion.Kernel, *args: Any) -> Any:
         raise ValueError(f"config: {exc}") from exc
 
 
-def helion_config_space(fn: Callable[..., Any], args: tuple[Any, ...], *, static_shapes: bool,
-                        **settings: Any) -> Any:
+def helion_config_space(
+    fn: Callable[..., Any], args: tuple[Any, ...], *, static_shapes: bool, **settings: Any
+) -> Any:
     """Helion's ``ConfigSpec`` (the autotuner's search space) for ``fn`` bound to ``args``."""
-    kernel = helion.kernel(fn, static_shapes=static_shapes, autotune_effort="none", ref_mode=RefMode.OFF,
-                           **settings)
+    kernel = helion.kernel(
+        fn, static_shapes=static_shapes, autotune_effort="none", ref_mode=RefMode.OFF, **settings
+    )
     return kernel.bind(tuple(args)).config_spec
 
 
@@ -214,6 +234,7 @@ def describe_config_space(config_spec: Any) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # Tuning: Helion's ConfigSpec as a tilearena ConfigSpace, and Helion's own autotuner.
 # --------------------------------------------------------------------------------------------
+
 
 def _backend_module(op: str) -> Any:
     return importlib.import_module(f"{__package__}.{op}.helion")
@@ -358,8 +379,13 @@ def helion_autotune(op: str, *op_args: Any, effort: str = "quick", **options: An
     as a plain dict that the backend's ``config=`` accepts and the tuning store can keep."""
     module = _backend_module(op)
     fn, args, static_shapes, settings = module.kernel_call(*op_args)
-    kernel = helion.kernel(fn, static_shapes=static_shapes, ref_mode=RefMode.OFF,
-                           autotune_effort=effort if effort in ("quick", "full") else "quick", **settings)
+    kernel = helion.kernel(
+        fn,
+        static_shapes=static_shapes,
+        ref_mode=RefMode.OFF,
+        autotune_effort=effort if effort in ("quick", "full") else "quick",
+        **settings,
+    )
     best = _to_plain(kernel.autotune(args, force=True, **options))
     if op == "softmax":
         # The tuned config is for the kernel variant this row length selects.
@@ -367,8 +393,9 @@ def helion_autotune(op: str, *op_args: Any, effort: str = "quick", **options: An
     return best
 
 
-def external_autotuner(op: str, backend: str, shape: Mapping[str, int], dtype_name: str, effort: str,
-                       budget_s: float | None) -> dict[str, Any]:
+def external_autotuner(
+    op: str, backend: str, shape: Mapping[str, int], dtype_name: str, effort: str, budget_s: float | None
+) -> dict[str, Any]:
     """For ``autotune.tuner.register_external_autotuner("helion", external_autotuner)``.
 
     ``budget_s`` is not passed on: Helion's effort profile bounds its own search.

@@ -126,8 +126,17 @@ def nvcc_command(
         raise FileNotFoundError("nvcc: not found on PATH nor under /usr/local/cuda*/bin")
     compute = arch.replace("sm_", "compute_")
     return [
-        nvcc, "-std=c++20", "-w", f"-I{TILELANG_TEMPLATE_PATH}", f"-I{CUTLASS_INCLUDE_DIR}", "-DENABLE_BF16",
-        f"-gencode=arch={compute},code={arch}", "--ptx" if ptx_only else "-c", source_path, "-o", output_path,
+        nvcc,
+        "-std=c++20",
+        "-w",
+        f"-I{TILELANG_TEMPLATE_PATH}",
+        f"-I{CUTLASS_INCLUDE_DIR}",
+        "-DENABLE_BF16",
+        f"-gencode=arch={compute},code={arch}",
+        "--ptx" if ptx_only else "-c",
+        source_path,
+        "-o",
+        output_path,
     ]
 
 

@@ -128,3 +128,23 @@ def test_cuda_graph_capture(backend: str | None) -> None:
 def test_bad_device_mix_is_refused() -> None:
     with pytest.raises(ValueError, match="expected all tensors on one device"):
         tilearena.rmsnorm(torch.randn(4, 8, device="cuda"), torch.randn(8))
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_rows_finish_on_nan_and_inf(op: str) -> None:
+    """Long rows are shared by programs that wait for each other's partials: a NaN or an inf in
+    the input must propagate to its own row, never stall the waiters or leak into other rows."""
+    m, n = 6, 65536
+    x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+    x[1, 777] = float("nan")
+    x[3, 40000] = float("inf")
+    x[4, :] = float("nan")
+    args = (x, torch.randn(n, device="cuda", dtype=torch.bfloat16), 1e-6) if op == "rmsnorm" else (x,)
+    y = getattr(tilearena, op)(*args, backend="triton")
+    torch.cuda.synchronize()
+    finite_rows = torch.isfinite(y.float()).all(dim=1).tolist()
+    assert finite_rows[0] and finite_rows[2] and finite_rows[5]
+    assert not finite_rows[1] and not finite_rows[4]
+    ref = registry.spec(op).reference(*args)
+    for row in (0, 2, 5):
+        assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok

@@ -91,6 +91,13 @@ def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) ->
         return None
 
 
+def baked_config(op: str, b: registry.Backend, args: Sequence[Any], shape: Mapping[str, int]) -> Any:
+    """The config the autotuner baked for ``b`` on these arguments, or None (use the default)."""
+    if b.config_space is None:
+        return None
+    return _baked(op, args, shape, b.name) or None
+
+
 def resolve(op: str, backend: str | None, args: Sequence[Any], shape: Mapping[str, int]) -> registry.Backend:
     name = backend or _context_choice(op)
     if name is not None:
@@ -121,7 +128,7 @@ def call(op: str, args: Sequence[Any], backend: str | None = None) -> torch.Tens
     b = resolve(op, backend, args, shape)
     if any(isinstance(a, torch.Tensor) and a.numel() == 0 for a in args[:1]):
         return op_spec.empty_output(*args)
-    config = _baked(op, args, shape, b.name) if b.config_space is not None else None
+    config = baked_config(op, b, args, shape)
     if config:
         return b.fn(*args, config=config)
     return b.fn(*args)

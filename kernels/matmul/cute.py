@@ -424,7 +424,12 @@ def _fake_row_major(dtype: type[cutlass.Numeric], rows: Any, cols: Any) -> cute.
 
 
 def compile_gemm(
-    dtype: torch.dtype, transpose_b: bool, tile_m: int, tile_n: int, stages: int, group_m: int,
+    dtype: torch.dtype,
+    transpose_b: bool,
+    tile_m: int,
+    tile_n: int,
+    stages: int,
+    group_m: int,
     options: str = "--enable-tvm-ffi",
 ) -> Any:
     """Compile against fake tensors (no GPU needed); the result is called with torch tensors."""
@@ -459,7 +464,10 @@ def _shape(a: torch.Tensor, b: torch.Tensor, transpose_b: bool) -> tuple[int, in
 
 
 def supports(
-    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, out: torch.Tensor | None = None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    transpose_b: bool = False,
+    out: torch.Tensor | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> str | None:
     if a.dtype not in _TORCH_TO_CUTLASS:

@@ -63,8 +63,9 @@ def _kernel(transpose_b: bool, dtype: torch.dtype, config: Mapping[str, Any]) ->
 
 
 @lru_cache(maxsize=1024)
-def _shipped_kernel(m: int, n: int, k: int, transpose_b: bool, dtype: torch.dtype,
-                    interpret: bool) -> helion.Kernel:
+def _shipped_kernel(
+    m: int, n: int, k: int, transpose_b: bool, dtype: torch.dtype, interpret: bool
+) -> helion.Kernel:
     # One look-up per call on the default path (``interpret`` only keys the cache).
     return _kernel(transpose_b, dtype, matmul_config(m, n, k))
 
@@ -97,8 +98,9 @@ def matmul_helion(
     return c
 
 
-def kernel_call(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False,
-                out: torch.Tensor | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+def kernel_call(
+    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, out: torch.Tensor | None = None
+) -> tuple[Any, tuple, bool, dict[str, Any]]:
     """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments;
     see ``helion_configs``."""
     n = b.shape[0] if transpose_b else b.shape[1]
@@ -114,6 +116,13 @@ def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
 
 
 BACKENDS = [
-    Backend("matmul", "helion", "helion", matmul_helion, requires=("helion",), devices=("cuda",),
-            config_space=HelionConfigSpace("matmul")),
+    Backend(
+        "matmul",
+        "helion",
+        "helion",
+        matmul_helion,
+        requires=("helion",),
+        devices=("cuda",),
+        config_space=HelionConfigSpace("matmul"),
+    ),
 ]

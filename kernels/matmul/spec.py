@@ -39,12 +39,12 @@ def validate(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False) -> dic
     m, k = a.shape
     b_k, n = b_dims(b, transpose_b)
     if k == 0:
-        raise ValueError("a: expected K >= 1 (a non-empty second dimension), got shape "
-                         f"{tuple(a.shape)}")
+        raise ValueError(f"a: expected K >= 1 (a non-empty second dimension), got shape {tuple(a.shape)}")
     if b_k != k:
         layout = "[N, K] (transpose_b=True)" if transpose_b else "[K, N]"
-        raise ValueError(f"b: expected layout {layout} with K={k} to match a {tuple(a.shape)}, "
-                         f"got shape {tuple(b.shape)}")
+        raise ValueError(
+            f"b: expected layout {layout} with K={k} to match a {tuple(a.shape)}, got shape {tuple(b.shape)}"
+        )
     return {"M": m, "N": n, "K": k, "BT": int(transpose_b)}
 
 
@@ -56,8 +56,7 @@ def make_inputs(shape: dict[str, int], dtype: torch.dtype, device: str, seed: in
     # Unit-variance A times B of variance 1/K gives outputs of variance ~1 for any K, so the
     # relative tolerance means the same thing at K=16 and K=28672 and nothing overflows fp16.
     b_shape = (n, k) if transpose_b else (k, n)
-    b = (torch.randn(*b_shape, generator=gen, device=device, dtype=torch.float32)
-         / math.sqrt(k)).to(dtype)
+    b = (torch.randn(*b_shape, generator=gen, device=device, dtype=torch.float32) / math.sqrt(k)).to(dtype)
     return a, b, transpose_b
 
 
@@ -104,15 +103,11 @@ LLAMA_TOKENS = (1, 16, 128, 1024, 4096, 16384)
 # Token counts from decode (M=1, memory-bound on the weight) to long prefill, against the
 # weights as nn.Linear stores them (BT=1).
 MATMUL_LLAMA = tuple(
-    _shape(m, n, k, 1)
-    for (n, k) in (*LLAMA3_8B_PROJECTIONS, *LLAMA3_70B_PROJECTIONS)
-    for m in LLAMA_TOKENS
+    _shape(m, n, k, 1) for (n, k) in (*LLAMA3_8B_PROJECTIONS, *LLAMA3_70B_PROJECTIONS) for m in LLAMA_TOKENS
 )
 
 # What fits the device budget: decode, a mid batch and prefill against the 8B projections.
-MATMUL_LLAMA_SMALL = tuple(
-    _shape(m, n, k, 1) for (n, k) in LLAMA3_8B_PROJECTIONS for m in (1, 128, 4096)
-)
+MATMUL_LLAMA_SMALL = tuple(_shape(m, n, k, 1) for (n, k) in LLAMA3_8B_PROJECTIONS for m in (1, 128, 4096))
 
 SPEC = OpSpec(
     name="matmul",

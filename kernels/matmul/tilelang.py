@@ -50,8 +50,14 @@ BUCKET_CONFIGS: dict[int, dict[str, Any]] = {
     # Small prefill: 128x128 tiles, two consumer warpgroups.
     256: {"block_m": 128, "block_n": 128, "block_k": 64, "num_stages": 4, "threads": 256, "swizzle_panel": 8},
     # Large: 128x256 tiles, 3 stages (3 x 48 KB operands + 64 KB output staging < 227 KB).
-    1 << 62: {"block_m": 128, "block_n": 256, "block_k": 64, "num_stages": 3, "threads": 256,
-              "swizzle_panel": 8},
+    1 << 62: {
+        "block_m": 128,
+        "block_n": 256,
+        "block_k": 64,
+        "num_stages": 3,
+        "threads": 256,
+        "swizzle_panel": 8,
+    },
 }
 DEFAULT_CONFIG: dict[str, Any] = {name: None for name in CONFIG_SPACE}
 
@@ -71,9 +77,7 @@ def matmul_config(m: int, n: int, k: int, config: Mapping[str, Any] | None) -> d
     bucket = BUCKET_CONFIGS[m_bucket(m)]
     resolved = {name: bucket[name] if cfg[name] is None else cfg[name] for name in CONFIG_SPACE}
     if resolved["block_n"] is None:
-        resolved["block_n"] = next(
-            (bn for bn in (128, 64) if -(-n // bn) >= DECODE_MIN_TILES), 32
-        )
+        resolved["block_n"] = next((bn for bn in (128, 64) if -(-n // bn) >= DECODE_MIN_TILES), 32)
     if resolved["block_m"] % 64 or resolved["block_m"] // 64 > resolved["threads"] // 128 * 2:
         raise ValueError(
             f"block_m: {resolved['block_m']} needs 64-row wgmma slices for each of "
@@ -171,6 +175,15 @@ def _supports(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False) -> st
 
 
 BACKENDS = [
-    Backend("matmul", "tilelang", "tilelang", matmul_tilelang, requires=("tilelang",), min_cc=(9, 0),
-            supports=_supports, config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "matmul",
+        "tilelang",
+        "tilelang",
+        matmul_tilelang,
+        requires=("tilelang",),
+        min_cc=(9, 0),
+        supports=_supports,
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

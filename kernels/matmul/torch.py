@@ -20,16 +20,18 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool) -> torch.Tensor
     return torch.mm(a, b.t() if transpose_b else b)
 
 
-def matmul_cublas(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_cublas(
+    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
     if out is not None and a.device.type == "cuda":
         # cuBLAS writes straight into out; no copy, so the timed call is the library call.
         return torch.mm(a, b.t() if transpose_b else b, out=out)
     return into(out, _matmul(a, b, transpose_b))
 
 
-def matmul_eager(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_eager(
+    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
     return into(out, _matmul(a, b, transpose_b))
 
 
@@ -41,8 +43,9 @@ def _compiled() -> Callable[..., torch.Tensor]:
     return torch.compile(_matmul, mode="max-autotune-no-cudagraphs", dynamic=False)
 
 
-def matmul_compile(a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_compile(
+    a: torch.Tensor, b: torch.Tensor, transpose_b: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
     return into(out, _compiled()(a, b, transpose_b))
 
 

@@ -47,12 +47,27 @@ def _tile_coordinates(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 @triton.jit
 def _matmul_kernel(
-    a_ptr, b_ptr, c_ptr, partial_ptr, arrivals_ptr,
-    M, N, K, stride_am, stride_b, stride_cm,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
-    B_TRANSPOSED: tl.constexpr, USE_TMA: tl.constexpr, UPCAST: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, FLATTEN: tl.constexpr,
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    partial_ptr,
+    arrivals_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_b,
+    stride_cm,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    B_TRANSPOSED: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    UPCAST: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+    FLATTEN: tl.constexpr,
 ):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -63,16 +78,20 @@ def _matmul_kernel(
     c_dtype = c_ptr.dtype.element_ty
 
     if USE_TMA:
-        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[stride_am, 1],
-                                           block_shape=[BLOCK_M, BLOCK_K])
+        a_desc = tl.make_tensor_descriptor(
+            a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K]
+        )
         if B_TRANSPOSED:
-            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[stride_b, 1],
-                                               block_shape=[BLOCK_N, BLOCK_K])
+            b_desc = tl.make_tensor_descriptor(
+                b_ptr, shape=[N, K], strides=[stride_b, 1], block_shape=[BLOCK_N, BLOCK_K]
+            )
         else:
-            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[stride_b, 1],
-                                               block_shape=[BLOCK_K, BLOCK_N])
-        c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[stride_cm, 1],
-                                           block_shape=[BLOCK_M, BLOCK_N])
+            b_desc = tl.make_tensor_descriptor(
+                b_ptr, shape=[K, N], strides=[stride_b, 1], block_shape=[BLOCK_K, BLOCK_N]
+            )
+        c_desc = tl.make_tensor_descriptor(
+            c_ptr, shape=[M, N], strides=[stride_cm, 1], block_shape=[BLOCK_M, BLOCK_N]
+        )
 
     rows = tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -80,8 +99,9 @@ def _matmul_kernel(
     # The epilogue recomputes its tile from its own counter rather than reusing the loop's
     # coordinates, so a flattened (software-pipelined across tiles) loop keeps them apart.
     work_c = tl.program_id(0) - tl.num_programs(0)
-    for work in tl.range(tl.program_id(0), num_work, tl.num_programs(0),
-                         flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
+    for work in tl.range(
+        tl.program_id(0), num_work, tl.num_programs(0), flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE
+    ):
         # Slices of one tile are adjacent work items, so they run at the same time.
         tile = work // SPLIT_K
         pid_m, pid_n = _tile_coordinates(tile, num_pid_m, num_pid_n, GROUP_M)
@@ -102,8 +122,11 @@ def _matmul_kernel(
                 row_ids = (off_m + rows).to(tl.int64)
                 col_ids = (off_n + cols).to(tl.int64)
                 k_ids = off_k + ks
-                a = tl.load(a_ptr + row_ids[:, None] * stride_am + k_ids[None, :],
-                            mask=(row_ids < M)[:, None] & (k_ids < K)[None, :], other=0.0)
+                a = tl.load(
+                    a_ptr + row_ids[:, None] * stride_am + k_ids[None, :],
+                    mask=(row_ids < M)[:, None] & (k_ids < K)[None, :],
+                    other=0.0,
+                )
                 b_mask = (k_ids < K)[:, None] & (col_ids < N)[None, :]
                 if B_TRANSPOSED:
                     b = tl.load(b_ptr + col_ids[None, :] * stride_b + k_ids[:, None], mask=b_mask, other=0.0)
@@ -144,8 +167,11 @@ def _matmul_kernel(
             else:
                 c_rows = (off_cm + rows).to(tl.int64)
                 c_cols = off_cn + cols
-                tl.store(c_ptr + c_rows[:, None] * stride_cm + c_cols[None, :], c,
-                         mask=(c_rows < M)[:, None] & (c_cols < N)[None, :])
+                tl.store(
+                    c_ptr + c_rows[:, None] * stride_cm + c_cols[None, :],
+                    c,
+                    mask=(c_rows < M)[:, None] & (c_cols < N)[None, :],
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,25 +205,64 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
 #: the H100's ridge is ~300), so it keeps split-K with 128x128 tiles.  Large M is the classic
 #: Hopper wgmma config: 128x256x64 tiles, 3 stages, 8 warps (two consumer warpgroups).
 SHAPE_CLASS_CONFIGS: dict[str, dict[str, Any]] = {
-    "decode": {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "SPLIT_K": None,
-               "num_stages": 4, "num_warps": 4, "NUM_SMS": 0, "warp_specialize": False,
-               "flatten": False},
-    "small": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "SPLIT_K": None,
-              "num_stages": 4, "num_warps": 4, "NUM_SMS": 0, "warp_specialize": False,
-              "flatten": False},
-    "medium": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "SPLIT_K": None,
-               "num_stages": 4, "num_warps": 8, "NUM_SMS": None, "warp_specialize": False,
-               "flatten": False},
-    "large": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "SPLIT_K": 1,
-              "num_stages": 3, "num_warps": 8, "NUM_SMS": None, "warp_specialize": False,
-              "flatten": True},
+    "decode": {
+        "BLOCK_M": 16,
+        "BLOCK_N": 64,
+        "BLOCK_K": 128,
+        "GROUP_M": 1,
+        "SPLIT_K": None,
+        "num_stages": 4,
+        "num_warps": 4,
+        "NUM_SMS": 0,
+        "warp_specialize": False,
+        "flatten": False,
+    },
+    "small": {
+        "BLOCK_M": 64,
+        "BLOCK_N": 64,
+        "BLOCK_K": 128,
+        "GROUP_M": 1,
+        "SPLIT_K": None,
+        "num_stages": 4,
+        "num_warps": 4,
+        "NUM_SMS": 0,
+        "warp_specialize": False,
+        "flatten": False,
+    },
+    "medium": {
+        "BLOCK_M": 128,
+        "BLOCK_N": 128,
+        "BLOCK_K": 64,
+        "GROUP_M": 8,
+        "SPLIT_K": None,
+        "num_stages": 4,
+        "num_warps": 8,
+        "NUM_SMS": None,
+        "warp_specialize": False,
+        "flatten": False,
+    },
+    "large": {
+        "BLOCK_M": 128,
+        "BLOCK_N": 256,
+        "BLOCK_K": 64,
+        "GROUP_M": 8,
+        "SPLIT_K": 1,
+        "num_stages": 3,
+        "num_warps": 8,
+        "NUM_SMS": None,
+        "warp_specialize": False,
+        "flatten": True,
+    },
 }
 
 #: Large-M alternative to bench against "large": Triton's Hopper warp specialisation, which
 #: engages with num_warps=4 (see CONFIG_SPACE); 128x256 tiles split over two consumer warpgroups
 #: as in CUTLASS's cooperative kernel.  Not the default until timed on the H100.
 LARGE_WARP_SPECIALIZED_CONFIG: dict[str, Any] = {
-    **SHAPE_CLASS_CONFIGS["large"], "num_warps": 4, "warp_specialize": True, "flatten": False,
+    **SHAPE_CLASS_CONFIGS["large"],
+    "num_warps": 4,
+    "warp_specialize": True,
+    "flatten": False,
 }
 
 #: What ``config`` keys default to when the shape class does not say; ``path="auto"`` takes TMA
@@ -241,8 +306,10 @@ def _check_config(cfg: Mapping[str, Any]) -> None:
     for name, low, high in (("BLOCK_M", 16, 256), ("BLOCK_N", 16, 256), ("BLOCK_K", 16, 256)):
         value = cfg[name]
         if not _is_power_of_two(value) or not low <= value <= high:
-            raise ValueError(f"{name}: expected a power of two in [{low}, {high}] (tl.dot's minimum "
-                             f"is 16; a TMA box side is at most 256), got {value!r}")
+            raise ValueError(
+                f"{name}: expected a power of two in [{low}, {high}] (tl.dot's minimum "
+                f"is 16; a TMA box side is at most 256), got {value!r}"
+            )
     if not isinstance(cfg["GROUP_M"], int) or cfg["GROUP_M"] < 1:
         raise ValueError(f"GROUP_M: expected an int >= 1, got {cfg['GROUP_M']!r}")
     split = cfg["SPLIT_K"]
@@ -254,19 +321,25 @@ def _check_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"num_warps: expected one of 1, 2, 4, 8, 16, got {cfg['num_warps']!r}")
     sms = cfg["NUM_SMS"]
     if sms is not None and (not isinstance(sms, int) or isinstance(sms, bool) or sms < 0):
-        raise ValueError(f"NUM_SMS: expected None (the device's SM count), 0 (one program per work "
-                         f"item) or a positive int, got {sms!r}")
+        raise ValueError(
+            f"NUM_SMS: expected None (the device's SM count), 0 (one program per work "
+            f"item) or a positive int, got {sms!r}"
+        )
     for flag in ("warp_specialize", "flatten"):
         if not isinstance(cfg[flag], bool):
             raise ValueError(f"{flag}: expected a bool, got {cfg[flag]!r}")
     if cfg["path"] not in ("auto", "tma", "pointer"):
         raise ValueError(f"path: expected 'auto', 'tma' or 'pointer', got {cfg['path']!r}")
     if cfg["warp_specialize"] and cfg["SPLIT_K"] not in (None, 1):
-        raise ValueError("warp_specialize: needs SPLIT_K=1 (the split-K epilogue's atomics and "
-                         "branches are not a loop Triton can partition)")
+        raise ValueError(
+            "warp_specialize: needs SPLIT_K=1 (the split-K epilogue's atomics and "
+            "branches are not a loop Triton can partition)"
+        )
     if cfg["warp_specialize"] and cfg["path"] == "pointer":
-        raise ValueError("warp_specialize: needs path 'tma' or 'auto' (Triton partitions "
-                         "descriptor loads into producer warps, not pointer loads)")
+        raise ValueError(
+            "warp_specialize: needs path 'tma' or 'auto' (Triton partitions "
+            "descriptor loads into producer warps, not pointer loads)"
+        )
 
 
 #: Shared memory one sm_90 CTA may use.  Configs are checked against an estimate before launch
@@ -298,7 +371,8 @@ def _fit_shared_memory(cfg: dict[str, Any], user_config: Mapping[str, Any], item
             raise ValueError(
                 f"num_stages: {cfg['num_stages']} stages of {cfg['BLOCK_M']}x{cfg['BLOCK_N']}x"
                 f"{cfg['BLOCK_K']} tiles need ~{needed_kib} KiB of shared memory, more than the "
-                f"{SHARED_MEMORY_BYTES // 1024} KiB an sm_90 CTA has")
+                f"{SHARED_MEMORY_BYTES // 1024} KiB an sm_90 CTA has"
+            )
 
 
 def _tma_ready(*tensors: torch.Tensor) -> bool:
@@ -324,8 +398,13 @@ class MatmulPlan:
     flatten: bool
 
 
-def plan_matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool, c: torch.Tensor,
-                config: Mapping[str, Any] | None = None) -> MatmulPlan:
+def plan_matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    transpose_b: bool,
+    c: torch.Tensor,
+    config: Mapping[str, Any] | None = None,
+) -> MatmulPlan:
     m, k = a.shape
     n = c.shape[1]
     sms = _sm_count(a.device)
@@ -350,12 +429,14 @@ def plan_matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool, c: torch.Te
     # Never more slices than K-tiles: an empty slice would only add a workspace round trip.
     split = max(1, min(split, k_tiles))
 
-    tma_possible = (a.device.type != "cuda" or torch.cuda.get_device_capability(a.device) >= (9, 0))
+    tma_possible = a.device.type != "cuda" or torch.cuda.get_device_capability(a.device) >= (9, 0)
     tma_allowed = tma_possible and _tma_ready(a, b, c)
     if cfg["path"] == "tma" and not tma_allowed:
-        raise ValueError("path: 'tma' needs an sm_90+ GPU (or the interpreter) and 16-byte aligned "
-                         f"tensors and row strides; got strides a {a.stride()}, b {b.stride()}, "
-                         f"c {c.stride()} in {a.dtype}")
+        raise ValueError(
+            "path: 'tma' needs an sm_90+ GPU (or the interpreter) and 16-byte aligned "
+            f"tensors and row strides; got strides a {a.stride()}, b {b.stride()}, "
+            f"c {c.stride()} in {a.dtype}"
+        )
     use_tma = tma_allowed and cfg["path"] != "pointer"
 
     work = num_tiles * split
@@ -365,8 +446,20 @@ def plan_matmul(a: torch.Tensor, b: torch.Tensor, transpose_b: bool, c: torch.Te
     # persistent-matmul tutorial), and it partitions only descriptor loads.
     warp_specialize = cfg["warp_specialize"] and use_tma and split == 1
     flatten = cfg["flatten"] and split == 1 and not warp_specialize
-    return MatmulPlan(use_tma, block_m, block_n, block_k, cfg["GROUP_M"], split, programs, num_tiles,
-                      cfg["num_stages"], cfg["num_warps"], warp_specialize, flatten)
+    return MatmulPlan(
+        use_tma,
+        block_m,
+        block_n,
+        block_k,
+        cfg["GROUP_M"],
+        split,
+        programs,
+        num_tiles,
+        cfg["num_stages"],
+        cfg["num_warps"],
+        warp_specialize,
+        flatten,
+    )
 
 
 # Per device, an int32 arrival counter per output tile; the kernel re-arms each to 0 after use,
@@ -402,8 +495,9 @@ def matmul_triton(
         return c
     plan = plan_matmul(a, b, transpose_b, c, config)
     if plan.split_k > 1:
-        partial = torch.empty(plan.num_tiles * plan.split_k * plan.block_m * plan.block_n,
-                              dtype=torch.float32, device=a.device)
+        partial = torch.empty(
+            plan.num_tiles * plan.split_k * plan.block_m * plan.block_n, dtype=torch.float32, device=a.device
+        )
         arrivals = _arrivals(a.device, plan.num_tiles)
     else:
         partial = arrivals = c  # never read: the split-K branch is compiled out
@@ -411,18 +505,41 @@ def matmul_triton(
         # The allocator is a context variable, so it is set where the launch happens.
         triton.set_allocator(_torch_scratch)
     _matmul_kernel[(plan.grid,)](
-        a, b, c, partial, arrivals,
-        m, n, k, a.stride(0), b.stride(0), c.stride(0),
-        BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
-        GROUP_M=plan.group_m, SPLIT_K=plan.split_k,
-        B_TRANSPOSED=bool(transpose_b), USE_TMA=plan.use_tma, UPCAST=_interpreting(),
-        WARP_SPECIALIZE=plan.warp_specialize, FLATTEN=plan.flatten,
-        num_stages=plan.num_stages, num_warps=plan.num_warps,
+        a,
+        b,
+        c,
+        partial,
+        arrivals,
+        m,
+        n,
+        k,
+        a.stride(0),
+        b.stride(0),
+        c.stride(0),
+        BLOCK_M=plan.block_m,
+        BLOCK_N=plan.block_n,
+        BLOCK_K=plan.block_k,
+        GROUP_M=plan.group_m,
+        SPLIT_K=plan.split_k,
+        B_TRANSPOSED=bool(transpose_b),
+        USE_TMA=plan.use_tma,
+        UPCAST=_interpreting(),
+        WARP_SPECIALIZE=plan.warp_specialize,
+        FLATTEN=plan.flatten,
+        num_stages=plan.num_stages,
+        num_warps=plan.num_warps,
     )
     return c
 
 
 BACKENDS = [
-    Backend("matmul", "triton", "triton", matmul_triton, requires=("triton",),
-            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "matmul",
+        "triton",
+        "triton",
+        matmul_triton,
+        requires=("triton",),
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

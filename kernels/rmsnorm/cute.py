@@ -166,6 +166,14 @@ def rmsnorm_cute(
 
 
 BACKENDS = [
-    Backend("rmsnorm", "cute", "cute", rmsnorm_cute, requires=("cutlass",), min_cc=(9, 0),
-            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "rmsnorm",
+        "cute",
+        "cute",
+        rmsnorm_cute,
+        requires=("cutlass",),
+        min_cc=(9, 0),
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

@@ -71,8 +71,9 @@ def rmsnorm_helion(
     return y
 
 
-def kernel_call(x: torch.Tensor, weight: torch.Tensor, eps: float,
-                out: torch.Tensor | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+def kernel_call(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor | None = None
+) -> tuple[Any, tuple, bool, dict[str, Any]]:
     """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments:
     what ``helion_configs`` binds to get Helion's ConfigSpec or to run Helion's autotuner."""
     n = x.shape[-1]
@@ -87,6 +88,13 @@ def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
 
 
 BACKENDS = [
-    Backend("rmsnorm", "helion", "helion", rmsnorm_helion, requires=("helion",), devices=("cuda",),
-            config_space=HelionConfigSpace("rmsnorm")),
+    Backend(
+        "rmsnorm",
+        "helion",
+        "helion",
+        rmsnorm_helion,
+        requires=("helion",),
+        devices=("cuda",),
+        config_space=HelionConfigSpace("rmsnorm"),
+    ),
 ]

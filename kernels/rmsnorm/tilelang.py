@@ -143,6 +143,14 @@ def _supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> str | None:
 
 
 BACKENDS = [
-    Backend("rmsnorm", "tilelang", "tilelang", rmsnorm_tilelang, requires=("tilelang",), supports=_supports,
-            config_space=ROW_CONFIG_SPACE, default_config=ROW_DEFAULT_CONFIG),
+    Backend(
+        "rmsnorm",
+        "tilelang",
+        "tilelang",
+        rmsnorm_tilelang,
+        requires=("tilelang",),
+        supports=_supports,
+        config_space=ROW_CONFIG_SPACE,
+        default_config=ROW_DEFAULT_CONFIG,
+    ),
 ]

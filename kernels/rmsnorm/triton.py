@@ -20,12 +20,13 @@ from ..registry import Backend
 from ..triton_rows import (
     CONFIG_SPACE,
     DEFAULT_CONFIG,
-    count_arrival,
+    EMPTY_SLOT,
+    float_bits,
     learn_residency,
     next_power_of_2,
     plan_rows,
-    publish_partial,
-    wait_for_siblings,
+    publish_bits,
+    wait_for_slots,
 )
 
 
@@ -50,8 +51,7 @@ def _rmsnorm_split(
     x_ptr,
     w_ptr,
     y_ptr,
-    partial_ptr,
-    arrived_ptr,
+    slots_ptr,
     M,
     N,
     stride_x,
@@ -69,14 +69,12 @@ def _rmsnorm_split(
     cols = part * CHUNK + tl.arange(0, CHUNK)
     col_mask = cols < N
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
-    parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
     if group < M:
         # Pipeline: x_prev is published and waits to be finished, x_cur is being published,
         # x_next is in flight. Rows stay in their loaded dtype until used, to save registers.
         x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
         first = x_prev.to(tl.float32)
-        publish_partial(partial_ptr, group * SPLIT + part, tl.sum(first * first, axis=0))
-        count_arrival(arrived_ptr, group)
+        publish_bits(slots_ptr, group * SPLIT + part, float_bits(tl.sum(first * first, axis=0)))
         second = group + groups
         x_cur = tl.load(
             x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0
@@ -88,15 +86,11 @@ def _rmsnorm_split(
             )
             if row < M:
                 current = x_cur.to(tl.float32)
-                publish_partial(partial_ptr, row * SPLIT + part, tl.sum(current * current, axis=0))
-                count_arrival(arrived_ptr, row)
+                publish_bits(slots_ptr, row * SPLIT + part, float_bits(tl.sum(current * current, axis=0)))
             done = row - groups
-            wait_for_siblings(arrived_ptr, done, SPLIT)
+            bits = wait_for_slots(slots_ptr, done * SPLIT, SPLIT, SPLIT_P2)
             # Every program sums the partials in the same order: the result is deterministic.
-            total = tl.sum(
-                tl.load(partial_ptr + done * SPLIT + parts, mask=parts < SPLIT, other=0.0, volatile=True),
-                axis=0,
-            )
+            total = tl.sum(bits.to(tl.float32, bitcast=True), axis=0)
             rstd = tl.rsqrt(total / N + eps)
             y = x_prev.to(tl.float32) * rstd * w.to(tl.float32)
             tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
@@ -152,14 +146,12 @@ def rmsnorm_triton(
             num_warps=plan.num_warps,
         )
     elif plan.kind == "split":
-        partial = torch.empty(m * plan.split, device=x.device, dtype=torch.float32)
-        arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
+        slots = torch.full((m * plan.split,), EMPTY_SLOT, device=x.device, dtype=torch.int32)
         compiled = _rmsnorm_split[(plan.grid,)](
             x2,
             weight,
             y2,
-            partial,
-            arrived,
+            slots,
             m,
             n,
             x2.stride(0),

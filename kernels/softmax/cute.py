@@ -103,8 +103,9 @@ def compile_softmax(
     return _COMPILED[key]
 
 
-def softmax_plan(n: int, dtype: torch.dtype, pointers: tuple[int, int] = (0, 0),
-                 config: Mapping[str, Any] | None = None) -> RowPlan:
+def softmax_plan(
+    n: int, dtype: torch.dtype, pointers: tuple[int, int] = (0, 0), config: Mapping[str, Any] | None = None
+) -> RowPlan:
     """The tiling for rows of ``n``; ``pointers`` are x's and y's data pointers."""
     bits = torch.finfo(dtype).bits
     vector_bits = (config or {}).get("vector_bits", DEFAULT_CONFIG["vector_bits"])
@@ -129,6 +130,14 @@ def softmax_cute(
 
 
 BACKENDS = [
-    Backend("softmax", "cute", "cute", softmax_cute, requires=("cutlass",), min_cc=(9, 0),
-            config_space=CONFIG_SPACE, default_config=DEFAULT_CONFIG),
+    Backend(
+        "softmax",
+        "cute",
+        "cute",
+        softmax_cute,
+        requires=("cutlass",),
+        min_cc=(9, 0),
+        config_space=CONFIG_SPACE,
+        default_config=DEFAULT_CONFIG,
+    ),
 ]

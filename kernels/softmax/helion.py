@@ -114,8 +114,9 @@ def softmax_helion(
     return y
 
 
-def kernel_call(x: torch.Tensor, out: torch.Tensor | None = None,
-                variant: str | None = None) -> tuple[Any, tuple, bool, dict[str, Any]]:
+def kernel_call(
+    x: torch.Tensor, out: torch.Tensor | None = None, variant: str | None = None
+) -> tuple[Any, tuple, bool, dict[str, Any]]:
     """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments
     and kernel ``variant`` (default: the one x's N selects); see ``helion_configs``."""
     n = x.shape[-1]
@@ -130,6 +131,13 @@ def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:
 
 
 BACKENDS = [
-    Backend("softmax", "helion", "helion", softmax_helion, requires=("helion",), devices=("cuda",),
-            config_space=HelionConfigSpace("softmax")),
+    Backend(
+        "softmax",
+        "helion",
+        "helion",
+        softmax_helion,
+        requires=("helion",),
+        devices=("cuda",),
+        config_space=HelionConfigSpace("softmax"),
+    ),
 ]

@@ -140,6 +140,14 @@ def _supports(x: torch.Tensor) -> str | None:
 
 
 BACKENDS = [
-    Backend("softmax", "tilelang", "tilelang", softmax_tilelang, requires=("tilelang",), supports=_supports,
-            config_space=ROW_CONFIG_SPACE, default_config=ROW_DEFAULT_CONFIG),
+    Backend(
+        "softmax",
+        "tilelang",
+        "tilelang",
+        softmax_tilelang,
+        requires=("tilelang",),
+        supports=_supports,
+        config_space=ROW_CONFIG_SPACE,
+        default_config=ROW_DEFAULT_CONFIG,
+    ),
 ]

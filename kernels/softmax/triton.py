@@ -18,12 +18,13 @@ from ..registry import Backend
 from ..triton_rows import (
     CONFIG_SPACE,
     DEFAULT_CONFIG,
-    count_arrival,
+    EMPTY_SLOT,
+    float_bits,
     learn_residency,
     next_power_of_2,
     plan_rows,
-    publish_partial,
-    wait_for_siblings,
+    publish_bits,
+    wait_for_slots,
 )
 
 
@@ -44,23 +45,25 @@ def _softmax_tile(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BL
 
 
 @triton.jit
-def _chunk_stats(x_raw, partial_ptr, arrived_ptr, row, part, SPLIT: tl.constexpr):
-    """Publish this chunk's (max, sum of 2^(x - max)) in base 2; padding is -inf and adds 0."""
+def _chunk_stats(x_raw, slots_ptr, row, part, SPLIT: tl.constexpr):
+    """Publish this chunk's (max, sum of 2^(x - max)) in base 2; padding is -inf and adds 0.
+
+    Both floats travel in one 64-bit word (max in the high half), so one relaxed atomic
+    publishes the pair and a reader can never see one half without the other.
+    """
     x = x_raw.to(tl.float32) * 1.4426950408889634
     chunk_max = tl.max(x, axis=0)  # every chunk holds at least one real column: finite
     chunk_sum = tl.sum(tl.exp2(x - chunk_max), axis=0)
-    slot = (row * SPLIT + part) * 2
-    publish_partial(partial_ptr, slot, chunk_max)
-    publish_partial(partial_ptr, slot + 1, chunk_sum)
-    count_arrival(arrived_ptr, row)
+    high = float_bits(chunk_max).to(tl.int64) << 32
+    low = float_bits(chunk_sum).to(tl.uint32, bitcast=True).to(tl.int64)  # zero-extended
+    publish_bits(slots_ptr, row * SPLIT + part, high | low)
 
 
 @triton.jit
 def _softmax_split(
     x_ptr,
     y_ptr,
-    partial_ptr,
-    arrived_ptr,
+    slots_ptr,
     M,
     N,
     stride_x,
@@ -75,11 +78,10 @@ def _softmax_split(
     part = tl.program_id(0) % SPLIT
     cols = part * CHUNK + tl.arange(0, CHUNK)
     col_mask = cols < N
-    parts = tl.arange(0, SPLIT_P2)  # arange needs a power of two; the extra slots are masked
-    valid = parts < SPLIT
+    valid = tl.arange(0, SPLIT_P2) < SPLIT  # arange needs a power of two; extra slots are masked
     if group < M:
         x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=-float("inf"))
-        _chunk_stats(x_prev, partial_ptr, arrived_ptr, group, part, SPLIT)
+        _chunk_stats(x_prev, slots_ptr, group, part, SPLIT)
         second = group + groups
         x_cur = tl.load(
             x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=-float("inf")
@@ -92,12 +94,11 @@ def _softmax_split(
                 other=-float("inf"),
             )
             if row < M:
-                _chunk_stats(x_cur, partial_ptr, arrived_ptr, row, part, SPLIT)
+                _chunk_stats(x_cur, slots_ptr, row, part, SPLIT)
             done = row - groups
-            wait_for_siblings(arrived_ptr, done, SPLIT)
-            base = partial_ptr + (done * SPLIT + parts) * 2
-            maxes = tl.load(base, mask=valid, other=-float("inf"), volatile=True)
-            sums = tl.load(base + 1, mask=valid, other=0.0, volatile=True)
+            pairs = wait_for_slots(slots_ptr, done * SPLIT, SPLIT, SPLIT_P2)
+            maxes = tl.where(valid, (pairs >> 32).to(tl.int32).to(tl.float32, bitcast=True), -float("inf"))
+            sums = tl.where(valid, pairs.to(tl.int32).to(tl.float32, bitcast=True), 0.0)
             row_max = tl.max(maxes, axis=0)
             row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
             y = tl.exp2(x_prev.to(tl.float32) * 1.4426950408889634 - row_max) / row_sum
@@ -156,13 +157,11 @@ def softmax_triton(
             num_warps=plan.num_warps,
         )
     elif plan.kind == "split":
-        partial = torch.empty(m * plan.split * 2, device=x.device, dtype=torch.float32)
-        arrived = torch.zeros(m, device=x.device, dtype=torch.int32)
+        slots = torch.full((m * plan.split,), EMPTY_SLOT, device=x.device, dtype=torch.int64)
         compiled = _softmax_split[(plan.grid,)](
             x2,
             y2,
-            partial,
-            arrived,
+            slots,
             m,
             n,
             x2.stride(0),
