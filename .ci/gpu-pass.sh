@@ -2,7 +2,7 @@
 # The H100 pass, run through the device tool after the devkit is installed (see README):
 #   bash .ci/gpu-pass.sh tests COMMIT     -> $OUT/gpu-tests.txt
 #   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html)
-#   bash .ci/gpu-pass.sh tune COMMIT OP BACKENDS SHAPES -> $OUT/h100-sxm.json, $OUT/tune/tuning.json
+#   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
 set -u
 export PYTHONUNBUFFERED=1 TILEARENA_COMMIT="$2"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
@@ -20,7 +20,10 @@ bench)
     timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report 2>&1 | tail -n 90
     ;;
 tune)
-    timeout "${6:-560}" tilearena tune --op "$3" --backend "$4" --shapes "$5" --effort quick --budget 20 \
-        --bake --store "$OUT/h100-sxm.json" --out "$OUT/tune" 2>&1 | grep -v "TileLang:" | tail -n 40
+    # OPS comma-separated; every op's winners merge into one store.
+    for op in ${3//,/ }; do
+        timeout "${7:-560}" tilearena tune --op "$op" --backend "$4" --shapes "$5" --effort quick --budget "${6:-20}" \
+            --compile-workers 8 --bake --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
+    done
     ;;
 esac

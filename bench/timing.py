@@ -5,9 +5,13 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
 * time with CUDA events around the region only;
 * flush the L2 before every timed run (write a buffer larger than L2), so every run reads its
   inputs from DRAM as a real model would, and the flush itself sits outside the events;
-* kernels under ~50 us are timed as CUDA-graph replays of many launches, which removes launch
-  gaps that would otherwise dominate; the graph rotates over several copies of the inputs whose
-  total exceeds the L2, so replays do not read cached inputs;
+* the GPU is kept ahead of the CPU: a spin kernel (``torch.cuda._sleep``) is queued first, long
+  enough for the CPU to enqueue every sample behind it, so the events time the GPU's work and
+  not the Python launch path (a Triton launch with many arguments costs 30-90 us of CPU, more
+  than many kernels it launches; measured on the H100 this made 16 us kernels read as 90 us);
+* kernels under ~50 us of GPU time are timed as CUDA-graph replays of many launches; the graph
+  rotates over several copies of the inputs whose total exceeds the L2, so replays do not read
+  cached inputs;
 * report the median and the interquartile range over >= 20 samples.
 """
 
@@ -73,6 +77,23 @@ def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Ti
     return _summary(samples, "cpu-timer")
 
 
+#: ``torch.cuda._sleep`` counts clock cycles; 2 GHz is at or above any data-centre GPU's SM clock,
+#: so the spin lasts at least the seconds asked for.
+_SPIN_CYCLES_PER_S = 2.0e9
+
+
+def _run_ahead(cpu_seconds: float) -> None:
+    """Queue a GPU spin long enough for the CPU to enqueue ``cpu_seconds`` of launches behind it."""
+    torch.cuda._sleep(int((cpu_seconds * 1.5 + 2e-4) * _SPIN_CYCLES_PER_S))
+
+
+def _cpu_seconds_per_call(fn: Callable[[], Any], calls: int = 3) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
 def time_cuda(
     fn: Callable[[], Any],
     *,
@@ -92,8 +113,12 @@ def time_cuda(
     flusher = L2Flusher(device) if flush_l2 else None
     fn()
     torch.cuda.synchronize()
-    # Estimate one run, then warm up for about warmup_ms.
+    cpu_s = _cpu_seconds_per_call(fn)
+    torch.cuda.synchronize()
+    # Estimate one run's GPU time (the GPU is held back until the three calls are queued), then
+    # warm up for about warmup_ms.
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    _run_ahead(3 * cpu_s)
     start.record()
     for _ in range(3):
         fn()
@@ -109,6 +134,8 @@ def time_cuda(
 
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    torch.cuda.synchronize()
+    _run_ahead(repeats * (cpu_s + 2e-5))
     for i in range(repeats):
         if flusher is not None:
             flusher()
@@ -135,6 +162,7 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    _run_ahead(repeats * 3e-5)  # a replay's launch costs the CPU ~10 us
     for i in range(repeats):
         starts[i].record()
         graph.replay()

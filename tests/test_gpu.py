@@ -148,3 +148,24 @@ def test_split_rows_finish_on_nan_and_inf(op: str) -> None:
     ref = registry.spec(op).reference(*args)
     for row in (0, 2, 5):
         assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok
+
+
+def test_timing_measures_gpu_time_not_launch_cost() -> None:
+    """A call that spends 300 us of CPU before launching a ~5 us kernel must time as the kernel:
+    the harness queues the samples behind a GPU spin, so Python's launch path is not measured."""
+    import time
+
+    from tilearena.bench.timing import time_cuda
+
+    x = torch.zeros(1 << 20, device="cuda")
+
+    def slow_launch() -> None:
+        time.sleep(3e-4)
+        x.add_(1.0)
+
+    events = time_cuda(slow_launch, flush_l2=False)
+    assert events.method == "cuda-events"
+    assert events.median_ms < 0.1, events
+    graph = time_cuda(slow_launch, graph_fns=[slow_launch], flush_l2=False)
+    assert graph.method == "cuda-graph"
+    assert graph.median_ms < 0.1, graph
