@@ -308,11 +308,23 @@ def _rowwise_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
         return RowPlan("rows", block_n, rows, warps or 0)
     if block_n <= cfg["max_row_in_registers"]:
         return RowPlan("row", block_n, 1, warps or 0)
-    return RowPlan("split-or-loop", min(cfg["chunk"], block_n), 1, warps or 0)
+    return RowPlan("split-or-loop", min(cfg["chunk"], block_n), 1, warps or 0, prefetch=int(cfg["prefetch"]))
+
+
+def _split_warps(config: Mapping[str, Any], context: TuneContext) -> str | None:
+    """A shared row's chunk needs 4-16 warps: fewer spill its registers, 32 leave one program per SM."""
+    from ..kernels.triton_rows import DEFAULT_CONFIG, next_power_of_2
+
+    cfg = {**DEFAULT_CONFIG, **config}
+    block_n = next_power_of_2(int(context.shape.get("N", 1)))
+    warps = cfg.get("num_warps")
+    if block_n > cfg["max_row_in_registers"] and warps is not None and warps not in (4, 8, 16):
+        return f"num_warps={warps}: a split row's chunk takes 4, 8 or 16 warps"
+    return None
 
 
 for _op in ("rmsnorm", "softmax"):
-    register_space_extras(_op, "triton", effective=_rowwise_plan)
+    register_space_extras(_op, "triton", constraints=(_split_warps,), effective=_rowwise_plan)
 
 
 def space_for(backend: Any) -> ConfigSpace | None:

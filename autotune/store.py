@@ -101,7 +101,12 @@ def shape_distance(a: Mapping[str, int], b: Mapping[str, int]) -> float:
     """Euclidean distance of log2 dims; shapes with different dims are infinitely far."""
     if set(a) != set(b):
         return math.inf
-    return math.sqrt(sum((math.log2(max(1, a[d])) - math.log2(max(1, b[d]))) ** 2 for d in a))
+    return math.sqrt(sum((_log_dim(a[d]) - _log_dim(b[d])) ** 2 for d in a))
+
+
+def _log_dim(value: int) -> float:
+    # A 0 is a flag (matmul's BT), one step below 1, so layouts 0 and 1 are not the same bucket.
+    return math.log2(value) if value > 0 else -1.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,8 @@ def _valid_shape(shape: Any) -> bool:
             and _NAME.match(k)
             and isinstance(v, int)
             and not isinstance(v, bool)
-            and 0 < v < 1 << 40
+            # 0 is a real value: matmul's BT flag (B stored [K, N]) is 0 or 1.
+            and 0 <= v < 1 << 40
             for k, v in shape.items()
         )
     )
@@ -203,7 +209,7 @@ def validate_entry(entry: Any) -> str | None:
         if not isinstance(entry.get(key), str) or not _NAME.match(entry[key]):
             return f"{key} is not a plain name"
     if not _valid_shape(entry.get("shape")):
-        return "shape is not a mapping of dims to positive ints"
+        return "shape is not a mapping of dims to non-negative ints"
     if not _valid_config_json(entry.get("config")):
         return "config is not a flat mapping of names to small scalars"
     if not _finite_number(entry.get("time_ms"), 0.0, 1e7) or entry["time_ms"] <= 0:

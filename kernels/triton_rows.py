@@ -93,17 +93,27 @@ class RowPlan:
     num_warps: int = 4
     split: int = 1  # programs per row (kind "split")
     grid: int = 1
+    prefetch: int = 1  # rows of x in flight ahead of the one being published (kind "split")
 
 
 #: Tunable parameters of the row-wise Triton kernels; the autotuner enumerates these.
 CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
+    # Most likely first: a search cut short by its budget enumerates the leading values first.
+    "num_warps": (8, 4, 16, 2, 1, 32),
     "elements_per_program": (2048, 4096, 8192, 16384),  # "rows" kind: tile size
-    "num_warps": (1, 2, 4, 8, 16, 32),
-    "chunk": (4096, 8192, 16384, 32768),  # "split" kind: columns per program
     "max_row_in_registers": (8192, 16384, 32768),
+    "chunk": (4096, 8192, 16384, 32768),  # "split" kind: columns per program
+    # "split" kind: rows loaded ahead. 2 doubles the bytes in flight per program (one more
+    # chunk of registers), which is what a row shared by 64 programs needs to keep HBM busy.
+    "prefetch": (1, 2),
 }
 
-DEFAULT_CONFIG: dict[str, Any] = {"elements_per_program": 8192, "chunk": 4096, "max_row_in_registers": 32768}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "elements_per_program": 8192,
+    "chunk": 4096,
+    "max_row_in_registers": 32768,
+    "prefetch": 1,
+}
 
 # Programs per SM that the cooperative kernel may count on being resident at once, learnt from
 # the compiled kernel's registers and shared memory after its first (always safe) launch.
@@ -151,9 +161,12 @@ def plan_rows(
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     split = -(-n // chunk)
     warps = cfg.get("num_warps") or max(4, min(16, chunk // 256 // 4))
-    resident = sm_count(device.index or 0) * resident_per_sm((*residency_key, chunk, warps, split))
+    prefetch = int(cfg["prefetch"])
+    if prefetch not in (1, 2):
+        raise ValueError(f"prefetch: expected 1 or 2, got {cfg['prefetch']!r}")
+    resident = sm_count(device.index or 0) * resident_per_sm((*residency_key, chunk, warps, split, prefetch))
     if split > resident:
         # More programs per row than can be resident at once would wait forever: read x twice.
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     groups = resident // split
-    return RowPlan("split", chunk, 1, warps, split=split, grid=min(groups, m) * split)
+    return RowPlan("split", chunk, 1, warps, split=split, grid=min(groups, m) * split, prefetch=prefetch)

@@ -60,6 +60,7 @@ def _rmsnorm_split(
     SPLIT: tl.constexpr,
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
     # of every row the group handles: rows group, group + G, group + 2G, ...
@@ -71,7 +72,8 @@ def _rmsnorm_split(
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
     if group < M:
         # Pipeline: x_prev is published and waits to be finished, x_cur is being published,
-        # x_next is in flight. Rows stay in their loaded dtype until used, to save registers.
+        # PREFETCH more rows are in flight. Rows stay in their loaded dtype until used, to save
+        # registers.
         x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
         first = x_prev.to(tl.float32)
         publish_bits(slots_ptr, group * SPLIT + part, float_bits(tl.sum(first * first, axis=0)))
@@ -79,8 +81,13 @@ def _rmsnorm_split(
         x_cur = tl.load(
             x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0
         )
+        if PREFETCH == 2:
+            third = second + groups
+            x_ahead = tl.load(
+                x_ptr + third.to(tl.int64) * stride_x + cols, mask=col_mask & (third < M), other=0.0
+            )
         for row in range(second, M + groups, groups):
-            following = row + groups
+            following = row + PREFETCH * groups
             x_next = tl.load(
                 x_ptr + following.to(tl.int64) * stride_x + cols, mask=col_mask & (following < M), other=0.0
             )
@@ -95,7 +102,11 @@ def _rmsnorm_split(
             y = x_prev.to(tl.float32) * rstd * w.to(tl.float32)
             tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
             x_prev = x_cur
-            x_cur = x_next
+            if PREFETCH == 2:
+                x_cur = x_ahead
+                x_ahead = x_next
+            else:
+                x_cur = x_next
 
 
 @triton.jit
@@ -160,9 +171,11 @@ def rmsnorm_triton(
             SPLIT=plan.split,
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
+            PREFETCH=plan.prefetch,
             num_warps=plan.num_warps,
         )
-        learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
+        residency_key = (*key, plan.block_n, plan.num_warps, plan.split, plan.prefetch)
+        learn_residency(residency_key, compiled, plan.num_warps)
     else:
         _rmsnorm_loop[(plan.grid,)](
             x2, weight, y2, n, x2.stride(0), y2.stride(0), eps, BLOCK_N=plan.block_n, num_warps=plan.num_warps

@@ -71,8 +71,9 @@ def _softmax_split(
     SPLIT: tl.constexpr,
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
-    # Same two-row pipeline as RMSNorm's split kernel; the partials are online-softmax pairs.
+    # Same pipeline as RMSNorm's split kernel; the partials are online-softmax pairs.
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
@@ -86,8 +87,13 @@ def _softmax_split(
         x_cur = tl.load(
             x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=-float("inf")
         )
+        if PREFETCH == 2:
+            third = second + groups
+            x_ahead = tl.load(
+                x_ptr + third.to(tl.int64) * stride_x + cols, mask=col_mask & (third < M), other=-float("inf")
+            )
         for row in range(second, M + groups, groups):
-            following = row + groups
+            following = row + PREFETCH * groups
             x_next = tl.load(
                 x_ptr + following.to(tl.int64) * stride_x + cols,
                 mask=col_mask & (following < M),
@@ -104,7 +110,11 @@ def _softmax_split(
             y = tl.exp2(x_prev.to(tl.float32) * 1.4426950408889634 - row_max) / row_sum
             tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
             x_prev = x_cur
-            x_cur = x_next
+            if PREFETCH == 2:
+                x_cur = x_ahead
+                x_ahead = x_next
+            else:
+                x_cur = x_next
 
 
 @triton.jit
@@ -169,9 +179,11 @@ def softmax_triton(
             SPLIT=plan.split,
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
+            PREFETCH=plan.prefetch,
             num_warps=plan.num_warps,
         )
-        learn_residency((*key, plan.block_n, plan.num_warps, plan.split), compiled, plan.num_warps)
+        residency_key = (*key, plan.block_n, plan.num_warps, plan.split, plan.prefetch)
+        learn_residency(residency_key, compiled, plan.num_warps)
     else:
         _softmax_loop[(plan.grid,)](
             x2, y2, n, x2.stride(0), y2.stride(0), BLOCK_N=plan.block_n, num_warps=plan.num_warps
