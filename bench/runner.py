@@ -174,6 +174,10 @@ def bench_shape(
         torch.cuda.empty_cache()
 
 
+#: Two measurements of one row further apart than this (relative) get a third.
+RETIME_ABOVE = 0.05
+
+
 def _time_twice(
     op_spec: registry.OpSpec,
     b: registry.Backend,
@@ -198,6 +202,12 @@ def _time_twice(
         torch.cuda.synchronize()
         first = measure(call, device, repeats=20)
         second = measure(call, device, repeats=20)
+    if noise_floor(first, second) > RETIME_ABOVE:
+        # One of the two was disturbed (clock change, a stall): a third measurement, and the
+        # two that agree best stand.
+        third = measure(call, device, graph_fns=graph_calls, repeats=20)
+        pairs = [(first, second), (first, third), (second, third)]
+        first, second = min(pairs, key=lambda pair: noise_floor(*pair))
     best = first if first.median_ms <= second.median_ms else second
     combined = Timing(
         (first.median_ms + second.median_ms) / 2,
@@ -297,10 +307,11 @@ def run_bench(
         shape_sets = ["quick"]
     env = environment(device)
     env["timing"] = {
-        "method": "cuda-events, L2 flushed; cuda-graph replay over rotated inputs under 50 us"
+        "method": "cuda-events queued behind a GPU spin (GPU time, not launch cost), L2 flushed; "
+        "cuda-graph replay over rotated inputs under 50 us of GPU time"
         if device == "cuda"
         else "cpu-timer",
-        "repeats": "2 x 20 (median of each, averaged)",
+        "repeats": "2 x 20 (median of each, averaged); a third when the two differ by > 5%",
         "l2": "flushed" if device == "cuda" else "n/a",
     }
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):

@@ -82,9 +82,12 @@ def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Ti
 _SPIN_CYCLES_PER_S = 2.0e9
 
 
-def _run_ahead(cpu_seconds: float) -> None:
-    """Queue a GPU spin long enough for the CPU to enqueue ``cpu_seconds`` of launches behind it."""
-    torch.cuda._sleep(int((cpu_seconds * 1.5 + 2e-4) * _SPIN_CYCLES_PER_S))
+def _run_ahead(cpu_seconds: float) -> float:
+    """Queue a GPU spin long enough for the CPU to enqueue ``cpu_seconds`` of launches behind it;
+    returns the spin's length in seconds (at least)."""
+    spin_s = cpu_seconds * 1.5 + 2e-4
+    torch.cuda._sleep(int(spin_s * _SPIN_CYCLES_PER_S))
+    return spin_s
 
 
 def _cpu_seconds_per_call(fn: Callable[[], Any], calls: int = 3) -> float:
@@ -132,18 +135,37 @@ def time_cuda(
     if graph_fns and estimate_ms * 1e3 < GRAPH_BELOW_US:
         return _time_graph(graph_fns, repeats)
 
+    enqueue_s = repeats * (cpu_s + 2e-5)
+    for _attempt in range(3):
+        samples, spin_s, enqueue_s = _event_samples(fn, flusher, repeats, enqueue_s)
+        # If the CPU took longer to queue the samples than the GPU spun, the GPU caught up and
+        # idled inside some samples (a stall in Python, another process on the CPU): again, with
+        # a spin sized from what queueing actually took.
+        if enqueue_s <= spin_s:
+            break
+        enqueue_s *= 2
+    return _summary(samples, "cuda-events")
+
+
+def _event_samples(
+    fn: Callable[[], Any], flusher: L2Flusher | None, repeats: int, expected_enqueue_s: float
+) -> tuple[list[float], float, float]:
+    """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin; returns the samples (ms),
+    the spin's length and how long the CPU took to queue them (s)."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     torch.cuda.synchronize()
-    _run_ahead(repeats * (cpu_s + 2e-5))
+    spin_s = _run_ahead(expected_enqueue_s)
+    begin = time.perf_counter()
     for i in range(repeats):
         if flusher is not None:
             flusher()
         starts[i].record()
         fn()
         ends[i].record()
+    enqueue_s = time.perf_counter() - begin
     torch.cuda.synchronize()
-    return _summary([s.elapsed_time(e) for s, e in zip(starts, ends)], "cuda-events")
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)], spin_s, enqueue_s
 
 
 def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
