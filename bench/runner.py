@@ -200,6 +200,7 @@ def _time_twice(
             raise
         # Some libraries cannot be captured in a CUDA graph: time them with events instead.
         torch.cuda.synchronize()
+        graph_calls = None
         first = measure(call, device, repeats=20)
         second = measure(call, device, repeats=20)
     if noise_floor(first, second) > RETIME_ABOVE:

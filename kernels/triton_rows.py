@@ -94,6 +94,7 @@ class RowPlan:
     split: int = 1  # programs per row (kind "split")
     grid: int = 1
     prefetch: int = 1  # rows of x in flight ahead of the one being published (kind "split")
+    residency_key: tuple = ()  # what learn_residency records this launch's residency under
 
 
 #: Tunable parameters of the row-wise Triton kernels; the autotuner enumerates these.
@@ -161,12 +162,14 @@ def plan_rows(
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     split = -(-n // chunk)
     warps = cfg.get("num_warps") or max(4, min(16, chunk // 256 // 4))
-    prefetch = int(cfg["prefetch"])
-    if prefetch not in (1, 2):
-        raise ValueError(f"prefetch: expected 1 or 2, got {cfg['prefetch']!r}")
-    resident = sm_count(device.index or 0) * resident_per_sm((*residency_key, chunk, warps, split, prefetch))
+    prefetch = cfg["prefetch"]
+    if isinstance(prefetch, bool) or prefetch not in (1, 2):
+        raise ValueError(f"prefetch: expected 1 or 2, got {prefetch!r}")
+    key = (*residency_key, chunk, warps, split, prefetch)
+    resident = sm_count(device.index or 0) * resident_per_sm(key)
     if split > resident:
         # More programs per row than can be resident at once would wait forever: read x twice.
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     groups = resident // split
-    return RowPlan("split", chunk, 1, warps, split=split, grid=min(groups, m) * split, prefetch=prefetch)
+    grid = min(groups, m) * split
+    return RowPlan("split", chunk, 1, warps, split=split, grid=grid, prefetch=prefetch, residency_key=key)

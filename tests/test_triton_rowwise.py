@@ -70,3 +70,19 @@ def test_plans_cover_the_shape_classes() -> None:
     assert plan_rows(16384, 32768, cpu).kind == "row"
     assert plan_rows(4096, 262144, cpu).kind == "loop"  # the interpreter cannot run the cooperative kernel
     assert os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+
+
+def test_split_plan_on_a_gpu_carries_its_residency_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split plan as an H100 would get it (no CUDA needed: only the SM count is read)."""
+    from tilearena.kernels import triton_rows
+
+    monkeypatch.setattr(triton_rows, "interpreting", lambda: False)
+    monkeypatch.setattr(triton_rows, "sm_count", lambda index: 132)
+    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2), 2)
+    cfg = {"chunk": 8192, "num_warps": 8, "prefetch": 2}
+    plan = plan_rows(4096, 262144, torch.device("cuda", 0), cfg, residency_key=("op",))
+    assert (plan.kind, plan.split, plan.prefetch) == ("split", 32, 2)
+    assert plan.residency_key == ("op", 8192, 8, 32, 2)
+    assert plan.grid == (132 * 2 // 32) * 32  # whole groups of resident programs
+    with pytest.raises(ValueError, match="prefetch"):
+        plan_rows(4096, 262144, torch.device("cuda", 0), {**cfg, "prefetch": 3})

@@ -174,8 +174,7 @@ def rmsnorm_triton(
             PREFETCH=plan.prefetch,
             num_warps=plan.num_warps,
         )
-        residency_key = (*key, plan.block_n, plan.num_warps, plan.split, plan.prefetch)
-        learn_residency(residency_key, compiled, plan.num_warps)
+        learn_residency(plan.residency_key, compiled, plan.num_warps)
     else:
         _rmsnorm_loop[(plan.grid,)](
             x2, weight, y2, n, x2.stride(0), y2.stride(0), eps, BLOCK_N=plan.block_n, num_warps=plan.num_warps

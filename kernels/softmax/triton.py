@@ -182,8 +182,7 @@ def softmax_triton(
             PREFETCH=plan.prefetch,
             num_warps=plan.num_warps,
         )
-        residency_key = (*key, plan.block_n, plan.num_warps, plan.split, plan.prefetch)
-        learn_residency(residency_key, compiled, plan.num_warps)
+        learn_residency(plan.residency_key, compiled, plan.num_warps)
     else:
         _softmax_loop[(plan.grid,)](
             x2, y2, n, x2.stride(0), y2.stride(0), BLOCK_N=plan.block_n, num_warps=plan.num_warps
