@@ -308,7 +308,18 @@ def _rowwise_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
         return RowPlan("rows", block_n, rows, warps or 0)
     if block_n <= cfg["max_row_in_registers"]:
         return RowPlan("row", block_n, 1, warps or 0)
-    return RowPlan("split-or-loop", min(cfg["chunk"], block_n), 1, warps or 0, prefetch=int(cfg["prefetch"]))
+    return (
+        RowPlan(
+            "split-or-loop",
+            min(cfg["chunk"], block_n),
+            1,
+            warps or 0,
+            prefetch=int(cfg["prefetch"]),
+            streaming=bool(cfg["streaming"]),
+            reread=bool(cfg["reread"]),
+        ),
+        int(cfg["programs_per_sm"]),
+    )
 
 
 def _split_warps(config: Mapping[str, Any], context: TuneContext) -> str | None:

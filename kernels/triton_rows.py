@@ -94,6 +94,8 @@ class RowPlan:
     split: int = 1  # programs per row (kind "split")
     grid: int = 1
     prefetch: int = 1  # rows of x in flight ahead of the one being published (kind "split")
+    streaming: bool = False  # x loads evict first, y stores bypass L1/L2 retention (kind "split")
+    reread: bool = False  # finish a row from a second read of x (served by L2) instead of registers
     residency_key: tuple = ()  # what learn_residency records this launch's residency under
 
 
@@ -103,10 +105,20 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "num_warps": (8, 4, 16, 2, 1, 32),
     "elements_per_program": (2048, 4096, 8192, 16384),  # "rows" kind: tile size
     "max_row_in_registers": (8192, 16384, 32768),
-    "chunk": (4096, 8192, 16384, 32768),  # "split" kind: columns per program
+    "chunk": (4096, 8192, 16384),  # "split" kind: columns per program (32768 always spills)
     # "split" kind: rows loaded ahead. 2 doubles the bytes in flight per program (one more
     # chunk of registers), which is what a row shared by 64 programs needs to keep HBM busy.
     "prefetch": (1, 2),
+    # "split" kind: programs per SM the persistent grid may use (fewer if registers allow fewer).
+    # A program holds only ~one chunk of loads in flight, so more resident programs put more bytes
+    # in flight; with 2 per SM a 262144-column row is latency bound (~2.8 TB/s).
+    "programs_per_sm": (4, 8),
+    # "split" kind: hold a published row's chunk in registers until its partials arrive, or read
+    # it again (L2 still has it, one iteration later). Rereading frees a third of the data
+    # registers (sm_90a: softmax chunk 8192 x 8 warps 124 -> 80 registers, 2 -> 3 programs/SM).
+    "reread": (False, True),
+    # "split" kind: cache hints for data touched once (x evict-first, y streaming stores).
+    "streaming": (False, True),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -114,6 +126,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "chunk": 4096,
     "max_row_in_registers": 32768,
     "prefetch": 1,
+    "programs_per_sm": 4,
+    "reread": False,
+    "streaming": False,
 }
 
 # Programs per SM that the cooperative kernel may count on being resident at once, learnt from
@@ -125,8 +140,26 @@ def resident_per_sm(key: tuple) -> int:
     return _RESIDENT_PER_SM.get(key, 1)
 
 
+def _occupancy_from_driver(compiled: Any, num_warps: int, shared: int) -> int | None:
+    """The CUDA occupancy calculator's answer, when cuda-bindings is installed (else None)."""
+    try:
+        from cuda.bindings import driver
+
+        handle = compiled.function
+        if handle is None:
+            return None
+        err, blocks = driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            driver.CUfunction(int(handle)), num_warps * 32, shared
+        )
+    except Exception:  # no cuda-bindings, or a handle it does not take: use the arithmetic alone
+        return None
+    return int(blocks) if int(err) == 0 else None
+
+
 def learn_residency(key: tuple, compiled: Any, num_warps: int) -> None:
-    """Record how many programs of ``compiled`` fit on one SM (Hopper: 64K registers, 64 warps)."""
+    """Record how many programs of ``compiled`` fit on one SM (Hopper: 64K registers, 64 warps,
+    32 blocks), and the driver's occupancy answer when it can be asked: the smaller wins, since
+    counting one program too many deadlocks the cooperative kernel."""
     if key in _RESIDENT_PER_SM:
         return
     try:
@@ -138,10 +171,13 @@ def learn_residency(key: tuple, compiled: Any, num_warps: int) -> None:
     # Registers are allocated per warp in units of 256.
     regs_per_warp = -(-regs * 32 // 256) * 256
     by_regs = 65536 // max(1, regs_per_warp * num_warps)
-    by_warps = 64 // num_warps
+    by_warps = min(64 // num_warps, 32)
     by_shared = (227 * 1024) // shared if shared else by_warps
-    # Capped at 4: beyond that more residency buys nothing for a streaming kernel.
-    _RESIDENT_PER_SM[key] = max(1, min(by_regs, by_warps, by_shared, 4))
+    resident = min(by_regs, by_warps, by_shared)
+    driver_says = _occupancy_from_driver(compiled, num_warps, shared)
+    if driver_says is not None:
+        resident = min(resident, driver_says)
+    _RESIDENT_PER_SM[key] = max(1, resident)
 
 
 def plan_rows(
@@ -165,11 +201,28 @@ def plan_rows(
     prefetch = cfg["prefetch"]
     if isinstance(prefetch, bool) or prefetch not in (1, 2):
         raise ValueError(f"prefetch: expected 1 or 2, got {prefetch!r}")
-    key = (*residency_key, chunk, warps, split, prefetch)
-    resident = sm_count(device.index or 0) * resident_per_sm(key)
+    per_sm = cfg["programs_per_sm"]
+    if isinstance(per_sm, bool) or not isinstance(per_sm, int) or per_sm < 1:
+        raise ValueError(f"programs_per_sm: expected a positive int, got {per_sm!r}")
+    streaming, reread = cfg["streaming"], cfg["reread"]
+    for name, value in (("streaming", streaming), ("reread", reread)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected True or False, got {value!r}")
+    key = (*residency_key, chunk, warps, split, prefetch, streaming, reread)
+    resident = sm_count(device.index or 0) * min(per_sm, resident_per_sm(key))
     if split > resident:
         # More programs per row than can be resident at once would wait forever: read x twice.
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
     groups = resident // split
     grid = min(groups, m) * split
-    return RowPlan("split", chunk, 1, warps, split=split, grid=grid, prefetch=prefetch, residency_key=key)
+    return RowPlan(
+        "split",
+        chunk,
+        1,
+        warps,
+        split=split,
+        grid=grid,
+        prefetch=prefetch,
+        streaming=streaming,
+        residency_key=key,
+    )

@@ -150,6 +150,29 @@ def test_split_rows_finish_on_nan_and_inf(op: str) -> None:
         assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok
 
 
+SPLIT_VARIANTS = [
+    {"chunk": 4096, "num_warps": 8, "prefetch": 1},
+    {"chunk": 8192, "num_warps": 8, "prefetch": 2, "streaming": True},
+    {"chunk": 4096, "num_warps": 8, "prefetch": 1, "reread": True, "programs_per_sm": 8},
+    {"chunk": 8192, "num_warps": 4, "prefetch": 2, "reread": True, "streaming": True},
+]
+
+
+@pytest.mark.parametrize("config", SPLIT_VARIANTS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_row_variants_match_float64(op: str, config: dict) -> None:
+    """Every tuned variant of the cooperative kernel (prefetch depth, reread, cache hints, more
+    programs per SM) against the float64 reference, with more rows than resident groups so each
+    program goes round its pipeline many times; the output is poisoned with NaN first."""
+    from tilearena.kernels.triton_rows import plan_rows
+
+    shape = {"M": 1500, "N": 65536 + 40}  # a ragged last chunk
+    for seed in (1, 2):  # the first call learns residency; the second runs the full grid
+        result = numerics.check_backend(op, "triton", shape, torch.bfloat16, "cuda", seed=seed, config=config)
+        assert result.ok, result
+    assert plan_rows(shape["M"], shape["N"], torch.device("cuda"), config, (op,)).kind == "split"
+
+
 def test_timing_measures_gpu_time_not_launch_cost() -> None:
     """A call that spends 300 us of CPU before launching a ~5 us kernel must time as the kernel:
     the harness queues the samples behind a GPU spin, so Python's launch path is not measured."""

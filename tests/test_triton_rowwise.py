@@ -78,11 +78,23 @@ def test_split_plan_on_a_gpu_carries_its_residency_key(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(triton_rows, "interpreting", lambda: False)
     monkeypatch.setattr(triton_rows, "sm_count", lambda index: 132)
-    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2), 2)
+    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, False, False), 2)
+    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, False, True), 6)
     cfg = {"chunk": 8192, "num_warps": 8, "prefetch": 2}
-    plan = plan_rows(4096, 262144, torch.device("cuda", 0), cfg, residency_key=("op",))
-    assert (plan.kind, plan.split, plan.prefetch) == ("split", 32, 2)
-    assert plan.residency_key == ("op", 8192, 8, 32, 2)
+    gpu = torch.device("cuda", 0)
+    plan = plan_rows(4096, 262144, gpu, cfg, residency_key=("op",))
+    assert (plan.kind, plan.split, plan.prefetch, plan.reread) == ("split", 32, 2, False)
+    assert plan.residency_key == ("op", 8192, 8, 32, 2, False, False)
     assert plan.grid == (132 * 2 // 32) * 32  # whole groups of resident programs
+    # Fewer registers (reread) let more programs in, up to programs_per_sm.
+    assert plan_rows(4096, 262144, gpu, {**cfg, "reread": True}, ("op",)).grid == 132 * 4 // 32 * 32
+    assert (
+        plan_rows(4096, 262144, gpu, {**cfg, "reread": True, "programs_per_sm": 8}, ("op",)).grid
+        == 132 * 6 // 32 * 32
+    )
     with pytest.raises(ValueError, match="prefetch"):
-        plan_rows(4096, 262144, torch.device("cuda", 0), {**cfg, "prefetch": 3})
+        plan_rows(4096, 262144, gpu, {**cfg, "prefetch": 3})
+    with pytest.raises(ValueError, match="programs_per_sm"):
+        plan_rows(4096, 262144, gpu, {**cfg, "programs_per_sm": 0})
+    with pytest.raises(ValueError, match="reread"):
+        plan_rows(4096, 262144, gpu, {**cfg, "reread": "yes"})

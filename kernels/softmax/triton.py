@@ -72,6 +72,9 @@ def _softmax_split(
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
     PREFETCH: tl.constexpr,
+    X_EVICTION: tl.constexpr,
+    Y_CACHE: tl.constexpr,
+    REREAD: tl.constexpr,
 ):
     # Same pipeline as RMSNorm's split kernel; the partials are online-softmax pairs.
     groups = tl.num_programs(0) // SPLIT
@@ -81,16 +84,27 @@ def _softmax_split(
     col_mask = cols < N
     valid = tl.arange(0, SPLIT_P2) < SPLIT  # arange needs a power of two; extra slots are masked
     if group < M:
-        x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=-float("inf"))
+        x_prev = tl.load(
+            x_ptr + group.to(tl.int64) * stride_x + cols,
+            mask=col_mask,
+            other=-float("inf"),
+            eviction_policy=X_EVICTION,
+        )
         _chunk_stats(x_prev, slots_ptr, group, part, SPLIT)
         second = group + groups
         x_cur = tl.load(
-            x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=-float("inf")
+            x_ptr + second.to(tl.int64) * stride_x + cols,
+            mask=col_mask & (second < M),
+            other=-float("inf"),
+            eviction_policy=X_EVICTION,
         )
         if PREFETCH == 2:
             third = second + groups
             x_ahead = tl.load(
-                x_ptr + third.to(tl.int64) * stride_x + cols, mask=col_mask & (third < M), other=-float("inf")
+                x_ptr + third.to(tl.int64) * stride_x + cols,
+                mask=col_mask & (third < M),
+                other=-float("inf"),
+                eviction_policy=X_EVICTION,
             )
         for row in range(second, M + groups, groups):
             following = row + PREFETCH * groups
@@ -98,6 +112,7 @@ def _softmax_split(
                 x_ptr + following.to(tl.int64) * stride_x + cols,
                 mask=col_mask & (following < M),
                 other=-float("inf"),
+                eviction_policy=X_EVICTION,
             )
             if row < M:
                 _chunk_stats(x_cur, slots_ptr, row, part, SPLIT)
@@ -107,8 +122,16 @@ def _softmax_split(
             sums = tl.where(valid, pairs.to(tl.int32).to(tl.float32, bitcast=True), 0.0)
             row_max = tl.max(maxes, axis=0)
             row_sum = tl.sum(sums * tl.exp2(maxes - row_max), axis=0)
+            if REREAD:
+                # Read back from L2 (see the RMSNorm split kernel) instead of holding it.
+                x_prev = tl.load(x_ptr + done.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
             y = tl.exp2(x_prev.to(tl.float32) * 1.4426950408889634 - row_max) / row_sum
-            tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
+            tl.store(
+                y_ptr + done.to(tl.int64) * stride_y + cols,
+                y.to(y_ptr.dtype.element_ty),
+                mask=col_mask,
+                cache_modifier=Y_CACHE,
+            )
             x_prev = x_cur
             if PREFETCH == 2:
                 x_cur = x_ahead
@@ -180,6 +203,9 @@ def softmax_triton(
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
             PREFETCH=plan.prefetch,
+            X_EVICTION="evict_first" if plan.streaming else "",
+            Y_CACHE=".cs" if plan.streaming else "",
+            REREAD=plan.reread,
             num_warps=plan.num_warps,
         )
         learn_residency(plan.residency_key, compiled, plan.num_warps)
