@@ -315,10 +315,11 @@ def _rowwise_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
             1,
             warps or 0,
             prefetch=int(cfg["prefetch"]),
-            streaming=bool(cfg["streaming"]),
-            reread=bool(cfg["reread"]),
+            # Softmax finishing from held exponentials never rereads x.
+            reread=bool(cfg["reread"]) and not cfg.get("keep_exp", False),
         ),
         int(cfg["programs_per_sm"]),
+        bool(cfg.get("keep_exp", False)),
     )
 
 

@@ -94,7 +94,6 @@ class RowPlan:
     split: int = 1  # programs per row (kind "split")
     grid: int = 1
     prefetch: int = 1  # rows of x in flight ahead of the one being published (kind "split")
-    streaming: bool = False  # x loads evict first, y stores bypass L1/L2 retention (kind "split")
     reread: bool = False  # finish a row from a second read of x (served by L2) instead of registers
     residency_key: tuple = ()  # what learn_residency records this launch's residency under
 
@@ -117,8 +116,6 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # it again (L2 still has it, one iteration later). Rereading frees a third of the data
     # registers (sm_90a: softmax chunk 8192 x 8 warps 124 -> 80 registers, 2 -> 3 programs/SM).
     "reread": (False, True),
-    # "split" kind: cache hints for data touched once (x evict-first, y streaming stores).
-    "streaming": (False, True),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -128,7 +125,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "prefetch": 1,
     "programs_per_sm": 4,
     "reread": False,
-    "streaming": False,
 }
 
 # Programs per SM that the cooperative kernel may count on being resident at once, learnt from
@@ -204,11 +200,10 @@ def plan_rows(
     per_sm = cfg["programs_per_sm"]
     if isinstance(per_sm, bool) or not isinstance(per_sm, int) or per_sm < 1:
         raise ValueError(f"programs_per_sm: expected a positive int, got {per_sm!r}")
-    streaming, reread = cfg["streaming"], cfg["reread"]
-    for name, value in (("streaming", streaming), ("reread", reread)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected True or False, got {value!r}")
-    key = (*residency_key, chunk, warps, split, prefetch, streaming, reread)
+    reread = cfg["reread"]
+    if not isinstance(reread, bool):
+        raise ValueError(f"reread: expected True or False, got {reread!r}")
+    key = (*residency_key, chunk, warps, split, prefetch, reread)
     resident = sm_count(device.index or 0) * min(per_sm, resident_per_sm(key))
     if split > resident:
         # More programs per row than can be resident at once would wait forever: read x twice.
@@ -223,6 +218,5 @@ def plan_rows(
         split=split,
         grid=grid,
         prefetch=prefetch,
-        streaming=streaming,
         residency_key=key,
     )

@@ -78,13 +78,13 @@ def test_split_plan_on_a_gpu_carries_its_residency_key(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(triton_rows, "interpreting", lambda: False)
     monkeypatch.setattr(triton_rows, "sm_count", lambda index: 132)
-    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, False, False), 2)
-    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, False, True), 6)
+    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, False), 2)
+    monkeypatch.setitem(triton_rows._RESIDENT_PER_SM, ("op", 8192, 8, 32, 2, True), 6)
     cfg = {"chunk": 8192, "num_warps": 8, "prefetch": 2}
     gpu = torch.device("cuda", 0)
     plan = plan_rows(4096, 262144, gpu, cfg, residency_key=("op",))
     assert (plan.kind, plan.split, plan.prefetch, plan.reread) == ("split", 32, 2, False)
-    assert plan.residency_key == ("op", 8192, 8, 32, 2, False, False)
+    assert plan.residency_key == ("op", 8192, 8, 32, 2, False)
     assert plan.grid == (132 * 2 // 32) * 32  # whole groups of resident programs
     # Fewer registers (reread) let more programs in, up to programs_per_sm.
     assert plan_rows(4096, 262144, gpu, {**cfg, "reread": True}, ("op",)).grid == 132 * 4 // 32 * 32

@@ -61,8 +61,6 @@ def _rmsnorm_split(
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
     PREFETCH: tl.constexpr,
-    X_EVICTION: tl.constexpr,
-    Y_CACHE: tl.constexpr,
     REREAD: tl.constexpr,
 ):
     # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
@@ -76,33 +74,22 @@ def _rmsnorm_split(
         # Pipeline: x_prev is published and waits to be finished, x_cur is being published,
         # PREFETCH more rows are in flight. Rows stay in their loaded dtype until used, to save
         # registers.
-        x_prev = tl.load(
-            x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0, eviction_policy=X_EVICTION
-        )
+        x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
         first = x_prev.to(tl.float32)
         publish_bits(slots_ptr, group * SPLIT + part, float_bits(tl.sum(first * first, axis=0)))
         second = group + groups
         x_cur = tl.load(
-            x_ptr + second.to(tl.int64) * stride_x + cols,
-            mask=col_mask & (second < M),
-            other=0.0,
-            eviction_policy=X_EVICTION,
+            x_ptr + second.to(tl.int64) * stride_x + cols, mask=col_mask & (second < M), other=0.0
         )
         if PREFETCH == 2:
             third = second + groups
             x_ahead = tl.load(
-                x_ptr + third.to(tl.int64) * stride_x + cols,
-                mask=col_mask & (third < M),
-                other=0.0,
-                eviction_policy=X_EVICTION,
+                x_ptr + third.to(tl.int64) * stride_x + cols, mask=col_mask & (third < M), other=0.0
             )
         for row in range(second, M + groups, groups):
             following = row + PREFETCH * groups
             x_next = tl.load(
-                x_ptr + following.to(tl.int64) * stride_x + cols,
-                mask=col_mask & (following < M),
-                other=0.0,
-                eviction_policy=X_EVICTION,
+                x_ptr + following.to(tl.int64) * stride_x + cols, mask=col_mask & (following < M), other=0.0
             )
             if row < M:
                 current = x_cur.to(tl.float32)
@@ -116,15 +103,10 @@ def _rmsnorm_split(
                 # Read back from L2 (it was read one iteration ago) instead of holding it: the
                 # registers go to more programs per SM, i.e. more bytes in flight.
                 x_prev = tl.load(x_ptr + done.to(tl.int64) * stride_x + cols, mask=col_mask, other=0.0)
-            # w is reloaded from L1 every row rather than held: registers are what limit residency.
+            # w is reloaded (from L1) every row rather than held: registers limit residency.
             w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
             y = x_prev.to(tl.float32) * rstd * w.to(tl.float32)
-            tl.store(
-                y_ptr + done.to(tl.int64) * stride_y + cols,
-                y.to(y_ptr.dtype.element_ty),
-                mask=col_mask,
-                cache_modifier=Y_CACHE,
-            )
+            tl.store(y_ptr + done.to(tl.int64) * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=col_mask)
             x_prev = x_cur
             if PREFETCH == 2:
                 x_cur = x_ahead
@@ -196,8 +178,6 @@ def rmsnorm_triton(
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
             PREFETCH=plan.prefetch,
-            X_EVICTION="evict_first" if plan.streaming else "",
-            Y_CACHE=".cs" if plan.streaming else "",
             REREAD=plan.reread,
             num_warps=plan.num_warps,
         )
