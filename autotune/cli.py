@@ -52,6 +52,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="processes compiling candidates ahead of the benchmark worker (0: none)",
     )
     parser.add_argument(
+        "--candidate-timeout",
+        type=float,
+        default=None,
+        help="seconds a candidate may take to compile and check, or to time, before it is "
+        "recorded as a hang and its worker replaced (default: 180 to compile, 60 to time)",
+    )
+    parser.add_argument(
         "--external",
         action="store_true",
         help="also run the DSL's own autotuner (Helion) and let its pick compete",
@@ -100,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[yellow]skip {args.op}/{name}: {reason}")
         else:
             backends.append(name)
+    if args.candidate_timeout is not None and not args.candidate_timeout > 0:
+        raise ValueError(f"--candidate-timeout: expected seconds > 0, got {args.candidate_timeout}")
     budget = args.budget if args.budget is not None else EFFORT_BUDGET_S[args.effort]
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "tuning.json")
@@ -134,7 +143,15 @@ def run(args: argparse.Namespace) -> int:
                     )
 
                 request = TuneRequest(
-                    args.op, name, shape, dtype, args.effort, budget, args.device, args.external
+                    args.op,
+                    name,
+                    shape,
+                    dtype,
+                    args.effort,
+                    budget,
+                    args.device,
+                    args.external,
+                    candidate_timeout_s=args.candidate_timeout,
                 )
                 try:
                     result = tune(request, worker, compile_pool=pool, on_progress=show)

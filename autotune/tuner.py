@@ -41,6 +41,8 @@ class TuneRequest:
     budget_s: float | None = None
     device: str = "cuda"
     use_external: bool = False
+    #: Longest a candidate may take to compile and check, or to time: a hang costs no more.
+    candidate_timeout_s: float | None = None
 
 
 @dataclass
@@ -207,7 +209,10 @@ def tune(
         return TuneResult(request, None, None, None, error=f"unavailable: {reason}")
     space = space_for(b)
     context, gpu = _context(worker, request)
-    evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool)
+    limits = {}
+    if request.candidate_timeout_s:
+        limits = {"timeout_s": request.candidate_timeout_s, "compile_timeout_s": request.candidate_timeout_s}
+    evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool, **limits)
     seeds = seeds_for(request, space, b.default_config, gpu, context)
     result = search(
         space,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,12 +151,28 @@ def _op_packages() -> list[str]:
     )
 
 
+#: Modules imported once the ops are known, e.g. ``TILEARENA_PLUGINS=mykernels.rmsnorm_cuda``:
+#: each may call :func:`register_backend`. Processes started by tilearena (the autotuner's
+#: workers) inherit the variable, so a plugin backend can be tuned like a built-in one.
+PLUGINS_VARIABLE = "TILEARENA_PLUGINS"
+
+
 def _load_specs() -> None:
     if _SPECS:
         return
     for package in _op_packages():
         module = importlib.import_module(f"{__package__}.{package}.spec")
         _SPECS[module.SPEC.name] = module.SPEC
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a broken plugin must not take the built-in backends with it
+            message = f"{PLUGINS_VARIABLE}: could not import {name!r}: {type(exc).__name__}: {exc}"
+            warnings.warn(message, stacklevel=2)
 
 
 def ops() -> list[str]:
