@@ -18,6 +18,7 @@ import torch
 
 pytest.importorskip("cutlass")
 
+from sass_tools import sass
 from tilearena.kernels.matmul import cute as cute_matmul
 
 # ------------------------------------------------------------------------------------------
@@ -101,8 +102,9 @@ _COMPILE_SCRIPT = textwrap.dedent(
     # (transpose_b, tile_m, tile_n, stages): nn.Linear layout with 2 consumer warpgroups,
     # and a [K, N] B (N-major WGMMA operand) with one consumer warpgroup.
     for name, args in {"nt_128x256": (True, 128, 256, 4), "nn_64x128": (False, 64, 128, 8)}.items():
-        kernel = compile_gemm(torch.bfloat16, *args, 8, options="--enable-tvm-ffi --keep-ptx")
+        kernel = compile_gemm(torch.bfloat16, *args, 8, options="--enable-tvm-ffi --keep-ptx --keep-cubin")
         ptx = kernel.__ptx__
+        open(f"{name}.cubin", "wb").write(kernel.__cubin__)  # what the GPU loads: read as SASS
         found[name] = {
             "target": ".target sm_90a" in ptx,
             "wgmma": ptx.count("wgmma.mma_async"),
@@ -135,7 +137,10 @@ def ptx_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in facts:
+        facts[name]["sass"] = sass(workdir / f"{name}.cubin")
+    return facts
 
 
 @pytest.mark.parametrize("variant", ["nt_128x256", "nn_64x128"])
@@ -149,6 +154,15 @@ def test_ptx_has_hopper_machinery(ptx_facts: dict, variant: str) -> None:
     assert any("setmaxnreg.inc" in line for line in facts["setmaxnreg"])
     assert facts["stmatrix"] >= 1
     assert facts["local_memory"] == 0  # no spills to local memory in the PTX
+
+
+@pytest.mark.parametrize("variant", ["nt_128x256", "nn_64x128"])
+def test_sass_runs_on_hgmma(ptx_facts: dict, variant: str) -> None:
+    """What the H100 executes (cuobjdump -sass of the sm_90a cubin): warpgroup MMAs and TMA."""
+    machine = ptx_facts[variant]["sass"]
+    assert machine.count("HGMMA.64x") >= 4, machine[:2000]
+    assert "UTMALDG" in machine and "UTMASTG" in machine
+    assert "LDL" not in machine and "STL" not in machine  # nothing spilled to local memory
 
 
 def test_ptx_tile_shapes(ptx_facts: dict) -> None:

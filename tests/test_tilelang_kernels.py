@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sass_tools import sass
 
 pytest.importorskip("tilelang")
 
@@ -113,7 +114,16 @@ def compiled(
             capture_output=True, text=True, timeout=300,
         )
         results[group] = (assembled.returncode, messages + assembled.stderr, ptx_path.read_text())
+    _CUBINS.update({group: folder / f"{group}.cubin" for group in running})
     return results
+
+
+_CUBINS: dict[str, Path] = {}
+
+
+def compiled_cubin(compiled: dict, group: str = "matmul") -> Path:
+    """The cubin the ``compiled`` fixture assembled for ``group``."""
+    return _CUBINS[group]
 
 
 # ------------------------------------------------------------------------- no lowering needed
@@ -213,6 +223,15 @@ def test_matmul_kernels_compile_for_sm90a(compiled: dict[str, tuple[int, str, st
     assert status == 0, messages[-4000:]
     assert "wgmma.mma_async" in ptx
     assert "cp.async.bulk.tensor" in ptx  # TMA
+
+
+def test_matmul_sass_runs_on_hgmma(compiled: dict[str, tuple[int, str, str]]) -> None:
+    """What the H100 executes (cuobjdump -sass of the assembled sm_90a cubin)."""
+    status, messages, _ = compiled["matmul"]
+    assert status == 0, messages[-4000:]
+    machine = sass(compiled_cubin(compiled))
+    assert machine.count("HGMMA.64x") >= len(MATMUL_SHAPES), machine[:2000]
+    assert "UTMALDG" in machine  # TMA loads
 
 
 def test_nvcc_is_found_when_installed() -> None:
