@@ -161,3 +161,16 @@ def test_h100_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     large = plan(4096, 4096, 4096)
     assert (large.block_m, large.block_n, large.split_k, large.grid) == (128, 256, 1, 132)
     assert large.flatten and not large.warp_specialize
+
+
+def test_a_config_for_more_rows_is_cut_to_the_rows_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 128-token config used at 16 tokens (the nearest baked bucket) must not compute 112 zero rows."""
+    monkeypatch.setattr(matmul_triton_module, "_sm_count", lambda device: 132)
+    a = torch.empty(16, 4096, dtype=torch.bfloat16)
+    b = torch.empty(4096, 4096, dtype=torch.bfloat16)
+    out = torch.empty(16, 4096, dtype=torch.bfloat16)
+    config = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}
+    assert matmul_triton_module.plan_matmul(a, b, True, out, config).block_m == 16
+    wide = torch.empty(200, 4096, dtype=torch.bfloat16)
+    wide_out = torch.empty(200, 4096, dtype=torch.bfloat16)
+    assert matmul_triton_module.plan_matmul(wide, b, True, wide_out, config).block_m == 128

@@ -415,6 +415,10 @@ def plan_matmul(
         cls = "medium"
     cfg: dict[str, Any] = {**DEFAULT_CONFIG, **SHAPE_CLASS_CONFIGS[cls], **(config or {})}
     _check_config(cfg)
+    # A tile taller than M padded to a power of two only multiplies zero rows. That happens when
+    # a config tuned for a larger M is the nearest one baked (a 128-token config at 16 tokens ran
+    # 2x slower than cuBLAS on the H100), so the tile is cut to the rows that exist.
+    cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, _next_power_of_two(m)))
     _fit_shared_memory(cfg, config or {}, a.element_size())
     block_m, block_n, block_k = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     num_tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
