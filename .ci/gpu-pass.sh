@@ -20,10 +20,13 @@ bench)
     timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report 2>&1 | tail -n 90
     ;;
 tune)
-    # OPS comma-separated; every op's winners merge into one store.
+    # OPS comma-separated; every op's winners merge into one store, baked as each is found.
+    # RESUME=1 starts from the repo's baked file and skips the shapes it already holds.
+    skip=""
+    if [ "${RESUME:-0}" = 1 ]; then cp autotune/baked/h100-sxm.json "$OUT/h100-sxm.json"; skip="--skip-baked"; fi
     for op in ${3//,/ }; do
         timeout "${7:-560}" tilearena tune --op "$op" --backend "$4" --shapes "$5" --effort quick --budget "${6:-20}" \
-            --compile-workers 8 --bake --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
+            --compile-workers 8 --bake $skip --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
     done
     ;;
 esac

@@ -43,6 +43,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", default=None, help="baked file to write (default: autotune/baked/<gpu>.json)"
     )
+    parser.add_argument(
+        "--skip-baked",
+        action="store_true",
+        help="skip (backend, shape, dtype) jobs the store already holds for exactly that shape: "
+        "resumes a long --bake run that was cut short",
+    )
     parser.add_argument("--out", default="reports/tune", help="folder for tuning.json (the convergence logs)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
@@ -117,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
     worker = IsolatedWorker()
     pool = WorkerPool(args.compile_workers) if args.compile_workers > 0 else None
     jobs = [(b, s, d) for b in backends for s in shapes for d in dtypes]
+    # The baked file is known before any tuning, so that each winner is baked as soon as it is
+    # found: a run cut short (a device time limit) keeps every job it finished.
+    gpu = store.gpu_record(args.device) if args.bake or (args.skip_baked and not args.store) else None
+    store_path = args.store or (os.path.join(store.baked_dir(), f"{gpu['slug']}.json") if gpu else None)
+    if args.skip_baked and store_path:
+        done = baked_jobs(store_path, args.op)
+        skipped = [j for j in jobs if (j[0], store.normalise_dtype(j[2]), _shape_key(j[1])) in done]
+        jobs = [j for j in jobs if j not in skipped]
+        console.print(f"--skip-baked: {len(skipped)} job(s) already in {store_path}, {len(jobs)} to tune")
     start = time.monotonic()
     try:
         with Progress(
@@ -176,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
                 records.append(result.log_record())
                 if result.entry:
                     entries.append(result.entry)
+                    if args.bake and gpu is not None:
+                        store.bake([result.entry], gpu, store_path)
                     progress.update(
                         job,
                         status=f"[green]{result.entry['time_ms']:.4f} ms "
@@ -194,10 +211,21 @@ def run(args: argparse.Namespace) -> int:
         f"{len(entries)}/{len(jobs)} jobs found a winner in {time.monotonic() - start:.0f} s; log: {log_path}"
     )
     if args.bake and entries:
-        gpu = store.gpu_record(args.device)
-        path = store.bake(entries, gpu, args.store)
-        console.print(f"baked {len(entries)} entries into {path}")
+        console.print(f"baked {len(entries)} entries into {store_path}")
     return 0 if entries or not jobs else 1
+
+
+def _shape_key(shape: dict[str, int]) -> str:
+    return json.dumps(dict(shape), sort_keys=True)
+
+
+def baked_jobs(path: str, op: str) -> set[tuple[str, str, str]]:
+    """(backend, dtype, exact shape) of every entry for ``op`` in the baked file at ``path``."""
+    from . import store
+
+    data = store.read_file(path) if os.path.exists(path) else None
+    entries = data["entries"] if data else []
+    return {(e["backend"], e["dtype"], _shape_key(e["shape"])) for e in entries if e["op"] == op}
 
 
 def _write_log(path: str, records: list[dict[str, Any]]) -> None:

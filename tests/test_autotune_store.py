@@ -242,3 +242,21 @@ def test_two_processes_baking_at_once_keep_every_entry(tmp_path):
         (name, 2**i) for name in ("eager", "compile") for i in range(count)
     )
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_skip_baked_sees_exact_shapes_of_its_op_only(tmp_path):
+    """``tilearena tune --skip-baked`` resumes a cut-short run: it skips what the store holds."""
+    from tilearena.autotune.cli import baked_jobs
+
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [entry(shape=(4096, 4096)), entry(backend="cute", shape=(8, 4096)), entry(op="softmax")],
+        gpu_block(H100),
+        path,
+    )
+    done = baked_jobs(path, "rmsnorm")
+    assert done == {
+        ("triton", "bfloat16", json.dumps({"M": 4096, "N": 4096})),
+        ("cute", "bfloat16", json.dumps({"M": 8, "N": 4096})),
+    }
+    assert baked_jobs(str(tmp_path / "missing.json"), "rmsnorm") == set()
