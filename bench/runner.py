@@ -292,7 +292,7 @@ def warm_compile_caches(plan: Sequence[tuple], workers: int, console: Console) -
 def run_bench(
     ops: Sequence[str],
     backends: Sequence[str] | None,
-    shape_sets: Sequence[str],
+    shape_sets: Sequence[str | dict[str, int]],
     dtypes: Sequence[torch.dtype],
     out_dir: Path,
     console: Console,
@@ -322,11 +322,19 @@ def run_bench(
     for op in ops:
         op_spec = registry.spec(op)
         names = [n for n in (backends or registry.backend_names(op)) if n in registry.backend_names(op)]
+        dims = set(next(iter(op_spec.shapes.values()))[0])
         for set_name in shape_sets:
-            if set_name not in op_spec.shapes:
+            if isinstance(set_name, dict):  # an explicit shape
+                if set(set_name) != dims:
+                    console.print(f"[yellow]{op}: shape {set_name} skipped; {op} takes {sorted(dims)}[/]")
+                    continue
+                chosen = [set_name]
+            elif set_name not in op_spec.shapes:
                 console.print(f"[yellow]{op}: no shape set {set_name!r}; has {sorted(op_spec.shapes)}[/]")
                 continue
-            for shape in op_spec.shapes[set_name]:
+            else:
+                chosen = op_spec.shapes[set_name]
+            for shape in chosen:
                 for dtype in dtypes:
                     if dtype in op_spec.dtypes:
                         plan.append((op_spec, names, dict(shape), dtype))

@@ -103,7 +103,7 @@ def matmul_config(m: int, n: int, k: int) -> dict[str, Any]:
         bm, bn, bk, warps, stages, pid = 128, 128, 64, 8, 4, "flat"
     else:
         # Large GEMM: the classic Hopper tile, persistent over the SMs, grouped for L2 reuse.
-        bm, bn, bk, warps, stages, pid = 128, 256, 64, 8, 3, "persistent_blocked"
+        bm, bn, bk, warps, stages, pid = 128, 256, 64, 8, 3, "persistent_interleaved"
 
     def clamp(block: int, dim: int) -> int:
         return max(16, min(block, next_power_of_2(dim)))

@@ -163,3 +163,15 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
     timing, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
+
+
+def test_bench_takes_named_sets_or_explicit_shapes() -> None:
+    from tilearena.cli import _shape_sets
+
+    assert _shape_sets("quick,sweep") == ["quick", "sweep"]
+    assert _shape_sets("M=16,N=4096,K=4096,BT=1;M=1,N=8,K=8,BT=0") == [
+        {"M": 16, "N": 4096, "K": 4096, "BT": 1},
+        {"M": 1, "N": 8, "K": 8, "BT": 0},
+    ]
+    with pytest.raises(ValueError, match="--shapes: expected DIM=INT"):
+        _shape_sets("M=16,N=big")

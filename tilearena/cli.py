@@ -90,7 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
     run_bench(
         ops,
         backends,
-        args.shapes.split(","),
+        _shape_sets(args.shapes),
         dtypes,
         Path(args.out),
         console,
@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="check every backend against float64 and time it")
     bench.add_argument("--op", default="", help="comma-separated ops (default: all)")
     bench.add_argument("--backend", default="", help="comma-separated backends (default: all)")
-    bench.add_argument("--shapes", default="quick", help="shape sets: quick, llama, sweep (comma-separated)")
+    bench.add_argument(
+        "--shapes",
+        default="quick",
+        help="shape sets: quick, llama, sweep (comma-separated), or explicit shapes "
+        "'M=16,N=4096,K=4096,BT=1;M=1,N=4096,K=4096,BT=1'",
+    )
     bench.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp16, fp32")
     bench.add_argument("--out", default="reports/latest", help="directory for results.json")
     bench.add_argument("--report", action="store_true", help="also write index.html next to results.json")
@@ -134,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
             for name in set(sub.choices) - before:
                 sub.choices[name].set_defaults(run=module.run)
     return parser
+
+
+def _shape_sets(text: str) -> list[str | dict[str, int]]:
+    """Named sets ("quick,sweep") or explicit shapes ("M=4096,N=8192;M=1,N=4096")."""
+    if "=" not in text:
+        return [name for name in text.split(",") if name]
+    shapes: list[str | dict[str, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        shape = {}
+        for item in part.split(","):
+            name, _, value = item.partition("=")
+            if not name.strip() or not value.strip().isdigit():
+                raise ValueError(f"--shapes: expected DIM=INT pairs like 'M=4096,N=8192', got {item!r}")
+            shape[name.strip()] = int(value)
+        shapes.append(shape)
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> int:
