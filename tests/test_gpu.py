@@ -152,6 +152,26 @@ def test_split_rows_finish_on_nan_and_inf(op: str) -> None:
         assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok
 
 
+@pytest.mark.parametrize("n", [4096, 65536, 262144])
+@pytest.mark.parametrize("backend", ["triton", "helion", "cute", "tilelang"])
+def test_softmax_of_masked_scores(backend: str, n: int) -> None:
+    """Rows whose leading columns are all -inf (masked attention scores) give exact zeros there
+    and the softmax of the rest: every row kernel (one-pass, online, split, cluster) must
+    exponentiate an all -inf chunk to 0, never to NaN."""
+    b = registry.backend("softmax", backend)
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    x = torch.randn(4, n, device="cuda", dtype=torch.bfloat16)
+    masked = n * 5 // 8
+    x[:, :masked] = -float("inf")
+    y = tilearena.softmax(x, backend=backend)
+    torch.cuda.synchronize()
+    assert torch.equal(y[:, :masked].float(), torch.zeros(4, masked, device="cuda"))
+    reference = registry.spec("softmax").reference(x)
+    assert numerics.compare(y, reference, registry.spec("softmax").tolerance[torch.bfloat16]).ok
+
+
 SPLIT_VARIANTS = [
     {"chunk": 4096, "num_warps": 8, "prefetch": 1},
     {"chunk": 8192, "num_warps": 8, "prefetch": 2},

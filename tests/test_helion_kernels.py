@@ -120,6 +120,18 @@ def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: 
     assert rel_l2(y, spec.reference(x)) <= spec.tolerance[dtype]
 
 
+@pytest.mark.parametrize("variant", ["rows", "online"])
+def test_softmax_of_masked_scores(interpret: None, variant: str) -> None:
+    """Leading chunks of -inf (masked attention scores) give exact zeros, not NaN."""
+    spec = registry.spec("softmax")
+    (x,) = spec.make_inputs({"M": 3, "N": 1000}, torch.float32, "cpu", 0)
+    x[:, :600] = float("-inf")  # more than two whole 256-column chunks
+    config = {"variant": "online", "block_sizes": [2, 256]} if variant == "online" else {"variant": "rows"}
+    y = softmax_mod.softmax_helion(x, out=nan_like(x), config=config)
+    assert torch.equal(y[:, :600], torch.zeros(3, 600))
+    assert rel_l2(y, spec.reference(x)) <= spec.tolerance[torch.float32]
+
+
 MATMUL_SHAPES = (*registry.spec("matmul").shapes["quick"], {"M": 70, "N": 50, "K": 130, "BT": 1})
 
 

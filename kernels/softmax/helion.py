@@ -2,7 +2,7 @@
 
 ``_softmax_rows`` (N <= 32768): a program holds its rows in registers; max, exp, sum and scale
 in one pass over x.  ``_softmax_online`` (longer rows): the two-pass online softmax, a running
-(max, sum of exp) per row updated chunk by chunk, then a second pass writes exp(x - max) / sum;
+(max, sum of exp) per row updated chunk by chunk, then a second pass writes exp(x - max) * (1 / sum);
 x is read twice.  (Helion's ``reduction_loops`` could roll ``_softmax_rows`` over chunks too,
 but its max and sum are then separate loops: x would be read three times.)  The config key
 ``"variant"`` ("rows" or "online") overrides the choice; the rest are Helion config keys.
@@ -41,7 +41,8 @@ def _softmax_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         rows = x[tile_m, :].to(torch.float32)
         row_max = torch.amax(rows, dim=-1, keepdim=True)
         e = torch.exp(rows - row_max)
-        out[tile_m, :] = (e / torch.sum(e, dim=-1, keepdim=True)).to(out.dtype)
+        # One division per row, then a multiply per element.
+        out[tile_m, :] = (e * (1.0 / torch.sum(e, dim=-1, keepdim=True))).to(out.dtype)
     return out
 
 
@@ -55,16 +56,18 @@ def _softmax_online(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         run_sum = hl.zeros([tile_m], dtype=torch.float32)
         for tile_n in hl.tile(n, block_size=block_n):
             chunk = x[tile_m, tile_n].to(torch.float32)
-            # Every chunk holds at least one real column, so new_max is finite and no
-            # (-inf) - (-inf) is ever computed.
             new_max = torch.maximum(run_max, torch.amax(chunk, dim=-1))
-            run_sum = run_sum * torch.exp(run_max - new_max) + torch.sum(
-                torch.exp(chunk - new_max[:, None]), dim=-1
+            # While every column so far is -inf (masked scores) the max is -inf: exponentiate
+            # against 0 instead, so those columns add 0 rather than NaN.
+            safe_max = torch.where(new_max == float("-inf"), 0.0, new_max)
+            run_sum = run_sum * torch.exp(run_max - safe_max) + torch.sum(
+                torch.exp(chunk - safe_max[:, None]), dim=-1
             )
             run_max = new_max
+        inv_sum = 1.0 / run_sum  # one division per row, then a multiply per element
         for tile_n in hl.tile(n, block_size=block_n):
             chunk = x[tile_m, tile_n].to(torch.float32)
-            out[tile_m, tile_n] = (torch.exp(chunk - run_max[:, None]) / run_sum[:, None]).to(out.dtype)
+            out[tile_m, tile_n] = (torch.exp(chunk - run_max[:, None]) * inv_sum[:, None]).to(out.dtype)
     return out
 
 

@@ -7,7 +7,7 @@
   they stay finite, and their stores are predicated off.
 * ``resident`` / ``chunked``: longer rows, one per block. Pass 1 is an online softmax over
   ``chunk``-column steps: a block max per chunk, and a per-thread running sum of exp rescaled
-  when the max grows (one exp per element plus one per chunk). Pass 2 writes exp(x - max) / sum.
+  when the max grows (one exp per element plus one per chunk). Pass 2 writes exp(x - max) * (1 / sum).
   ``resident`` copies the row into shared memory first and both passes read it there (x read
   once); ``chunked`` (rows too long for shared memory, up to 262144) reads x in both passes.
 
@@ -57,8 +57,11 @@ def build_softmax(
                 for i, j in T.Parallel(rows, block_n):
                     x_tile[i, j] = T.exp2(x_tile[i, j] - row_max[i])
                 T.reduce_sum(x_tile, row_sum, dim=1)
+                # One division per row; a multiply per element (a division is ~10 instructions).
+                for i in T.Parallel(rows):
+                    row_sum[i] = 1.0 / row_sum[i]
                 for i, j in T.Parallel(rows, block_n):
-                    x_tile[i, j] = x_tile[i, j] / row_sum[i]
+                    x_tile[i, j] = x_tile[i, j] * row_sum[i]
                 T.copy(x_tile, y[block * rows, 0])
 
         return softmax_rows
@@ -78,6 +81,7 @@ def build_softmax(
             chunk_max = T.alloc_fragment((1,), accum)
             running_max = T.alloc_fragment((1,), accum)
             previous_max = T.alloc_fragment((1,), accum)
+            safe_max = T.alloc_fragment((1,), accum)
             total = T.alloc_fragment((1,), accum)
             T.clear(sum_exp)
             T.fill(running_max, -T.infinity(accum))
@@ -95,12 +99,17 @@ def build_softmax(
                 for j in T.Parallel(1):
                     previous_max[j] = running_max[j]
                     running_max[j] = T.max(running_max[j], chunk_max[j])
-                # exp2(-inf - finite) = 0 on the first chunk: the empty sum stays 0.
+                    # While every column so far is -inf (masked scores), exponentiate against 0:
+                    # those columns add 0 instead of NaN. exp2(-inf - finite) = 0 rescales the
+                    # empty sum of the first chunk.
+                    safe_max[j] = T.if_then_else(running_max[j] == -T.infinity(accum), 0.0, running_max[j])
                 for j in T.Parallel(chunk):
-                    sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - running_max[0]) + T.exp2(
-                        x_chunk[j] - running_max[0]
+                    sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - safe_max[0]) + T.exp2(
+                        x_chunk[j] - safe_max[0]
                     )
             T.reduce_sum(sum_exp, total, dim=0)
+            for j in T.Parallel(1):
+                total[j] = 1.0 / total[j]  # so pass 2 multiplies instead of dividing
             # Walk the row backwards: its tail is the part most likely still in L2.
             for back in T.Pipelined(num_chunks, num_stages=num_stages):
                 step = num_chunks - 1 - back
@@ -109,7 +118,7 @@ def build_softmax(
                 else:
                     T.copy(x[row, step * chunk], x_chunk)
                 for j in T.Parallel(chunk):
-                    x_chunk[j] = T.exp2(x_chunk[j] * LOG2_E - running_max[0]) / total[0]
+                    x_chunk[j] = T.exp2(x_chunk[j] * LOG2_E - running_max[0]) * total[0]
                 T.copy(x_chunk, y[row, step * chunk])
 
     return softmax_long_rows
