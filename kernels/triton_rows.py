@@ -218,5 +218,6 @@ def plan_rows(
         split=split,
         grid=grid,
         prefetch=prefetch,
+        reread=reread,
         residency_key=key,
     )

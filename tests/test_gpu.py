@@ -194,7 +194,8 @@ def test_split_row_variants_match_float64(op: str, config: dict) -> None:
     for seed in (1, 2):  # the first call learns residency; the second runs the full grid
         result = numerics.check_backend(op, "triton", shape, torch.bfloat16, "cuda", seed=seed, config=config)
         assert result.ok, result
-    assert plan_rows(shape["M"], shape["N"], torch.device("cuda"), config, (op,)).kind == "split"
+    plan = plan_rows(shape["M"], shape["N"], torch.device("cuda"), config, (op,))
+    assert plan.kind == "split" and plan.reread == config.get("reread", False)
 
 
 def test_timing_measures_gpu_time_not_launch_cost() -> None:

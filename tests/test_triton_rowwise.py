@@ -87,7 +87,8 @@ def test_split_plan_on_a_gpu_carries_its_residency_key(monkeypatch: pytest.Monke
     assert plan.residency_key == ("op", 8192, 8, 32, 2, False)
     assert plan.grid == (132 * 2 // 32) * 32  # whole groups of resident programs
     # Fewer registers (reread) let more programs in, up to programs_per_sm.
-    assert plan_rows(4096, 262144, gpu, {**cfg, "reread": True}, ("op",)).grid == 132 * 4 // 32 * 32
+    rereading = plan_rows(4096, 262144, gpu, {**cfg, "reread": True}, ("op",))
+    assert rereading.reread and rereading.grid == 132 * 4 // 32 * 32
     assert (
         plan_rows(4096, 262144, gpu, {**cfg, "reread": True, "programs_per_sm": 8}, ("op",)).grid
         == 132 * 6 // 32 * 32
