@@ -78,11 +78,9 @@ def parse_shapes(text: str, shape_sets: dict[str, Sequence[dict[str, int]]]) -> 
         names = [n for n in shape_sets if n != "quick"]
         return [dict(s) for n in names for s in shape_sets[n]]
     if "=" in text:
-        shapes = []
-        for part in text.split(";"):
-            if part.strip():
-                shapes.append({k.strip(): int(v) for k, v in (kv.split("=") for kv in part.split(","))})
-        return shapes
+        from ..kernels.shapes import parse_explicit_shapes
+
+        return parse_explicit_shapes(text)
     if text not in shape_sets:
         raise ValueError(
             f"--shapes: expected one of {sorted(shape_sets)}, 'all' or 'DIM=N,...', got {text!r}"

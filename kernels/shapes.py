@@ -1,4 +1,5 @@
-"""Shape sets shared by the row-wise ops (RMSNorm, softmax): x[M, N] reduced over N."""
+"""Shape sets shared by the row-wise ops (RMSNorm, softmax): x[M, N] reduced over N; and the
+parser of explicit shapes that the bench and tune commands share."""
 
 from __future__ import annotations
 
@@ -29,3 +30,17 @@ ROWWISE_SWEEP = (
 )
 
 ROWWISE_SHAPES = {"quick": ROWWISE_QUICK, "llama": ROWWISE_LLAMA, "sweep": ROWWISE_SWEEP}
+
+
+def parse_explicit_shapes(text: str) -> list[dict[str, int]]:
+    """``"M=4096,N=8192;M=1,N=4096"`` -> ``[{"M": 4096, "N": 8192}, {"M": 1, "N": 4096}]``."""
+    shapes = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        shape = {}
+        for item in part.split(","):
+            name, _, value = item.partition("=")
+            if not name.strip() or not value.strip().isdigit():
+                raise ValueError(f"--shapes: expected DIM=INT pairs like 'M=4096,N=8192', got {item!r}")
+            shape[name.strip()] = int(value)
+        shapes.append(shape)
+    return shapes

@@ -145,16 +145,9 @@ def _shape_sets(text: str) -> list[str | dict[str, int]]:
     """Named sets ("quick,sweep") or explicit shapes ("M=4096,N=8192;M=1,N=4096")."""
     if "=" not in text:
         return [name for name in text.split(",") if name]
-    shapes: list[str | dict[str, int]] = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        shape = {}
-        for item in part.split(","):
-            name, _, value = item.partition("=")
-            if not name.strip() or not value.strip().isdigit():
-                raise ValueError(f"--shapes: expected DIM=INT pairs like 'M=4096,N=8192', got {item!r}")
-            shape[name.strip()] = int(value)
-        shapes.append(shape)
-    return shapes
+    from .kernels.shapes import parse_explicit_shapes
+
+    return list(parse_explicit_shapes(text))
 
 
 def main(argv: list[str] | None = None) -> int:
