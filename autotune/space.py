@@ -339,6 +339,37 @@ for _op in ("rmsnorm", "softmax"):
     register_space_extras(_op, "triton", constraints=(_split_warps,), effective=_rowwise_plan)
 
 
+def _matmul_triton_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
+    """The Triton matmul's launch for this config (e.g. swap_ab ignores the split-K knobs)."""
+    from ..kernels.matmul.triton import plan_for_dims
+
+    shape = context.shape
+    m, n, k = int(shape.get("M", 1)), int(shape.get("N", 1)), int(shape.get("K", 1))
+    item = context.dtype_bytes
+    # TMA needs 16-byte row strides: A's and B's rows are K or N elements long, C's N.
+    b_row = k if shape.get("BT", 0) else n
+    aligned = all(length * item % 16 == 0 for length in (k, b_row, n))
+    cc = context.compute_capability
+    tma_possible = cc is None or tuple(cc) >= (9, 0)
+    return plan_for_dims(m, n, k, item, context.sm_count or 132, tma_possible and aligned, config)
+
+
+def _matmul_triton_launchable(config: Mapping[str, Any], context: TuneContext) -> str | None:
+    """Configs the planner refuses (stages over the shared memory, TMA on unaligned rows)."""
+    if not {"M", "N", "K"} <= set(context.shape):
+        return None
+    try:
+        _matmul_triton_plan(config, context)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+register_space_extras(
+    "matmul", "triton", constraints=(_matmul_triton_launchable,), effective=_matmul_triton_plan
+)
+
+
 def space_for(backend: Any) -> ConfigSpace | None:
     """The search space of a registry ``Backend``; None when it declares nothing to tune."""
     declared = getattr(backend, "config_space", None)

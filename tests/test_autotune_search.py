@@ -228,3 +228,37 @@ def test_guided_search_over_a_space_that_cannot_be_enumerated():
     result = search(sampled, evaluator, CONTEXT, effort="quick", seeds=[DEFAULT], max_evaluations=60)
     assert result.strategy == "guided" and len(result.outcomes) <= 61
     assert result.best()[0].time_ms <= 1.05 * optimum
+
+
+def test_triton_matmul_space_dedups_by_launch_and_refuses_unlaunchable_configs():
+    from tilearena.autotune.space import space_for
+    from tilearena.kernels import registry
+
+    space = space_for(registry.backend("matmul", "triton"))
+    context = TuneContext(
+        shape={"M": 16, "N": 4096, "K": 4096, "BT": 1},
+        dtype_bytes=2,
+        shared_memory_bytes=227 * 1024,
+        sm_count=132,
+        compute_capability=(9, 0),
+    )
+    swap = {
+        **{name: values[0] for name, values in space.params.items()},
+        **{"swap_ab": True, "BLOCK_N": 64, "BLOCK_K": 128, "num_stages": 4, "path": "pointer"},
+    }
+    # The swap-AB kernel has no split-K or persistence: those knobs cannot change its time.
+    assert space.effective_key({**swap, "SPLIT_K": 4, "GROUP_M": 8}, context) == space.effective_key(
+        {**swap, "SPLIT_K": 1, "GROUP_M": 1}, context
+    )
+    persistent = {**swap, "swap_ab": False, "NUM_SMS": 0, "SPLIT_K": 1}
+    split = {**persistent, "SPLIT_K": 4}
+    assert space.effective_key(split, context) != space.effective_key(persistent, context)
+    # Six stages of 256x256 bf16 tiles are far over 227 KiB: refused before any compile.
+    too_deep = {**swap, "BLOCK_N": 256, "BLOCK_K": 128, "num_stages": 5, "BLOCK_M": 256, "swap_ab": False}
+    assert "shared memory" in (space.invalid_reason(too_deep, context) or "")
+    # K=4100 bf16 rows are not 16-byte aligned: TMA may not be forced.
+    ragged = TuneContext(
+        shape={"M": 16, "N": 4096, "K": 4100, "BT": 1}, dtype_bytes=2, compute_capability=(9, 0)
+    )
+    assert "path" in (space.invalid_reason({**swap, "path": "tma"}, ragged) or "")
+    assert space.invalid_reason(swap, ragged) is None

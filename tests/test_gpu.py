@@ -198,6 +198,24 @@ def test_split_row_variants_match_float64(op: str, config: dict) -> None:
     assert plan.kind == "split" and plan.reread == config.get("reread", False)
 
 
+@pytest.mark.parametrize("path", ["pointer", "tma"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"M": 1, "N": 4096, "K": 4096, "BT": 1},
+        {"M": 16, "N": 6144 + 8, "K": 4096 + 64, "BT": 1},  # ragged column and K tiles
+        {"M": 40, "N": 1024, "K": 4096, "BT": 0},  # three row tiles; B as [K, N]
+        {"M": 7, "N": 1000, "K": 72, "BT": 1},
+    ],
+    ids=lambda s: "x".join(str(v) for v in s.values()),
+)
+def test_triton_swap_ab_matches_float64(shape: dict, path: str) -> None:
+    """The decode kernel (C^T = B^T A^T) on each operand path, including tails of every tile."""
+    config = {"swap_ab": True, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "num_stages": 4, "path": path}
+    result = numerics.check_backend("matmul", "triton", shape, torch.bfloat16, "cuda", seed=3, config=config)
+    assert result.ok, result
+
+
 def test_timing_measures_gpu_time_not_launch_cost() -> None:
     """A call that spends 300 us of CPU before launching a ~5 us kernel must time as the kernel:
     the harness queues the samples behind a GPU spin, so Python's launch path is not measured."""

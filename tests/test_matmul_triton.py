@@ -84,6 +84,35 @@ def test_each_shape_class_config(shape_class: str, bt: int) -> None:
     _check({"M": 70, "N": 72, "K": 96, "BT": bt}, torch.bfloat16, config)
 
 
+@pytest.mark.parametrize("bt", [0, 1])
+@pytest.mark.parametrize(
+    ("shape", "config"),
+    [
+        # One ragged column tile, one ragged K tile, a single row.
+        ({"M": 1, "N": 72, "K": 200}, {"BLOCK_N": 64, "BLOCK_K": 64}),
+        # Rows spread over three BLOCK_M=16 tiles of the grid's second axis.
+        ({"M": 40, "N": 64, "K": 96}, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}),
+        # Unaligned K (no TMA possible) with 5 rows.
+        ({"M": 5, "N": 33, "K": 65}, {"BLOCK_N": 32, "BLOCK_K": 32}),
+    ],
+    ids=["m1", "m40", "m5-unaligned"],
+)
+@pytest.mark.parametrize("path", ["pointer", "auto"])
+def test_swap_ab_kernel(shape: dict, config: dict, bt: int, path: str) -> None:
+    config = {**config, "swap_ab": True, "path": path, "num_stages": 3}
+    _check({**shape, "BT": bt}, torch.float16, config)
+    _check({**shape, "BT": bt}, torch.float32, config)
+
+
+def test_swap_ab_ignores_the_persistent_kernels_knobs() -> None:
+    a, b, bt = SPEC.make_inputs({"M": 3, "N": 64, "K": 64, "BT": 1}, torch.float16, DEVICE, 0)
+    out = SPEC.empty_output(a, b, bt)
+    plain = matmul_triton_module.plan_matmul(a, b, bt, out, {"swap_ab": True})
+    knobs = {"swap_ab": True, "SPLIT_K": 4, "GROUP_M": 16, "NUM_SMS": None, "flatten": True}
+    assert matmul_triton_module.plan_matmul(a, b, bt, out, knobs) == plain
+    assert (plain.split_k, plain.grid) == (1, 1)
+
+
 def test_warp_specialized_config_runs() -> None:
     _check({"M": 64, "N": 64, "K": 64, "BT": 1}, torch.float16,
            matmul_triton_module.LARGE_WARP_SPECIALIZED_CONFIG)
@@ -126,6 +155,7 @@ def test_allocates_output_and_handles_empty() -> None:
         ({"path": "cuda"}, "path"),
         ({"warp_specialize": True, "SPLIT_K": 2}, "warp_specialize"),
         ({"flatten": 1}, "flatten"),
+        ({"swap_ab": "yes"}, "swap_ab"),
         ({"block_m": 64}, "config"),
     ],
 )
@@ -150,9 +180,12 @@ def test_h100_plans(monkeypatch: pytest.MonkeyPatch) -> None:
         b = torch.empty(n, k, dtype=torch.bfloat16)
         return matmul_triton_module.plan_matmul(a, b, True, torch.empty(m, n, dtype=torch.bfloat16))
 
-    decode = plan(1, 4096, 4096)  # 64 tiles of 64 columns: split-K fills the SMs
-    assert (decode.block_m, decode.split_k, decode.grid, decode.use_tma) == (16, 4, 256, True)
-    assert plan(1, 28672, 4096).split_k == 1  # 448 tiles: enough without splitting
+    decode = plan(1, 4096, 4096)  # swap-AB: one program per 64 columns of the weight, cp.async
+    assert (decode.swap_ab, decode.block_m, decode.split_k, decode.grid, decode.use_tma) == (
+        True, 16, 1, 64, False)
+    assert plan(16, 28672, 4096).grid == 448
+    small = plan(64, 4096, 4096)  # 64 tiles of 64x64: split-K fills the SMs
+    assert (small.swap_ab, small.split_k, small.grid) == (False, 4, 256)
     medium = plan(128, 4096, 14336)
     assert (medium.block_m, medium.split_k, medium.grid) == (128, 8, 132)
     # 1024^3 has only 32 tiles of 128x256: it takes the 128x128 split-K config instead.

@@ -12,8 +12,15 @@ Both walk output tiles in grouped order (GROUP_M tiles of M share each column of
 it is hot in L2) and accumulate in float32.  With SPLIT_K > 1 each tile's K range is cut into
 SPLIT_K slices computed by different programs; the slices land in a float32 workspace and the
 last program to finish a tile (counted with an atomic) sums them in a fixed order, so results
-are deterministic and there is no second launch.  Split-K is how small M (decode) and mid M
-(128 tokens) fill 132 SMs when there are fewer output tiles than SMs.
+are deterministic and there is no second launch.  Split-K is how mid M (128 tokens) fills 132 SMs
+when there are fewer output tiles than SMs.
+
+Decode shapes (a few rows of A against a weight) take a second kernel, ``_swap_ab_kernel``
+(``swap_ab=True``): it computes C^T = B^T A^T, so B's columns fill the 64-row side of the
+Hopper MMA (wgmma m64nNk16) and A's few rows its narrow N side, instead of padding 1-16 rows of A
+to a 64-row MMA.  One program per BLOCK_N columns, the whole K loop pipelined (cp.async or TMA),
+no split-K and no workspace.  On the H100 this ran 1.0-1.15x cuBLAS at M=1 and M=16 where the
+persistent kernel ran 0.75-0.9x (reports/h100/NOTES.md, the decode probe).
 
 Under TRITON_INTERPRET=1 tiles are converted to float32 after loading (the interpreter's dot
 multiplies bf16 raw bits); descriptors work in the interpreter, so both paths are tested on CPU.
@@ -174,6 +181,79 @@ def _matmul_kernel(
                 )
 
 
+@triton.jit
+def _swap_ab_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_b,
+    stride_cm,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    B_TRANSPOSED: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """One [BLOCK_M, BLOCK_N] tile of C, computed transposed: acc[BLOCK_N, BLOCK_M] = B^T A^T."""
+    off_n = tl.program_id(0) * BLOCK_N
+    off_m = tl.program_id(1) * BLOCK_M
+    rows = off_m + tl.arange(0, BLOCK_M)
+    cols = off_n + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    if USE_TMA:
+        a_desc = tl.make_tensor_descriptor(
+            a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K]
+        )
+        if B_TRANSPOSED:
+            b_desc = tl.make_tensor_descriptor(
+                b_ptr, shape=[N, K], strides=[stride_b, 1], block_shape=[BLOCK_N, BLOCK_K]
+            )
+        else:
+            b_desc = tl.make_tensor_descriptor(
+                b_ptr, shape=[K, N], strides=[stride_b, 1], block_shape=[BLOCK_K, BLOCK_N]
+            )
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for kt in range(tl.cdiv(K, BLOCK_K)):
+        off_k = kt * BLOCK_K
+        if USE_TMA:
+            a = a_desc.load([off_m, off_k])
+            if B_TRANSPOSED:
+                b_t = b_desc.load([off_n, off_k])
+            else:
+                b_t = b_desc.load([off_k, off_n]).T
+        else:
+            k_ids = off_k + ks
+            a = tl.load(
+                a_ptr + rows.to(tl.int64)[:, None] * stride_am + k_ids[None, :],
+                mask=(rows < M)[:, None] & (k_ids < K)[None, :],
+                other=0.0,
+            )
+            b_mask = (cols < N)[:, None] & (k_ids < K)[None, :]
+            if B_TRANSPOSED:
+                b_t = tl.load(
+                    b_ptr + cols.to(tl.int64)[:, None] * stride_b + k_ids[None, :], mask=b_mask, other=0.0
+                )
+            else:
+                b_t = tl.load(
+                    b_ptr + k_ids.to(tl.int64)[None, :] * stride_b + cols[:, None], mask=b_mask, other=0.0
+                )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b_t = b_t.to(tl.float32)
+        acc = tl.dot(b_t, a.T, acc, input_precision="ieee")
+    c = acc.T.to(c_ptr.dtype.element_ty)
+    tl.store(
+        c_ptr + rows.to(tl.int64)[:, None] * stride_cm + cols[None, :],
+        c,
+        mask=(rows < M)[:, None] & (cols < N)[None, :],
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Configs
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +265,8 @@ def _matmul_kernel(
 #: producer warpgroup plus two consumer warpgroups, 12 warps, setmaxnreg) only with
 #: ``num_warps=4``; with 8 warps the loop compiles unpartitioned (software pipelining only).
 #: Checked by compiling for sm_90 on a CPU, not yet timed.
+#: ``swap_ab`` launches ``_swap_ab_kernel`` (one program per tile, no persistence or split-K):
+#: GROUP_M, SPLIT_K, NUM_SMS, warp_specialize and flatten do not apply to it and are ignored.
 CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "BLOCK_M": (16, 32, 64, 128, 256),
     "BLOCK_N": (32, 64, 128, 256),
@@ -197,12 +279,16 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "warp_specialize": (False, True),
     "flatten": (False, True),
     "path": ("auto", "tma", "pointer"),
+    "swap_ab": (False, True),
 }
 
 #: Per shape class, by M (the token count for nn.Linear shapes).  Decode and small batches are
-#: bound by reading B; the tile count there is N / BLOCK_N, well under 132 SMs for N=4096, so
-#: split-K supplies the parallelism.  128 tokens is still memory-bound (M flop per byte of B,
-#: the H100's ridge is ~300), so it keeps split-K with 128x128 tiles.  Large M is the classic
+#: bound by reading B.  Decode takes the swap-AB kernel: 64 columns of B per program, a deep
+#: (6-stage) cp.async pipeline, the best of the probe on the H100 at M=1 and 16 (split-K with
+#: atomics and the TMA path were both slower there).  Small batches keep the persistent kernel,
+#: whose tile count N / BLOCK_N is under 132 SMs for N=4096, so split-K supplies the parallelism.
+#: 128 tokens is still memory-bound (M flop per byte of B, the H100's ridge is ~300), so it keeps
+#: split-K with 128x128 tiles.  Large M is the classic
 #: Hopper wgmma config: 128x256x64 tiles, 3 stages, 8 warps (two consumer warpgroups).
 SHAPE_CLASS_CONFIGS: dict[str, dict[str, Any]] = {
     "decode": {
@@ -210,12 +296,14 @@ SHAPE_CLASS_CONFIGS: dict[str, dict[str, Any]] = {
         "BLOCK_N": 64,
         "BLOCK_K": 128,
         "GROUP_M": 1,
-        "SPLIT_K": None,
-        "num_stages": 4,
+        "SPLIT_K": 1,
+        "num_stages": 6,
         "num_warps": 4,
         "NUM_SMS": 0,
         "warp_specialize": False,
         "flatten": False,
+        "path": "pointer",
+        "swap_ab": True,
     },
     "small": {
         "BLOCK_M": 64,
@@ -267,7 +355,7 @@ LARGE_WARP_SPECIALIZED_CONFIG: dict[str, Any] = {
 
 #: What ``config`` keys default to when the shape class does not say; ``path="auto"`` takes TMA
 #: where the tensors allow it.
-DEFAULT_CONFIG: dict[str, Any] = {"path": "auto"}
+DEFAULT_CONFIG: dict[str, Any] = {"path": "auto", "swap_ab": False}
 
 
 def shape_class(m: int) -> str:
@@ -325,7 +413,7 @@ def _check_config(cfg: Mapping[str, Any]) -> None:
             f"NUM_SMS: expected None (the device's SM count), 0 (one program per work "
             f"item) or a positive int, got {sms!r}"
         )
-    for flag in ("warp_specialize", "flatten"):
+    for flag in ("warp_specialize", "flatten", "swap_ab"):
         if not isinstance(cfg[flag], bool):
             raise ValueError(f"{flag}: expected a bool, got {cfg[flag]!r}")
     if cfg["path"] not in ("auto", "tma", "pointer"):
@@ -382,7 +470,7 @@ def _tma_ready(*tensors: torch.Tensor) -> bool:
 
 @dataclass(frozen=True)
 class MatmulPlan:
-    """The launch ``matmul_triton`` makes: tiles, split, grid and compile options."""
+    """The launch ``matmul_triton`` makes: kernel, tiles, split, grid and compile options."""
 
     use_tma: bool
     block_m: int
@@ -396,6 +484,7 @@ class MatmulPlan:
     num_warps: int
     warp_specialize: bool
     flatten: bool
+    swap_ab: bool = False
 
 
 def plan_matmul(
@@ -407,7 +496,30 @@ def plan_matmul(
 ) -> MatmulPlan:
     m, k = a.shape
     n = c.shape[1]
-    sms = _sm_count(a.device)
+    tma_possible = a.device.type != "cuda" or torch.cuda.get_device_capability(a.device) >= (9, 0)
+    return plan_for_dims(
+        m,
+        n,
+        k,
+        a.element_size(),
+        _sm_count(a.device),
+        tma_possible and _tma_ready(a, b, c),
+        config,
+        tma_detail=f"strides a {a.stride()}, b {b.stride()}, c {c.stride()} in {a.dtype}",
+    )
+
+
+def plan_for_dims(
+    m: int,
+    n: int,
+    k: int,
+    itemsize: int,
+    sms: int,
+    tma_allowed: bool,
+    config: Mapping[str, Any] | None = None,
+    tma_detail: str = "",
+) -> MatmulPlan:
+    """The plan from sizes alone (no tensors, no CUDA): what the tuner dedups configs by."""
     cls = shape_class(m)
     large = SHAPE_CLASS_CONFIGS["large"]
     if cls == "large" and triton.cdiv(m, large["BLOCK_M"]) * triton.cdiv(n, large["BLOCK_N"]) < sms // 2:
@@ -419,10 +531,34 @@ def plan_matmul(
     # a config tuned for a larger M is the nearest one baked (a 128-token config at 16 tokens ran
     # 2x slower than cuBLAS on the H100), so the tile is cut to the rows that exist.
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, _next_power_of_two(m)))
-    _fit_shared_memory(cfg, config or {}, a.element_size())
+    _fit_shared_memory(cfg, config or {}, itemsize)
     block_m, block_n, block_k = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     num_tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
     k_tiles = triton.cdiv(k, block_k)
+
+    if cfg["path"] == "tma" and not tma_allowed:
+        raise ValueError(
+            "path: 'tma' needs an sm_90+ GPU (or the interpreter) and 16-byte aligned "
+            f"tensors and row strides; got {tma_detail or f'M={m}, N={n}, K={k}'}"
+        )
+    use_tma = tma_allowed and cfg["path"] != "pointer"
+    if cfg["swap_ab"]:
+        # One program per tile, each running the whole K loop.
+        return MatmulPlan(
+            use_tma,
+            block_m,
+            block_n,
+            block_k,
+            group_m=1,
+            split_k=1,
+            grid=num_tiles,
+            num_tiles=num_tiles,
+            num_stages=cfg["num_stages"],
+            num_warps=cfg["num_warps"],
+            warp_specialize=False,
+            flatten=False,
+            swap_ab=True,
+        )
 
     split = cfg["SPLIT_K"]
     if split is None:
@@ -432,16 +568,6 @@ def plan_matmul(
         split = max(1, min(wanted, 16, k_tiles // 4))
     # Never more slices than K-tiles: an empty slice would only add a workspace round trip.
     split = max(1, min(split, k_tiles))
-
-    tma_possible = a.device.type != "cuda" or torch.cuda.get_device_capability(a.device) >= (9, 0)
-    tma_allowed = tma_possible and _tma_ready(a, b, c)
-    if cfg["path"] == "tma" and not tma_allowed:
-        raise ValueError(
-            "path: 'tma' needs an sm_90+ GPU (or the interpreter) and 16-byte aligned "
-            f"tensors and row strides; got strides a {a.stride()}, b {b.stride()}, "
-            f"c {c.stride()} in {a.dtype}"
-        )
-    use_tma = tma_allowed and cfg["path"] != "pointer"
 
     work = num_tiles * split
     programs = cfg["NUM_SMS"]
@@ -498,6 +624,31 @@ def matmul_triton(
     if m == 0 or n == 0:
         return c
     plan = plan_matmul(a, b, transpose_b, c, config)
+    if plan.use_tma:
+        # The allocator is a context variable, so it is set where the launch happens.
+        triton.set_allocator(_torch_scratch)
+    if plan.swap_ab:
+        grid = (triton.cdiv(n, plan.block_n), triton.cdiv(m, plan.block_m))
+        _swap_ab_kernel[grid](
+            a,
+            b,
+            c,
+            m,
+            n,
+            k,
+            a.stride(0),
+            b.stride(0),
+            c.stride(0),
+            BLOCK_M=plan.block_m,
+            BLOCK_N=plan.block_n,
+            BLOCK_K=plan.block_k,
+            B_TRANSPOSED=bool(transpose_b),
+            USE_TMA=plan.use_tma,
+            UPCAST=_interpreting(),
+            num_stages=plan.num_stages,
+            num_warps=plan.num_warps,
+        )
+        return c
     if plan.split_k > 1:
         partial = torch.empty(
             plan.num_tiles * plan.split_k * plan.block_m * plan.block_n, dtype=torch.float32, device=a.device
@@ -505,9 +656,6 @@ def matmul_triton(
         arrivals = _arrivals(a.device, plan.num_tiles)
     else:
         partial = arrivals = c  # never read: the split-K branch is compiled out
-    if plan.use_tma:
-        # The allocator is a context variable, so it is set where the launch happens.
-        triton.set_allocator(_torch_scratch)
     _matmul_kernel[(plan.grid,)](
         a,
         b,
