@@ -108,6 +108,10 @@ class DictConfigSpace:
     ``effective``, when given, maps a config to what the kernel actually launches (e.g. the
     row-wise Triton plan): configs with the same effective key are measured once, since a
     parameter that does not apply to this shape cannot change the time.
+
+    ``completion``, when given, fills what a partial config leaves out the way the kernel does
+    for this shape (e.g. from the shape class's config), for the constraints to judge; without
+    it the space's default, then each parameter's middle value, fill the gaps.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class DictConfigSpace:
         constraints: Sequence[Constraint] = (),
         default: Mapping[str, Any] | None = None,
         effective: Callable[[Mapping[str, Any], TuneContext], Any] | None = None,
+        completion: Callable[[Mapping[str, Any], TuneContext], Config] | None = None,
     ) -> None:
         if not params:
             params = {}
@@ -129,6 +134,7 @@ class DictConfigSpace:
         # A kernel's default may leave parameters out (it computes them); the search fills them in.
         self.default = dict(default or {})
         self.effective = effective
+        self.completion = completion
 
     # --- enumeration -------------------------------------------------------------------------
     def size(self) -> int | None:
@@ -196,7 +202,7 @@ class DictConfigSpace:
                 return f"{name}={value!r} is not one of {list(allowed)}"
         if context is not None and self.constraints:
             # Constraints see the config as the kernel will run it: gaps filled by the default.
-            full = self.complete(config)
+            full = self.completion(config, context) if self.completion else self.complete(config)
             for constraint in self.constraints:
                 reason = constraint(full, context)
                 if reason is not None:
@@ -290,8 +296,13 @@ def register_space_extras(
     *,
     constraints: Sequence[Constraint] = (),
     effective: Callable[[Mapping[str, Any], TuneContext], Any] | None = None,
+    completion: Callable[[Mapping[str, Any], TuneContext], Config] | None = None,
 ) -> None:
-    _EXTRAS[(op, backend)] = {"constraints": tuple(constraints), "effective": effective}
+    _EXTRAS[(op, backend)] = {
+        "constraints": tuple(constraints),
+        "effective": effective,
+        "completion": completion,
+    }
 
 
 def _rowwise_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
@@ -354,6 +365,14 @@ def _matmul_triton_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
     return plan_for_dims(m, n, k, item, context.sm_count or 132, tma_possible and aligned, config)
 
 
+def _matmul_triton_completion(config: Mapping[str, Any], context: TuneContext) -> Config:
+    """A partial config as the kernel completes it: from the shape class's config."""
+    from ..kernels.matmul.triton import resolved_config
+
+    shape = context.shape
+    return resolved_config(int(shape.get("M", 1)), int(shape.get("N", 1)), context.sm_count or 132, config)
+
+
 def _matmul_triton_launchable(config: Mapping[str, Any], context: TuneContext) -> str | None:
     """Configs the planner refuses (stages over the shared memory, TMA on unaligned rows)."""
     if not {"M", "N", "K"} <= set(context.shape):
@@ -366,7 +385,11 @@ def _matmul_triton_launchable(config: Mapping[str, Any], context: TuneContext) -
 
 
 register_space_extras(
-    "matmul", "triton", constraints=(_matmul_triton_launchable,), effective=_matmul_triton_plan
+    "matmul",
+    "triton",
+    constraints=(_matmul_triton_launchable,),
+    effective=_matmul_triton_plan,
+    completion=_matmul_triton_completion,
 )
 
 
@@ -387,6 +410,7 @@ def space_for(backend: Any) -> ConfigSpace | None:
             constraints=extras.get("constraints", ()),
             default=getattr(backend, "default_config", None),
             effective=extras.get("effective"),
+            completion=extras.get("completion"),
         )
     raise TypeError(
         f"{backend.op}/{backend.name}: config_space of type {type(declared).__name__} is not supported"

@@ -173,8 +173,10 @@ def seeds_for(
     default: Mapping[str, Any] | None,
     gpu: store.GpuIdentity | None,
     context: TuneContext,
+    extra: Sequence[Mapping[str, Any]] = (),
 ) -> list[Config]:
-    """The baked winner of the nearest shape (if it fits this shape), then the kernel's default."""
+    """The baked winner of the nearest shape (if it fits this shape), the kernel's default, then
+    the kernel's other seed configs; those that are invalid for this shape are dropped."""
     seeds: list[Config] = []
     if gpu is not None:
         try:
@@ -185,6 +187,7 @@ def seeds_for(
             seeds.append(dict(entry["config"]))
     if default:
         seeds.append(dict(default))
+    seeds.extend(dict(config) for config in extra)
     if space is None:
         return []
     return [s for s in seeds if space.invalid_reason(s, context) is None]
@@ -213,7 +216,7 @@ def tune(
     if request.candidate_timeout_s:
         limits = {"timeout_s": request.candidate_timeout_s, "compile_timeout_s": request.candidate_timeout_s}
     evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool, **limits)
-    seeds = seeds_for(request, space, b.default_config, gpu, context)
+    seeds = seeds_for(request, space, b.default_config, gpu, context, getattr(b, "seed_configs", ()))
     result = search(
         space,
         evaluator,

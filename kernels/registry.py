@@ -88,6 +88,10 @@ class Backend:
     #: Declared tunable parameters (used by the autotuner), and the values used by default.
     config_space: Any = None
     default_config: Mapping[str, Any] | None = None
+    #: Further configs a search should measure first, besides the default and the nearest baked
+    #: one: e.g. each shape class's tiles, so a search far from its default still starts near
+    #: every kind of good config the kernel has.
+    seed_configs: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def ours(self) -> bool:

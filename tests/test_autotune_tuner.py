@@ -277,3 +277,46 @@ def test_no_winner_when_every_config_fails_the_check(fake_backend, monkeypatch):
     assert [o.failure for o in result.search.outcomes] == ["wrong", "wrong"]
     assert worker.timed == []
     assert result.log_record()["winner"] is None
+
+
+def test_searches_start_from_every_shape_class_of_the_triton_matmul() -> None:
+    """A decode-shaped search measures the persistent kernel's tiles too, not only swap-AB's."""
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.autotune.tuner import seeds_for
+
+    backend = registry.backend("matmul", "triton")
+    space = space_for(backend)
+    shape = {"M": 1, "N": 4096, "K": 14336, "BT": 1}
+    context = TuneContext(
+        shape=shape, dtype_bytes=2, shared_memory_bytes=227 * 1024, sm_count=132, compute_capability=(9, 0)
+    )
+    request = TuneRequest("matmul", "triton", shape)
+    seeds = seeds_for(request, space, backend.default_config, None, context, backend.seed_configs)
+    assert seeds[0] == dict(backend.default_config)
+    launches = {space.effective_key(s, context) for s in seeds}
+    assert len(launches) >= 4, launches
+    assert any(s.get("swap_ab") for s in seeds)
+    assert any(s.get("swap_ab") is False and s.get("NUM_SMS") == 0 for s in seeds)
+    # Seeds are spelled out: none leaves swap_ab to the tuned shape's class default.
+    assert all("swap_ab" in s and "path" in s for s in seeds[1:])
+
+
+def test_the_triton_matmul_default_is_a_valid_seed_at_every_bench_shape() -> None:
+    """Constraints judge a partial config as the kernel completes it (from the shape class),
+    so the kernel's own default is never refused as a seed."""
+    from tilearena.autotune.space import TuneContext, space_for
+
+    backend = registry.backend("matmul", "triton")
+    space = space_for(backend)
+    spec = registry.spec("matmul")
+    for shape in [*spec.shapes["sweep"], *spec.shapes["llama"]]:
+        context = TuneContext(
+            shape=dict(shape),
+            dtype_bytes=2,
+            shared_memory_bytes=227 * 1024,
+            sm_count=132,
+            compute_capability=(9, 0),
+        )
+        assert space.invalid_reason(backend.default_config, context) is None, shape
+        reasons = [space.invalid_reason(s, context) for s in backend.seed_configs]
+        assert reasons == [None] * len(reasons), (shape, reasons)

@@ -273,7 +273,7 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "BLOCK_K": (32, 64, 128),
     "GROUP_M": (1, 4, 8, 16),
     "SPLIT_K": (None, 1, 2, 4, 8, 16),
-    "num_stages": (2, 3, 4, 5),
+    "num_stages": (2, 3, 4, 5, 6),
     "num_warps": (4, 8),
     "NUM_SMS": (None, 0),
     "warp_specialize": (False, True),
@@ -355,7 +355,7 @@ LARGE_WARP_SPECIALIZED_CONFIG: dict[str, Any] = {
 
 #: What ``config`` keys default to when the shape class does not say; ``path="auto"`` takes TMA
 #: where the tensors allow it.
-DEFAULT_CONFIG: dict[str, Any] = {"path": "auto", "swap_ab": False}
+DEFAULT_CONFIG: dict[str, Any] = {"path": "auto"}
 
 
 def shape_class(m: int) -> str:
@@ -509,6 +509,17 @@ def plan_matmul(
     )
 
 
+def resolved_config(m: int, n: int, sms: int, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` with what it leaves out taken from the shape class's config (not validated)."""
+    cls = shape_class(m)
+    large = SHAPE_CLASS_CONFIGS["large"]
+    if cls == "large" and triton.cdiv(m, large["BLOCK_M"]) * triton.cdiv(n, large["BLOCK_N"]) < sms // 2:
+        # Too few 128x256 tiles to occupy half the SMs (e.g. 1024^3): smaller tiles and split-K.
+        cls = "medium"
+    # swap_ab is False unless the class (decode) or the config says otherwise.
+    return {"swap_ab": False, **DEFAULT_CONFIG, **SHAPE_CLASS_CONFIGS[cls], **(config or {})}
+
+
 def plan_for_dims(
     m: int,
     n: int,
@@ -520,12 +531,7 @@ def plan_for_dims(
     tma_detail: str = "",
 ) -> MatmulPlan:
     """The plan from sizes alone (no tensors, no CUDA): what the tuner dedups configs by."""
-    cls = shape_class(m)
-    large = SHAPE_CLASS_CONFIGS["large"]
-    if cls == "large" and triton.cdiv(m, large["BLOCK_M"]) * triton.cdiv(n, large["BLOCK_N"]) < sms // 2:
-        # Too few 128x256 tiles to occupy half the SMs (e.g. 1024^3): smaller tiles and split-K.
-        cls = "medium"
-    cfg: dict[str, Any] = {**DEFAULT_CONFIG, **SHAPE_CLASS_CONFIGS[cls], **(config or {})}
+    cfg = resolved_config(m, n, sms, config)
     _check_config(cfg)
     # A tile taller than M padded to a power of two only multiplies zero rows. That happens when
     # a config tuned for a larger M is the nearest one baked (a 128-token config at 16 tokens ran
@@ -693,5 +699,13 @@ BACKENDS = [
         requires=("triton",),
         config_space=CONFIG_SPACE,
         default_config=DEFAULT_CONFIG,
+        # Every class's tiles, spelled out in full (a partial config would take the tuned
+        # shape's class defaults for what it leaves out): on the H100 the best decode config at
+        # 1x4096x14336 was the "small" class's persistent kernel, not the decode default, and a
+        # quick search seeded only with the default did not get there in 48 evaluations.
+        seed_configs=tuple(
+            {"swap_ab": False, **DEFAULT_CONFIG, **config}
+            for config in (*SHAPE_CLASS_CONFIGS.values(), LARGE_WARP_SPECIALIZED_CONFIG)
+        ),
     ),
 ]
