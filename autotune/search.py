@@ -175,14 +175,30 @@ class _Run:
         return outcomes
 
 
-def count_valid(space: ConfigSpace, context: TuneContext, limit: int = 50_000) -> int | None:
+#: Spaces up to this many configs are listed (validity and effective keys are cheap to compute).
+LISTABLE_UP_TO = 100_000
+
+
+def distinct_configs(space: ConfigSpace, context: TuneContext) -> list[Config]:
+    """One valid config per distinct launch (effective key), in enumeration order."""
+    seen: set[str] = set()
+    distinct = []
+    for config in space.enumerate(context):
+        key = space.effective_key(config, context)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(config)
+    return distinct
+
+
+def count_valid(space: ConfigSpace, context: TuneContext, limit: int = LISTABLE_UP_TO) -> int | None:
     """How many distinct valid configs there are, None when too many to list."""
     size = space.size()
     if size is None or size > limit:
         return None
     # Configs that launch the same kernel (same effective key) count once: a row-wise kernel on
     # short rows ignores most of its parameters, and its space collapses to a handful.
-    return len({space.effective_key(c, context) for c in space.enumerate(context)})
+    return len(distinct_configs(space, context))
 
 
 def search(
@@ -209,7 +225,11 @@ def search(
         result = SearchResult("seeds", [], [], 1)
         _Run(NullSpace(), evaluator, context, 1, budget_s, clock, on_progress, result).run([{}], "default")
         return result
-    valid_count = count_valid(space, context)
+    size = space.size()
+    # Listed once per search: one config per distinct launch (listing costs seconds for a space
+    # of ~1e5 configs, and the GPU waits meanwhile).
+    listed = distinct_configs(space, context) if size is not None and size <= LISTABLE_UP_TO else None
+    valid_count = None if listed is None else len(listed)
     plan = plan_search(effort, valid_count)
     limit = plan.max_evaluations if max_evaluations is None else min(max_evaluations, plan.max_evaluations)
     limit = max(limit, 1)
@@ -230,7 +250,7 @@ def search(
     if seed_configs:
         run.run(seed_configs, "seed")
     if plan.strategy == "exhaustive":
-        configs = list(space.enumerate(context))
+        configs = listed or []
         for start in range(0, len(configs), batch_size):
             if run.exhausted():
                 break
@@ -238,7 +258,7 @@ def search(
         if valid_count is not None and len(run.seen) >= valid_count:
             result.stopped_by = "done"
         return result
-    _guided(run, random.Random(rng_seed), batch_size, valid_count)
+    _guided(run, random.Random(rng_seed), batch_size, listed)
     return result
 
 
@@ -372,11 +392,9 @@ NEIGHBOUR_SHARE = 0.75
 INITIAL_SHARE = 0.25
 
 
-def _guided(run: _Run, rng: random.Random, batch_size: int, valid_count: int | None) -> None:
+def _guided(run: _Run, rng: random.Random, batch_size: int, listed: list[Config] | None) -> None:
     space, context = run.space, run.context
-    pool: list[Config] | None = (
-        list(space.enumerate(context)) if valid_count is not None and valid_count <= 20_000 else None
-    )
+    pool: list[Config] | None = list(listed) if listed is not None and len(listed) <= 20_000 else None
     initial = max(6, int((run.max_evaluations - len(run.result.outcomes)) * INITIAL_SHARE))
     spread = _spread_sample(space, rng, context, initial)
     for start in range(0, len(spread), batch_size):

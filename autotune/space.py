@@ -350,6 +350,30 @@ for _op in ("rmsnorm", "softmax"):
     register_space_extras(_op, "triton", constraints=(_split_warps,), effective=_rowwise_plan)
 
 
+def _tilelang_row_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
+    """The row-wise TileLang kernel this config compiles (kind, tiles, threads): parameters of
+    the other kinds (e.g. ``chunk`` for a row held in registers) cannot change the time."""
+    from ..kernels.tilelang_common import row_kernel_key
+
+    return row_kernel_key(int(context.shape.get("N", 1)), context.dtype_bytes, config)
+
+
+def _tilelang_row_buildable(config: Mapping[str, Any], context: TuneContext) -> str | None:
+    if "N" not in context.shape:
+        return None
+    try:
+        _tilelang_row_plan(config, context)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+for _op in ("rmsnorm", "softmax"):
+    register_space_extras(
+        _op, "tilelang", constraints=(_tilelang_row_buildable,), effective=_tilelang_row_plan
+    )
+
+
 def _matmul_triton_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
     """The Triton matmul's launch for this config (e.g. swap_ab ignores the split-K knobs)."""
     from ..kernels.matmul.triton import plan_for_dims

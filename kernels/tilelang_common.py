@@ -159,6 +159,10 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # "resident" kernel: the longest row (bytes, padded to a chunk multiple) kept in shared
     # memory; 0 turns it off (rows that do not fit in registers then take the chunked kernel).
     "max_resident_bytes": (0, 65536, 131072, 196608),
+    # Rows longer than max_row_in_registers split over a thread-block cluster of this many CTAs,
+    # each holding its slice in registers and swapping partial results through distributed
+    # shared memory (x read once, several CTAs per SM); 1: the resident/chunked kernels.
+    "cluster_size": (1, 2, 4, 8),
 }
 
 ROW_DEFAULT_CONFIG: dict[str, Any] = {
@@ -169,6 +173,7 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
     "chunk_threads": 512,
     "num_stages": 2,
     "max_resident_bytes": 196608,
+    "cluster_size": 1,
 }
 
 
@@ -183,6 +188,10 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
     ``chunked``: longer rows (up to 262144): one row per block, walked twice in ``chunk``-column
     steps from global memory, so x is read twice; the second walk runs backwards so the row's
     most recently read part, still in L2, comes first.
+    ``cluster`` (``cluster_size`` > 1, for rows longer than ``max_row_in_registers``): a row per
+    cluster of ``cluster_size`` CTAs (returned as rows_per_block), each holding a slice of
+    ``block_n`` = padded row / cluster_size elements in registers; the CTAs swap their partial
+    reductions through distributed shared memory, then each finishes its slice (x read once).
     """
     cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
     padded = max(next_power_of_2(n), 32)
@@ -190,6 +199,16 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
         rows = max(1, cfg["elements_per_block"] // padded)
         threads = min(1024, max(128, rows * padded // cfg["elements_per_thread"]))
         return ("rows", padded, rows, threads, 0)
+    cluster = cfg["cluster_size"]
+    if cluster > 1:
+        slice_n = padded // cluster
+        if slice_n > cfg["max_row_in_registers"]:
+            raise ValueError(
+                f"cluster_size: {cluster} CTAs leave {slice_n} elements of a {padded}-element (padded) row "
+                f"to each, more than max_row_in_registers={cfg['max_row_in_registers']}"
+            )
+        threads = min(1024, max(128, slice_n // cfg["elements_per_thread"]))
+        return ("cluster", slice_n, cluster, threads, 0)
     chunk = cfg["chunk"]
     if chunk // cfg["chunk_threads"] < 4:
         raise ValueError(

@@ -172,6 +172,31 @@ def test_softmax_of_masked_scores(backend: str, n: int) -> None:
     assert numerics.compare(y, reference, registry.spec("softmax").tolerance[torch.bfloat16]).ok
 
 
+@pytest.mark.parametrize(("n", "cluster"), [(65536, 4), (65536 + 40, 4), (131072, 8), (262144, 8)])
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int) -> None:
+    """TileLang's cluster kernel (a row per cluster, partials through distributed shared memory):
+    against float64 on a ragged N too, and, for softmax, with a masked slice."""
+    b = registry.backend(op, "tilelang")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    config = {"cluster_size": cluster}
+    shape = {"M": 37, "N": n}
+    result = numerics.check_backend(op, "tilelang", shape, torch.bfloat16, "cuda", seed=5, config=config)
+    assert result.ok, result
+    if op == "softmax":
+        from tilearena.kernels.softmax.tilelang import softmax_tilelang
+
+        x = torch.randn(3, n, device="cuda", dtype=torch.bfloat16)
+        masked = n * 5 // 8  # whole slices of -inf, and one slice partly masked
+        x[:, :masked] = -float("inf")
+        y = softmax_tilelang(x, config=config)
+        assert torch.equal(y[:, :masked].float(), torch.zeros(3, masked, device="cuda"))
+        reference = registry.spec("softmax").reference(x)
+        assert numerics.compare(y, reference, registry.spec("softmax").tolerance[torch.bfloat16]).ok
+
+
 SPLIT_VARIANTS = [
     {"chunk": 4096, "num_warps": 8, "prefetch": 1},
     {"chunk": 8192, "num_warps": 8, "prefetch": 2},

@@ -48,6 +48,14 @@ ROWWISE_CASES = {
     "softmax_small": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 4096, None)),
     "softmax_ragged": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(torch.float16, 100003, None)),
     "softmax_large": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 262144, None)),
+    # A row split over a thread-block cluster, slices swapped through distributed shared memory;
+    # ragged N (the padded slice past N is predicated).
+    "rmsnorm_cluster": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 65536 + 40, {"cluster_size": 4})
+    ),
+    "softmax_cluster": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8})
+    ),
 }
 
 MATMUL_SHAPES = {
@@ -147,12 +155,18 @@ def test_row_plans() -> None:
     assert rmsnorm_tl.kernel_key(BF16, BF16, 32769, None)[3] == "chunked"  # rows not 16-byte aligned
     assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, {"max_resident_bytes": 0})[3] == "chunked"
     assert softmax_tl.kernel_key(BF16, 262144, {"chunk": 4096})[2:4] == ("chunked", 4096)
+    # cluster: (kind, slice per CTA, CTAs per cluster, threads)
+    assert softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8})[2:6] == ("cluster", 32768, 8, 1024)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, {"cluster_size": 4})[3:7] == ("cluster", 16384, 4, 512)
+    # Rows that fit in registers ignore the cluster size.
+    assert softmax_tl.kernel_key(BF16, 4096, {"cluster_size": 8})[2] == "rows"
 
 
 @pytest.mark.parametrize(
     ("config", "parameter"),
     [({"chunk": 1000}, "chunk"), ({"num_stages": 9}, "num_stages"), ({"block": 64}, "block"),
-     ({"chunk": 2048, "chunk_threads": 1024}, "chunk_threads")],
+     ({"chunk": 2048, "chunk_threads": 1024}, "chunk_threads"), ({"cluster_size": 3}, "cluster_size"),
+     ({"cluster_size": 2}, "cluster_size")],  # 131072 per CTA: more than max_row_in_registers
 )
 def test_bad_row_config_raises(config: dict, parameter: str) -> None:
     with pytest.raises(ValueError, match=parameter):
@@ -232,6 +246,20 @@ def test_matmul_sass_runs_on_hgmma(compiled: dict[str, tuple[int, str, str]]) ->
     machine = sass(compiled_cubin(compiled))
     assert machine.count("HGMMA.64x") >= len(MATMUL_SHAPES), machine[:2000]
     assert "UTMALDG" in machine  # TMA loads
+
+
+def test_cluster_kernels_swap_partials_through_distributed_shared_memory(
+    sources: dict[str, str], compiled: dict[str, tuple[int, str, str]]
+) -> None:
+    for name in ("rmsnorm_cluster", "softmax_cluster"):
+        source = sources[name]
+        # Launched as clusters; writes into peers' shared memory between two cluster barriers.
+        assert "map_shared_rank" in source and source.count("tl::cluster_sync()") == 2, name
+    status, messages, ptx = compiled["rowwise"]
+    assert status == 0, messages[-4000:]
+    assert "barrier.cluster.arrive" in ptx and "barrier.cluster.wait" in ptx
+    # A peer CTA's shared address, mapped into the cluster window (the stores then go through it).
+    assert re.search(r"mapa(\.shared::cluster)?\.u(32|64)", ptx), "no DSMEM address mapping"
 
 
 def test_nvcc_is_found_when_installed() -> None:

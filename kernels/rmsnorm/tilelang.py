@@ -1,6 +1,6 @@
 """RMSNorm forward in TileLang.
 
-Three kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
+Four kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
 
 * ``rows``: a block holds ``rows`` whole rows, padded to a power of two ``block_n``, in
   register fragments; one vectorised read of x, a block all-reduce per row, one write of y.
@@ -67,6 +67,9 @@ def build_rmsnorm(
 
         return rmsnorm_rows
 
+    if kind == "cluster":
+        return _build_rmsnorm_cluster(n, dtype, weight_dtype, block_n, rows, threads)
+
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
     resident = kind == "resident"
@@ -111,6 +114,53 @@ def build_rmsnorm(
                 T.copy(x_chunk, y[row, step * chunk])
 
     return rmsnorm_long_rows
+
+
+def _build_rmsnorm_cluster(
+    n: int, dtype: str, weight_dtype: str, slice_n: int, cluster: int, threads: int
+) -> Any:
+    m = T.dynamic("M")
+    accum = "float32"
+
+    @T.prim_func
+    def rmsnorm_cluster(
+        x: T.Tensor((m, n), dtype),
+        weight: T.Tensor((n,), weight_dtype),
+        y: T.Tensor((m, n), dtype),
+        eps: T.float32,
+    ):
+        with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
+            row = block // cluster
+            rank = T.block_rank_in_cluster()
+            x_slice = T.alloc_fragment((slice_n,), accum)
+            squares = T.alloc_fragment((slice_n,), accum)
+            own = T.alloc_fragment((1,), accum)
+            peers = T.alloc_fragment((cluster,), accum)
+            total = T.alloc_fragment((1,), accum)
+            # own_shared: this CTA's sum of squares; slots[r]: CTA r's, written by CTA r.
+            own_shared = T.alloc_shared((1,), accum)
+            slots = T.alloc_shared((cluster,), accum)
+            # Columns past N load as zeros (the copy's bounds check): they add nothing.
+            T.copy(x[row, rank * slice_n], x_slice)
+            for j in T.Parallel(slice_n):
+                squares[j] = x_slice[j] * x_slice[j]
+            T.reduce_sum(squares, own, dim=0)
+            T.copy(own, own_shared)
+            # Every CTA of the cluster has started (its shared memory exists) before any writes.
+            T.cluster_sync()
+            for peer in T.serial(cluster):
+                T.copy_cluster(own_shared, slots[rank : rank + 1], dst_block=peer)
+            # Release/acquire: every slot written in every CTA is visible after the barrier.
+            T.cluster_sync()
+            T.copy(slots, peers)
+            T.reduce_sum(peers, total, dim=0)
+            for j in T.Parallel(1):
+                total[j] = T.rsqrt(total[j] / n + eps)
+            for j in T.Parallel(slice_n):
+                x_slice[j] = x_slice[j] * total[0] * weight[rank * slice_n + j]
+            T.copy(x_slice, y[row, rank * slice_n])
+
+    return rmsnorm_cluster
 
 
 def kernel_key(

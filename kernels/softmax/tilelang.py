@@ -10,6 +10,10 @@
   when the max grows (one exp per element plus one per chunk). Pass 2 writes exp(x - max) * (1 / sum).
   ``resident`` copies the row into shared memory first and both passes read it there (x read
   once); ``chunked`` (rows too long for shared memory, up to 262144) reads x in both passes.
+* ``cluster`` (``cluster_size`` > 1, long rows): one row per thread-block cluster, a slice per
+  CTA in registers. Each CTA exponentiates its slice against its own max and sums, swaps
+  (max, sum) with its peers through distributed shared memory, then rescales its held
+  exponentials by exp(own max - row max) / row sum: x read once, one exp per element.
 
 Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
 """
@@ -65,6 +69,9 @@ def build_softmax(
                 T.copy(x_tile, y[block * rows, 0])
 
         return softmax_rows
+
+    if kind == "cluster":
+        return _build_softmax_cluster(n, dtype, block_n, rows, threads)
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -122,6 +129,69 @@ def build_softmax(
                 T.copy(x_chunk, y[row, step * chunk])
 
     return softmax_long_rows
+
+
+def _build_softmax_cluster(n: int, dtype: str, slice_n: int, cluster: int, threads: int) -> Any:
+    m = T.dynamic("M")
+    accum = "float32"
+    neg_inf = -T.infinity(accum)
+
+    @T.prim_func
+    def softmax_cluster(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
+        with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
+            row = block // cluster
+            rank = T.block_rank_in_cluster()
+            x_slice = T.alloc_fragment((slice_n,), accum)
+            own_max = T.alloc_fragment((1,), accum)
+            own_sum = T.alloc_fragment((1,), accum)
+            safe_max = T.alloc_fragment((1,), accum)
+            peer_max = T.alloc_fragment((cluster,), accum)
+            peer_sum = T.alloc_fragment((cluster,), accum)
+            row_max = T.alloc_fragment((1,), accum)
+            row_sum = T.alloc_fragment((1,), accum)
+            factor = T.alloc_fragment((1,), accum)
+            # own_shared: this CTA's (max, sum); slots[2r], slots[2r + 1]: CTA r's, written by it.
+            own_shared = T.alloc_shared((2,), accum)
+            slots = T.alloc_shared((2 * cluster,), accum)
+            T.copy(x[row, rank * slice_n], x_slice)
+            for j in T.Parallel(slice_n):
+                x_slice[j] = T.if_then_else(rank * slice_n + j < n, x_slice[j] * LOG2_E, neg_inf)
+            T.reduce_max(x_slice, own_max, dim=0)
+            for j in T.Parallel(1):
+                # A slice of nothing but -inf (masked scores) exponentiates against 0: zeros, not NaN.
+                safe_max[j] = T.if_then_else(own_max[j] == neg_inf, 0.0, own_max[j])
+            for j in T.Parallel(slice_n):
+                x_slice[j] = T.exp2(x_slice[j] - safe_max[0])
+            T.reduce_sum(x_slice, own_sum, dim=0)
+            for j in T.Parallel(1):
+                own_shared[0] = own_max[j]
+                own_shared[1] = own_sum[j]
+            # Every CTA of the cluster has started (its shared memory exists) before any writes.
+            T.cluster_sync()
+            for peer in T.serial(cluster):
+                T.copy_cluster(own_shared, slots[2 * rank : 2 * rank + 2], dst_block=peer)
+            # Release/acquire: every slot written in every CTA is visible after the barrier.
+            T.cluster_sync()
+            for r in T.Parallel(cluster):
+                peer_max[r] = slots[2 * r]
+            T.reduce_max(peer_max, row_max, dim=0)
+            for r in T.Parallel(cluster):
+                # exp2(-inf - finite) = 0 drops a masked slice; an all -inf row gives NaN (as torch).
+                peer_sum[r] = slots[2 * r + 1] * T.exp2(slots[2 * r] - row_max[0])
+            T.reduce_sum(peer_sum, row_sum, dim=0)
+            for j in T.Parallel(1):
+                # A masked slice holds zeros; its factor must not be exp2(0 - row max) = inf.
+                # (A row of nothing but -inf keeps the NaN of 0 * inf, as torch gives.)
+                factor[j] = T.if_then_else(
+                    (own_max[j] == neg_inf) & (row_max[j] != neg_inf),
+                    0.0,
+                    T.exp2(safe_max[j] - row_max[j]) / row_sum[j],
+                )
+            for j in T.Parallel(slice_n):
+                x_slice[j] = x_slice[j] * factor[0]
+            T.copy(x_slice, y[row, rank * slice_n])
+
+    return softmax_cluster
 
 
 def kernel_key(x_dtype: torch.dtype, n: int, config: Mapping[str, Any] | None) -> tuple:
