@@ -131,8 +131,9 @@ class DictConfigSpace:
                 raise ValueError(f"config space: parameter {name!r} has no allowed values")
             self.params[name] = values
         self.constraints = tuple(constraints)
-        # A kernel's default may leave parameters out (it computes them); the search fills them in.
-        self.default = dict(default or {})
+        # A kernel's default may leave parameters out, or set them to None (it computes them);
+        # the search fills them in.
+        self.default = {name: value for name, value in (default or {}).items() if value is not None}
         self.effective = effective
         self.completion = completion
 

@@ -186,7 +186,9 @@ def seeds_for(
         if entry and entry["config"]:
             seeds.append(dict(entry["config"]))
     if default:
-        seeds.append(dict(default))
+        # A None value means "the kernel derives it from the shape" (TileLang's defaults): the
+        # same as leaving the key out, which the space accepts.
+        seeds.append({name: value for name, value in default.items() if value is not None})
     seeds.extend(dict(config) for config in extra)
     if space is None:
         return []

@@ -320,3 +320,20 @@ def test_the_triton_matmul_default_is_a_valid_seed_at_every_bench_shape() -> Non
         assert space.invalid_reason(backend.default_config, context) is None, shape
         reasons = [space.invalid_reason(s, context) for s in backend.seed_configs]
         assert reasons == [None] * len(reasons), (shape, reasons)
+
+
+@pytest.mark.parametrize(
+    ("op", "backend"), [("matmul", "tilelang"), ("rmsnorm", "tilelang"), ("matmul", "cute")]
+)
+def test_every_kernels_default_is_a_valid_seed(op: str, backend: str) -> None:
+    """A default that leaves values to the kernel (None: derive from the shape) still seeds."""
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.autotune.tuner import seeds_for
+
+    b = registry.backend(op, backend)
+    if isinstance(b, registry.UnavailableBackend):
+        pytest.skip(b.reason)
+    shape = {"M": 16, "N": 4096, "K": 4096, "BT": 1} if op == "matmul" else {"M": 64, "N": 65536}
+    context = TuneContext(shape=shape, dtype_bytes=2)
+    seeds = seeds_for(TuneRequest(op, backend, shape), space_for(b), b.default_config, None, context)
+    assert seeds, f"{op}/{backend}: default {b.default_config} was refused"

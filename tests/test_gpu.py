@@ -172,6 +172,27 @@ def test_softmax_of_masked_scores(backend: str, n: int) -> None:
     assert numerics.compare(y, reference, registry.spec("softmax").tolerance[torch.bfloat16]).ok
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"M": 1, "N": 4096, "K": 4096, "BT": 1},
+        {"M": 16, "N": 6144 + 64, "K": 4096 + 64, "BT": 1},  # ragged column and K tiles
+        {"M": 13, "N": 1024, "K": 4096, "BT": 0},  # B as [K, N]: wgmma reads A transposed
+        {"M": 40, "N": 2048, "K": 1024, "BT": 1},  # block_m 64 (A's rows padded to 64)
+    ],
+    ids=lambda s: "x".join(str(v) for v in s.values()),
+)
+def test_tilelang_swap_ab_matches_float64(shape: dict) -> None:
+    """TileLang's decode kernel (C^T = B^T A^T, stored transposed) against float64."""
+    b = registry.backend("matmul", "tilelang")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    config = {"swap_ab": True, "num_stages": 5}
+    result = numerics.check_backend("matmul", "tilelang", shape, torch.bfloat16, "cuda", 4, config=config)
+    assert result.ok, result
+
+
 @pytest.mark.parametrize(("n", "cluster"), [(65536, 4), (65536 + 40, 4), (131072, 8), (262144, 8)])
 @pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
 def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int) -> None:

@@ -63,11 +63,14 @@ MATMUL_SHAPES = {
     "matmul_decode_nt": (16, 4096, 4096, True),
     # Prefill-sized M, B as [K, N].
     "matmul_large_nn": (4096, 14336, 4096, False),
+    # Decode as C^T = B^T A^T (wgmma 64xN16), in both layouts of B.
+    "matmul_swap_nt": (1, 4096, 4096, True, {"swap_ab": True}),
+    "matmul_swap_nn": (16, 4096, 4096, False, {"swap_ab": True, "num_stages": 5}),
 }
 
 
-def _matmul_case(m: int, n: int, k: int, transpose_b: bool) -> tuple:
-    key = matmul_tl.kernel_key(m, n, k, transpose_b, BF16, None)
+def _matmul_case(m: int, n: int, k: int, transpose_b: bool, config: dict | None = None) -> tuple:
+    key = matmul_tl.kernel_key(m, n, k, transpose_b, BF16, config)
     return matmul_tl.build_matmul(*key), matmul_tl.tma_pass_configs(n, k)
 
 
@@ -201,6 +204,11 @@ def test_matmul_configs() -> None:
         matmul_tl.matmul_config(8192, 4096, 4096, {"block_m": 256, "threads": 128})
     with pytest.raises(ValueError, match="block_k"):
         matmul_tl.matmul_config(8192, 4096, 4096, {"block_k": 48})
+    swap = matmul_tl.matmul_config(1, 4096, 4096, {"swap_ab": True})
+    assert (swap["block_m"], swap["block_n"]) == (16, 64)  # A's one row padded to wgmma's N=16
+    assert matmul_tl.matmul_config(40, 4096, 4096, {"swap_ab": True})["block_m"] == 64
+    with pytest.raises(ValueError, match="block_n"):
+        matmul_tl.matmul_config(1, 4096, 4096, {"swap_ab": True, "block_n": 32})
     assert matmul_tl.tma_pass_configs(4096, 4096) == {}
     assert matmul_tl.tma_pass_configs(4096, 1001)["tl.disable_tma_lower"] is True
 
@@ -225,6 +233,9 @@ def test_matmul_sources_use_wgmma_and_tma(sources: dict[str, str]) -> None:
     for name in MATMUL_SHAPES:
         assert "wgmma" in sources[name], name
         assert "tma_load" in sources[name], name
+    # The swapped decode kernels run B's 64 columns against A's rows as wgmma's N=16 side.
+    for name in ("matmul_swap_nt", "matmul_swap_nn"):
+        assert re.search(r"wgmma_ss<[^>]*, 64, 16, 16,", sources[name]), name
 
 
 def test_rowwise_kernels_compile_for_sm90a(compiled: dict[str, tuple[int, str, str]]) -> None:
@@ -245,6 +256,7 @@ def test_matmul_sass_runs_on_hgmma(compiled: dict[str, tuple[int, str, str]]) ->
     assert status == 0, messages[-4000:]
     machine = sass(compiled_cubin(compiled))
     assert machine.count("HGMMA.64x") >= len(MATMUL_SHAPES), machine[:2000]
+    assert "HGMMA.64x16x16.F32.BF16" in machine  # the swap-AB decode kernels
     assert "UTMALDG" in machine  # TMA loads
 
 
