@@ -3,6 +3,9 @@
 #   bash .ci/gpu-pass.sh tests COMMIT     -> $OUT/gpu-tests.txt
 #   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html)
 #   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
+#   bash .ci/gpu-pass.sh efficiency COMMIT OP BACKEND SHAPES [QUICK_BUDGET] [FULL_BUDGET]
+#       -> $OUT/se-BACKEND-{quick,full}/tuning.json: quick against full (exhaustive where the
+#          space is listable and small) on each shape, seeded by the kernel only (no baked store)
 set -u
 export PYTHONUNBUFFERED=1 TILEARENA_COMMIT="$2"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
@@ -27,6 +30,21 @@ tune)
     for op in ${3//,/ }; do
         timeout "${7:-560}" tilearena tune --op "$op" --backend "$4" --shapes "$5" --effort quick --budget "${6:-20}" \
             --compile-workers 8 --bake $skip --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
+    done
+    ;;
+efficiency)
+    # No baked store: the searches start from the kernel's own seeds, as on a new GPU. Quick
+    # first (all shapes), then full one shape at a time so a cut-off call keeps whole shapes.
+    mkdir -p /tmp/no-baked-store
+    export TILEARENA_BAKED_DIR=/tmp/no-baked-store
+    timeout 300 tilearena tune --op "$3" --backend "$4" --shapes "$5" --effort quick --budget "${6:-30}" \
+        --compile-workers 12 --out "$OUT/se-$4-quick" 2>&1 | tail -n 8
+    i=0
+    IFS=';' read -ra shapes <<< "$5"
+    for shape in "${shapes[@]}"; do
+        i=$((i + 1))
+        timeout 560 tilearena tune --op "$3" --backend "$4" --shapes "$shape" --effort full --budget "${7:-400}" \
+            --compile-workers 12 --out "$OUT/se-$4-full-$i" 2>&1 | tail -n 3
     done
     ;;
 esac
