@@ -2,8 +2,9 @@
 
 For each op, shape and dtype: one set of fresh random inputs (a new seed per run, recorded),
 one float64 reference; each backend runs once into a NaN-poisoned output (numerics), the
-backends' outputs are compared pairwise (cross-DSL agreement), then each backend that passed is
-timed twice (the spread of the two is the row's noise floor). Rows are written as they finish.
+backends' outputs are compared pairwise (cross-DSL agreement), then every backend that passed is
+timed twice, in rounds interleaved across the backends (the spread of the two is the row's noise
+floor). A shape's rows are written as soon as it finishes.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def bench_shape(
     ref = numerics.reference_on(op_spec, args)
     cost = op_spec.cost(shape, dtype)
     outputs: dict[str, torch.Tensor | str] = {}
+    rows: list[dict[str, Any]] = []
+    timers: dict[str, _RowTimer] = {}
     for name in backend_names:
         b = registry.backend(op_spec.name, name)
         row = _row(op_spec, b, shape, dtype)
@@ -124,7 +127,7 @@ def bench_shape(
         reason = why_not(b, args)
         if reason:
             row["error"] = f"unavailable: {reason}"
-            results.add_row(row)
+            rows.append(row)
             continue
         # The autotuner's baked config for this GPU and shape, as a user's call would get it.
         config = baked_config(op_spec.name, b, args, shape)
@@ -136,7 +139,7 @@ def bench_shape(
             check = numerics.compare(out, ref, op_spec.tolerance[dtype])
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-            results.add_row(row)
+            rows.append(row)
             continue
         row.update(
             rel_err=check.rel_err,
@@ -148,15 +151,25 @@ def bench_shape(
         outputs[name] = out
         if check.ok and time_it:
             try:
-                timing, noise = _time_twice(op_spec, b, args, shape, dtype, device, seed, config)
+                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config)
             except Exception as exc:
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
-                results.add_row(row)
-                continue
-            row.update(_speed(timing, cost, op_spec.bound, ceilings))
-            row["noise"] = noise
-            row["timing_method"] = timing.method
+        rows.append(row)
+    # Timed after every backend's numerics, in interleaved rounds (A B C, then C B A, ...): a
+    # drift of the GPU's clocks or power state over the shape's run (several percent on long
+    # compute-bound GEMMs) falls on every backend alike instead of on whichever ran last.
+    for name, outcome in _time_interleaved(timers).items():
+        row = next(r for r in rows if r["backend"] == name)
+        if isinstance(outcome, Exception):
+            row["ok"] = False
+            row["error"] = f"timing failed: {type(outcome).__name__}: {str(outcome)[:300]}"
+            continue
+        timing, noise = outcome
+        row.update(_speed(timing, cost, op_spec.bound, ceilings))
+        row["noise"] = noise
+        row["timing_method"] = timing.method
+    for row in rows:
         results.add_row(row)
     if len(outputs) > 1:
         names, matrix = numerics.agreement_matrix(outputs)
@@ -178,6 +191,79 @@ def bench_shape(
 RETIME_ABOVE = 0.05
 
 
+class _RowTimer:
+    """One backend's timed call on one shape, measured once per round (see ``_time_interleaved``)."""
+
+    def __init__(
+        self,
+        op_spec: registry.OpSpec,
+        b: registry.Backend,
+        args: Sequence[Any],
+        shape: dict,
+        dtype: torch.dtype,
+        device: str,
+        seed: int,
+        config: Any = None,
+    ) -> None:
+        self.device = device
+        self.call = _timed_call(op_spec, b, args, config)
+        self.graph_calls = (
+            _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
+        )
+        self.measurements: list[Timing] = []
+
+    def measure_once(self) -> None:
+        try:
+            timing = measure(self.call, self.device, graph_fns=self.graph_calls, repeats=20)
+        except RuntimeError as exc:
+            if self.graph_calls is None or "graph" not in str(exc).lower():
+                raise
+            # Some libraries cannot be captured in a CUDA graph: time them with events instead.
+            torch.cuda.synchronize()
+            self.graph_calls = None
+            timing = measure(self.call, self.device, repeats=20)
+        self.measurements.append(timing)
+
+    def disturbed(self) -> bool:
+        return len(self.measurements) == 2 and noise_floor(*self.measurements) > RETIME_ABOVE
+
+    def result(self) -> tuple[Timing, float]:
+        """The two measurements that agree best (of two, or three after a disturbed pair),
+        averaged; and their spread, the row's noise floor."""
+        pairs = [(a, b) for i, a in enumerate(self.measurements) for b in self.measurements[i + 1 :]]
+        first, second = min(pairs, key=lambda pair: noise_floor(*pair))
+        best = first if first.median_ms <= second.median_ms else second
+        combined = Timing(
+            (first.median_ms + second.median_ms) / 2,
+            max(first.iqr_ms, second.iqr_ms),
+            first.samples + second.samples,
+            best.method,
+        )
+        return combined, noise_floor(first, second)
+
+
+def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, float] | Exception]:
+    """Two rounds over every timer, the second in reverse order, then a third measurement for
+    each row whose two disagree by more than ``RETIME_ABOVE`` (one was disturbed: a clock change,
+    a stall). A timer that raises is reported, and the others go on."""
+    failed: dict[str, Exception] = {}
+
+    def round_of(names: Sequence[str]) -> None:
+        for name in names:
+            if name in failed:
+                continue
+            try:
+                timers[name].measure_once()
+            except Exception as exc:  # one backend's failure must not cost the others their rows
+                failed[name] = exc
+
+    names = list(timers)
+    round_of(names)
+    round_of(names[::-1])
+    round_of([name for name in names if name not in failed and timers[name].disturbed()])
+    return {name: failed[name] if name in failed else timers[name].result() for name in names}
+
+
 def _time_twice(
     op_spec: registry.OpSpec,
     b: registry.Backend,
@@ -188,35 +274,12 @@ def _time_twice(
     seed: int,
     config: Any = None,
 ) -> tuple[Timing, float]:
-    call = _timed_call(op_spec, b, args, config)
-    graph_calls = (
-        _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
-    )
-    try:
-        first = measure(call, device, graph_fns=graph_calls, repeats=20)
-        second = measure(call, device, graph_fns=graph_calls, repeats=20)
-    except RuntimeError as exc:
-        if graph_calls is None or "graph" not in str(exc).lower():
-            raise
-        # Some libraries cannot be captured in a CUDA graph: time them with events instead.
-        torch.cuda.synchronize()
-        graph_calls = None
-        first = measure(call, device, repeats=20)
-        second = measure(call, device, repeats=20)
-    if noise_floor(first, second) > RETIME_ABOVE:
-        # One of the two was disturbed (clock change, a stall): a third measurement, and the
-        # two that agree best stand.
-        third = measure(call, device, graph_fns=graph_calls, repeats=20)
-        pairs = [(first, second), (first, third), (second, third)]
-        first, second = min(pairs, key=lambda pair: noise_floor(*pair))
-    best = first if first.median_ms <= second.median_ms else second
-    combined = Timing(
-        (first.median_ms + second.median_ms) / 2,
-        max(first.iqr_ms, second.iqr_ms),
-        first.samples + second.samples,
-        best.method,
-    )
-    return combined, noise_floor(first, second)
+    """One backend alone: two measurements (a third if they disagree); the time and noise floor."""
+    timer = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config)
+    outcome = _time_interleaved({b.name: timer})[b.name]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def _speed(timing: Timing, cost: registry.Cost, bound: str, ceilings: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +375,8 @@ def run_bench(
         "cuda-graph replay over rotated inputs under 50 us of GPU time"
         if device == "cuda"
         else "cpu-timer",
-        "repeats": "2 x 20 (median of each, averaged); a third when the two differ by > 5%",
+        "repeats": "2 x 20 (median of each, averaged), in rounds interleaved across a shape's backends "
+        "(A B C, then C B A); a third when the two differ by > 5%",
         "l2": "flushed" if device == "cuda" else "n/a",
     }
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):

@@ -175,3 +175,37 @@ def test_bench_takes_named_sets_or_explicit_shapes() -> None:
     ]
     with pytest.raises(ValueError, match="--shapes: expected DIM=INT"):
         _shape_sets("M=16,N=big")
+
+
+def test_backends_are_timed_in_interleaved_rounds(monkeypatch, tmp_path: Path) -> None:
+    """Every backend's numerics first, then timing rounds A B C / C B A, so a drifting clock
+    falls on all backends alike; a backend that fails to time keeps the others' rows."""
+    from tilearena.bench import runner
+    from tilearena.bench.timing import Timing
+
+    order: list[str] = []
+    timers: dict[int, str] = {}
+    real_init = runner._RowTimer.__init__
+
+    def init(self, op_spec, b, *rest, **kw):
+        real_init(self, op_spec, b, *rest, **kw)
+        timers[id(self)] = b.name
+
+    def measure_once(self):
+        name = timers[id(self)]
+        order.append(name)
+        if name == "compile":
+            raise RuntimeError("boom")
+        self.measurements.append(Timing(1.0, 0.0, 20, "cpu-timer"))
+
+    monkeypatch.setattr(runner._RowTimer, "__init__", init)
+    monkeypatch.setattr(runner._RowTimer, "measure_once", measure_once)
+    op_spec = registry.spec("softmax")
+    out = results.ResultsFile(tmp_path / "results.json", {"gpu": "cpu"}, {})
+    names = ["eager", "compile", "triton"]
+    shape = {"M": 4, "N": 64}
+    runner.bench_shape(op_spec, names, shape, torch.float32, "cpu", {}, out, advance=lambda label: None)
+    assert order == ["eager", "compile", "triton", "triton", "eager"]
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert rows["eager"]["ok"] and rows["triton"]["ok"] and rows["eager"]["ms"] == 1.0
+    assert not rows["compile"]["ok"] and "boom" in rows["compile"]["error"]
