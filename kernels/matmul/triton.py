@@ -53,6 +53,35 @@ def _tile_coordinates(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _operand_descriptors(
+    a_ptr,
+    b_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_b,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    B_TRANSPOSED: tl.constexpr,
+):
+    """TMA descriptors of A's [BLOCK_M, BLOCK_K] tiles and B's tiles in B's own layout."""
+    a_desc = tl.make_tensor_descriptor(
+        a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K]
+    )
+    if B_TRANSPOSED:
+        b_desc = tl.make_tensor_descriptor(
+            b_ptr, shape=[N, K], strides=[stride_b, 1], block_shape=[BLOCK_N, BLOCK_K]
+        )
+    else:
+        b_desc = tl.make_tensor_descriptor(
+            b_ptr, shape=[K, N], strides=[stride_b, 1], block_shape=[BLOCK_K, BLOCK_N]
+        )
+    return a_desc, b_desc
+
+
+@triton.jit
 def _matmul_kernel(
     a_ptr,
     b_ptr,
@@ -85,17 +114,9 @@ def _matmul_kernel(
     c_dtype = c_ptr.dtype.element_ty
 
     if USE_TMA:
-        a_desc = tl.make_tensor_descriptor(
-            a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K]
+        a_desc, b_desc = _operand_descriptors(
+            a_ptr, b_ptr, M, N, K, stride_am, stride_b, BLOCK_M, BLOCK_N, BLOCK_K, B_TRANSPOSED
         )
-        if B_TRANSPOSED:
-            b_desc = tl.make_tensor_descriptor(
-                b_ptr, shape=[N, K], strides=[stride_b, 1], block_shape=[BLOCK_N, BLOCK_K]
-            )
-        else:
-            b_desc = tl.make_tensor_descriptor(
-                b_ptr, shape=[K, N], strides=[stride_b, 1], block_shape=[BLOCK_K, BLOCK_N]
-            )
         c_desc = tl.make_tensor_descriptor(
             c_ptr, shape=[M, N], strides=[stride_cm, 1], block_shape=[BLOCK_M, BLOCK_N]
         )
@@ -206,17 +227,9 @@ def _swap_ab_kernel(
     cols = off_n + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
     if USE_TMA:
-        a_desc = tl.make_tensor_descriptor(
-            a_ptr, shape=[M, K], strides=[stride_am, 1], block_shape=[BLOCK_M, BLOCK_K]
+        a_desc, b_desc = _operand_descriptors(
+            a_ptr, b_ptr, M, N, K, stride_am, stride_b, BLOCK_M, BLOCK_N, BLOCK_K, B_TRANSPOSED
         )
-        if B_TRANSPOSED:
-            b_desc = tl.make_tensor_descriptor(
-                b_ptr, shape=[N, K], strides=[stride_b, 1], block_shape=[BLOCK_N, BLOCK_K]
-            )
-        else:
-            b_desc = tl.make_tensor_descriptor(
-                b_ptr, shape=[K, N], strides=[stride_b, 1], block_shape=[BLOCK_K, BLOCK_N]
-            )
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for kt in range(tl.cdiv(K, BLOCK_K)):
         off_k = kt * BLOCK_K
