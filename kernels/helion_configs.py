@@ -121,6 +121,31 @@ def matmul_config(m: int, n: int, k: int) -> dict[str, Any]:
     }
 
 
+def swaps_operands(m: int, transpose_b: bool) -> bool:
+    """Decode-sized M against an nn.Linear weight ([N, K]) runs the swap-AB kernel."""
+    return transpose_b and m <= 16
+
+
+def matmul_swap_config(m: int, n: int, k: int) -> dict[str, Any]:
+    """The shipped config of the swap-AB kernel (C^T = B^T A^T): ``block_sizes`` =
+    [BLOCK_N, BLOCK_M, BLOCK_K], B's 64 columns on the MMA's 64-row side and A's rows (padded to
+    16) on its N side, a 6-stage pointer (cp.async) pipeline: the tiles and depth that ran
+    1.0-1.15x cuBLAS as a Triton kernel on the H100 at M = 1 and 16 (Helion emits the same
+    loads and dot)."""
+
+    def clamp(block: int, dim: int) -> int:
+        return max(16, min(block, next_power_of_2(dim)))
+
+    return {
+        "block_sizes": [clamp(64, n), clamp(16, m), clamp(128, k)],
+        "l2_groupings": [1],
+        "num_warps": 4,
+        "num_stages": 6,
+        "pid_type": "flat",
+        "indexing": "pointer",
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Shared machinery.
 # --------------------------------------------------------------------------------------------

@@ -195,9 +195,15 @@ def test_matmul_shipped_configs_generate_code(compile_only: None, shape: dict[st
     a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
     b = torch.empty((n, k) if transpose_b else (k, n), dtype=torch.bfloat16, device="meta")
     c = torch.empty(m, n, dtype=torch.bfloat16, device="meta")
-    fn = matmul_mod._matmul_nk if transpose_b else matmul_mod._matmul_kn
-    code = _triton_code(fn, (a, b, c), matmul_config(m, n, k), static_shapes=True)
+    fn, _, _, _ = matmul_mod.kernel_call(a, b, transpose_b, c)
+    code = _triton_code(fn, (a, b, c), matmul_mod.shipped_config(a, b, transpose_b), static_shapes=True)
     assert "tl.dot" in code and "tl.float32" in code
+    if m <= 16 and transpose_b:
+        # Decode takes the swap-AB kernel: B's tile is the dot's left operand, A's the right one,
+        # loaded with pointers (the cp.async pipeline), and C is stored transposed.
+        assert fn is matmul_mod._matmul_nk_swap
+        assert "tl.dot(tl.cast(load, tl.bfloat16)" in code  # B's tile (the first load) on the left
+        assert "make_tensor_descriptor" not in code and "num_stages=6" in code
 
 
 def test_matmul_fp32_is_not_tf32(compile_only: None) -> None:
