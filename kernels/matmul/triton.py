@@ -646,27 +646,21 @@ def matmul_triton(
     if plan.use_tma:
         # The allocator is a context variable, so it is set where the launch happens.
         triton.set_allocator(_torch_scratch)
+    # Arguments both kernels take: the sizes and strides, then tiles and compile options.
+    sizes = (m, n, k, a.stride(0), b.stride(0), c.stride(0))
+    options = {
+        "BLOCK_M": plan.block_m,
+        "BLOCK_N": plan.block_n,
+        "BLOCK_K": plan.block_k,
+        "B_TRANSPOSED": bool(transpose_b),
+        "USE_TMA": plan.use_tma,
+        "UPCAST": _interpreting(),
+        "num_stages": plan.num_stages,
+        "num_warps": plan.num_warps,
+    }
     if plan.swap_ab:
         grid = (triton.cdiv(n, plan.block_n), triton.cdiv(m, plan.block_m))
-        _swap_ab_kernel[grid](
-            a,
-            b,
-            c,
-            m,
-            n,
-            k,
-            a.stride(0),
-            b.stride(0),
-            c.stride(0),
-            BLOCK_M=plan.block_m,
-            BLOCK_N=plan.block_n,
-            BLOCK_K=plan.block_k,
-            B_TRANSPOSED=bool(transpose_b),
-            USE_TMA=plan.use_tma,
-            UPCAST=_interpreting(),
-            num_stages=plan.num_stages,
-            num_warps=plan.num_warps,
-        )
+        _swap_ab_kernel[grid](a, b, c, *sizes, **options)
         return c
     if plan.split_k > 1:
         partial = torch.empty(
@@ -681,24 +675,12 @@ def matmul_triton(
         c,
         partial,
         arrivals,
-        m,
-        n,
-        k,
-        a.stride(0),
-        b.stride(0),
-        c.stride(0),
-        BLOCK_M=plan.block_m,
-        BLOCK_N=plan.block_n,
-        BLOCK_K=plan.block_k,
+        *sizes,
         GROUP_M=plan.group_m,
         SPLIT_K=plan.split_k,
-        B_TRANSPOSED=bool(transpose_b),
-        USE_TMA=plan.use_tma,
-        UPCAST=_interpreting(),
         WARP_SPECIALIZE=plan.warp_specialize,
         FLATTEN=plan.flatten,
-        num_stages=plan.num_stages,
-        num_warps=plan.num_warps,
+        **options,
     )
     return c
 
