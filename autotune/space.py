@@ -163,9 +163,13 @@ class DictConfigSpace:
         result = []
         for name, values in self.params.items():
             current = config.get(name)
-            if current not in values:
+            if name not in config or current not in values:
                 # A missing parameter: every value is one step away.
                 steps = list(values)
+            elif current is None:
+                # None means "the kernel chooses" (e.g. SPLIT_K): every explicit value is one
+                # step away; stepping to its list neighbour would only ever try the first one.
+                steps = [v for v in values if v is not None]
             else:
                 index = values.index(current)
                 steps = [values[i] for i in (index - 1, index + 1) if 0 <= i < len(values)]

@@ -177,6 +177,18 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+#: Extra starting points for the tuner: the cluster kernel at each cluster size.  From the
+#: default (cluster_size 1) a local search reaches it only by a step in cluster_size whose
+#: slice still fits max_row_in_registers; the H100 quick tunes of 00a0283 (14-25 candidates
+#: per shape) never tried it at 65536 or 262144 columns.  A seed whose slice does not fit the
+#: shape is refused by the space; on rows that fit in registers every seed is the "rows"
+#: kernel, measured once.
+ROW_SEED_CONFIGS: tuple[dict[str, Any], ...] = tuple(
+    {**ROW_DEFAULT_CONFIG, "cluster_size": size, "max_row_in_registers": 32768, "elements_per_thread": 32}
+    for size in (2, 4, 8)
+)
+
+
 def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
     """(kind, block_n, rows_per_block, threads, num_stages) for rows of ``n`` elements of ``itemsize`` bytes.
 

@@ -262,3 +262,14 @@ def test_triton_matmul_space_dedups_by_launch_and_refuses_unlaunchable_configs()
     )
     assert "path" in (space.invalid_reason({**swap, "path": "tma"}, ragged) or "")
     assert space.invalid_reason(swap, ragged) is None
+
+
+def test_neighbours_of_an_automatic_value_are_every_explicit_value():
+    # None ("the kernel chooses") is one step from each explicit choice, not just the first.
+    space = DictConfigSpace({"SPLIT_K": (None, 1, 2, 4, 8), "BLOCK": (32, 64)})
+    neighbours = space.neighbours({"SPLIT_K": None, "BLOCK": 32}, CONTEXT)
+    assert sorted(n["SPLIT_K"] for n in neighbours if n["BLOCK"] == 32) == [1, 2, 4, 8]
+    assert {"SPLIT_K": None, "BLOCK": 64} in neighbours
+    # From an explicit value the steps stay adjacent: 2 -> 1 and 4.
+    from_two = space.neighbours({"SPLIT_K": 2, "BLOCK": 32}, CONTEXT)
+    assert sorted(n["SPLIT_K"] for n in from_two if n["BLOCK"] == 32) == [1, 4]

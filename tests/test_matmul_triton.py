@@ -154,6 +154,7 @@ def test_allocates_output_and_handles_empty() -> None:
         ({"NUM_SMS": -1}, "NUM_SMS"),
         ({"path": "cuda"}, "path"),
         ({"warp_specialize": True, "SPLIT_K": 2}, "warp_specialize"),
+        ({"warp_specialize": True, "num_stages": 5}, "warp_specialize"),
         ({"flatten": 1}, "flatten"),
         ({"swap_ab": "yes"}, "swap_ab"),
         ({"block_m": 64}, "config"),

@@ -28,6 +28,7 @@ from ..registry import Backend
 from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
+    ROW_SEED_CONFIGS,
     compiled_kernel,
     misaligned,
     row_kernel_key,
@@ -202,5 +203,6 @@ BACKENDS = [
         supports=_supports,
         config_space=ROW_CONFIG_SPACE,
         default_config=ROW_DEFAULT_CONFIG,
+        seed_configs=ROW_SEED_CONFIGS,
     ),
 ]
