@@ -77,6 +77,59 @@ def rowwise_config(n: int, *, looped_chunk: int = 8192) -> dict[str, Any]:
     return {"block_sizes": [1], "reduction_loops": [looped_chunk], "num_warps": 16, "num_stages": 2}
 
 
+# Split rows (the "split" variants): a long row is shared by up to MAX_SPLIT_PARTS programs,
+# each holding its chunk in registers; they swap partial reductions through global memory.
+#: Most programs one row is split over: the partial-reduction slots of a row are summed in a
+#: fixed, unrolled order (deterministic), one slot per part.
+MAX_SPLIT_PARTS = 16
+#: float32 slots per row in the exchange buffer: 32 x 4 bytes is one 128-byte line, so no two
+#: rows share a cache line and no program can hold a stale copy of another row's slots in L1.
+SPLIT_SLOTS_PER_ROW = 32
+
+#: Config values the split kernels need, because the parts of a row spin until all of them have
+#: arrived, so they must be resident together.  A flat grid in launch order (a row's parts are
+#: adjacent program ids: the column-block dimension varies fastest) guarantees it: blocks are
+#: dispatched in order, so every resident group but the last is complete and finishes, freeing
+#: room for the rest.  A swapped loop order, L2 grouping or a persistent grid (which would put a
+#: row's parts in one program's sequential loop) breaks that order and can hang.
+SPLIT_REQUIRED: dict[str, Any] = {"pid_type": "flat", "l2_groupings": [1], "loop_orders": [[0, 1]]}
+
+
+def split_block_range(n: int) -> tuple[int, int]:
+    """(smallest, largest) columns per part of a split row of ``n``: at most MAX_SPLIT_PARTS
+    parts, and at least one (a whole padded row)."""
+    return next_power_of_2(-(-n // MAX_SPLIT_PARTS)), next_power_of_2(n)
+
+
+def split_config(n: int) -> dict[str, Any]:
+    """Shipped config of a split-row kernel: ``block_sizes`` = [columns per part].
+
+    8192 columns per part where the part count allows it (8 parts at 65536; 262144 needs 16
+    parts of 16384), with a warp per 1024 columns: 32 float32 values per thread, no spills, and
+    several programs per SM to keep bytes in flight.  The autotuner refines both.
+    """
+    low, high = split_block_range(n)
+    block = min(high, max(low, 8192))
+    return {
+        "block_sizes": [block],
+        "num_warps": max(4, min(16, block // 1024)),
+        "num_stages": 1,
+        "indexing": "pointer",
+        **SPLIT_REQUIRED,
+    }
+
+
+def split_config_problem(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` may hang a split-row kernel, or None."""
+    for key, needed in SPLIT_REQUIRED.items():
+        if key in config and config[key] != needed:
+            return (
+                f"config: the split kernel needs {key}={needed!r} (its programs wait for each other, "
+                f"so they must launch in row order), got {config[key]!r}"
+            )
+    return None
+
+
 def softmax_online_config(n: int) -> dict[str, Any]:
     """Config of the two-pass online softmax (rows longer than ``MAX_ROW_IN_REGISTERS``):
     ``block_sizes`` = [rows per program, columns per chunk]."""
@@ -307,15 +360,33 @@ class HelionConfigSpace:
     def enumerate(self, context: Any) -> Any:
         raise TypeError("Helion's config space cannot be enumerated; use a sampling search")
 
+    def _required(self, context: Any) -> dict[str, Any]:
+        """Values every config must take at this shape: the split-row kernels' launch order."""
+        shape = dict(getattr(context, "shape", {}) or {})
+        shipped_variant = getattr(_backend_module(self.op), "shipped_variant", None)
+        if shipped_variant is not None and "N" in shape and shipped_variant(shape["N"]) == "split":
+            return copy.deepcopy(SPLIT_REQUIRED)
+        return {}
+
     def sample(self, rng: random.Random, context: Any) -> dict[str, Any] | None:
         spec = self.config_spec(context)
-        # Helion's fragments draw from the global `random`; seed it from rng, then restore it.
-        state = random.getstate()
-        try:
-            random.seed(rng.getrandbits(64))
-            return _to_plain(spec.flat_config(lambda fragment: fragment.random()))
-        finally:
-            random.setstate(state)
+        required = self._required(context)
+        for _ in range(32):
+            # Helion's fragments draw from the global `random`; seed it from rng, then restore it.
+            state = random.getstate()
+            try:
+                random.seed(rng.getrandbits(64))
+                sampled = _to_plain(spec.flat_config(lambda fragment: fragment.random()))
+            finally:
+                random.setstate(state)
+            if not required:
+                return sampled
+            # Pinned to a flat grid, the persistent grid's knob no longer applies.
+            sampled.pop("num_sm_multiplier", None)
+            pinned = self._normalized({**sampled, **required}, spec)
+            if pinned is not None:
+                return pinned
+        return None
 
     def neighbours(self, config: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
         from helion.autotuner.block_id_sequence import BlockIdSequence
@@ -346,7 +417,10 @@ class HelionConfigSpace:
                         changed[i] = value
                         found.append({**config, key: changed})
         valid = []
+        required = self._required(context)
         for candidate in found:
+            if any(candidate.get(key, value) != value for key, value in required.items()):
+                continue  # a step away from what the split kernel needs
             normalized = self._normalized(candidate, spec)
             if normalized is not None and normalized != dict(config):
                 valid.append(normalized)
@@ -361,6 +435,10 @@ class HelionConfigSpace:
             return str(exc)
         if context is None:
             return None
+        if self._required(context):
+            problem = split_config_problem(config)
+            if problem:
+                return problem
         try:
             self.config_spec(context).normalize(dict(config))
         except helion.exc.InvalidConfig as exc:

@@ -218,6 +218,45 @@ def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int) -> N
         assert numerics.compare(y, reference, registry.spec("softmax").tolerance[torch.bfloat16]).ok
 
 
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize(
+    ("shape", "block"),
+    [
+        ({"M": 1000, "N": 65536}, 4096),  # 16 parts per row
+        ({"M": 37, "N": 65537}, 8192),  # ragged: 9 parts, the last one column wide
+        ({"M": 256, "N": 262144}, 16384),
+        ({"M": 1, "N": 131072}, 32768),
+        ({"M": 5000, "N": 40000}, 4096),  # more rows than can be resident at once
+    ],
+    ids=lambda v: "x".join(map(str, v.values())) if isinstance(v, dict) else str(v),
+)
+def test_helion_split_rows_match_float64(op: str, dtype: torch.dtype, shape: dict, block: int) -> None:
+    """Helion's split kernels (a row over several programs that wait for each other's partials):
+    against float64 with the output poisoned, bitwise the same on a second call (the partials are
+    combined in a fixed order), and for softmax with whole parts of -inf."""
+    b = registry.backend(op, "helion")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    config = {"variant": "split", "block_sizes": [block], "num_warps": max(4, min(16, block // 1024))}
+    seed = random.randrange(1 << 30)
+    result = numerics.check_backend(op, "helion", shape, dtype, "cuda", seed=seed, config=config)
+    assert result.ok, (seed, result)
+    spec = registry.spec(op)
+    args = spec.make_inputs(shape, dtype, "cuda", seed)
+    first = b.fn(*args, config=config)
+    second = b.fn(*args, config=config)
+    assert torch.equal(first, second)
+    if op == "softmax":
+        (x,) = args
+        masked = shape["N"] * 5 // 8  # whole parts of -inf, and one part partly masked
+        x[:, :masked] = -float("inf")
+        y = b.fn(x, config=config)
+        assert torch.equal(y[:, :masked].float(), torch.zeros(shape["M"], masked, device="cuda"))
+        assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
+
+
 SPLIT_VARIANTS = [
     {"chunk": 4096, "num_warps": 8, "prefetch": 1},
     {"chunk": 8192, "num_warps": 8, "prefetch": 2},

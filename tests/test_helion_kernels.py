@@ -17,6 +17,7 @@ Two ways of running a Helion kernel without a GPU:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,7 +103,18 @@ def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
     assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
 
 
-@pytest.mark.parametrize("variant", [None, "rows", "online"])
+@pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
+def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype) -> None:
+    """The split kernel's arithmetic (reference mode runs it with one part per row: the
+    exchange between parts needs programs running at once, a GPU test)."""
+    spec = registry.spec("rmsnorm")
+    x, weight, eps = spec.make_inputs(shape, dtype, "cpu", 0)
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": "split"})
+    assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
+
+
+@pytest.mark.parametrize("variant", [None, "rows", "online", "split"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
 def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype,
@@ -112,6 +124,7 @@ def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: 
     # Small tiles so that several chunks, and a ragged last one, are exercised on small N.
     config = None if variant is None else (
         {"variant": "online", "block_sizes": [2, 256]} if variant == "online"
+        else {"variant": "split"} if variant == "split"
         else {"variant": "rows", "block_sizes": [4]}
     )
     out = nan_like(x)
@@ -120,13 +133,13 @@ def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: 
     assert rel_l2(y, spec.reference(x)) <= spec.tolerance[dtype]
 
 
-@pytest.mark.parametrize("variant", ["rows", "online"])
+@pytest.mark.parametrize("variant", ["rows", "online", "split"])
 def test_softmax_of_masked_scores(interpret: None, variant: str) -> None:
     """Leading chunks of -inf (masked attention scores) give exact zeros, not NaN."""
     spec = registry.spec("softmax")
     (x,) = spec.make_inputs({"M": 3, "N": 1000}, torch.float32, "cpu", 0)
     x[:, :600] = float("-inf")  # more than two whole 256-column chunks
-    config = {"variant": "online", "block_sizes": [2, 256]} if variant == "online" else {"variant": "rows"}
+    config = {"variant": "online", "block_sizes": [2, 256]} if variant == "online" else {"variant": variant}
     y = softmax_mod.softmax_helion(x, out=nan_like(x), config=config)
     assert torch.equal(y[:, :600], torch.zeros(3, 600))
     assert rel_l2(y, spec.reference(x)) <= spec.tolerance[torch.float32]
@@ -182,6 +195,101 @@ def test_rowwise_shipped_configs_generate_code(compile_only: None, shape: dict[s
         assert "float('-inf')" in code and "tl.where" in code
 
 
+_PTX_OF_GENERATED = """
+import importlib.util, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+path, num_warps = sys.argv[1], int(sys.argv[2])
+spec = importlib.util.spec_from_file_location("helion_generated", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+kernel = next(v for k, v in vars(module).items() if k.startswith("_helion_") and hasattr(v, "arg_names"))
+signature, constexprs, attrs = {}, {}, {}
+for i, name in enumerate(kernel.arg_names):
+    if name in ("x", "out", "weight"):
+        signature[name], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
+    elif name in ("slots", "arrivals"):
+        signature[name], attrs[(i,)] = ("*fp32" if name == "slots" else "*i32"), [["tt.divisibility", 16]]
+    elif name.endswith("_stride_1") or name in ("weight_stride_0", "slots_stride_0", "arrivals_stride_0"):
+        signature[name], constexprs[(i,)] = "constexpr", 1
+    elif name == "eps":
+        signature[name] = "fp32"
+    else:
+        signature[name], attrs[(i,)] = "i32", [["tt.divisibility", 16]]
+source = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
+compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+print(compiled.asm["ptx"])
+"""
+
+
+def _ptx(code: str, num_warps: int, tmp_path: Path) -> str:
+    """PTX for sm_90a of a generated Helion kernel, its pointers and row strides marked 16-byte
+    divisible and unit strides constant, as Triton specialises them at launch on the GPU.  In a
+    fresh process: this one imported Triton's helpers under the interpreter (conftest)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "generated.py"
+    path.write_text(code)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "HELION_INTERPRET")}
+    done = subprocess.run(
+        [sys.executable, "-c", _PTX_OF_GENERATED, str(path), str(num_warps)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("n", [65536, 262144])
+def test_split_kernels_compile_for_sm90(compile_only: None, n: int, tmp_path: Path) -> None:
+    """The shipped split kernels build for the H100: the parts publish with a release atomic and
+    wait with acquire atomics, x moves in 128-bit loads, and nothing spills to local memory."""
+    import re
+
+    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    assert rmsnorm_mod.shipped_config(x)["variant"] == softmax_mod.shipped_config(x)["variant"] == "split"
+    kernels = ((*rmsnorm_mod._plan(n, None), (x, w, 1e-6, x)), (*softmax_mod._plan(n, None), (x, x)))
+    for fn, config, args in kernels:
+        code = _triton_code(fn, args, config, static_shapes=False)
+        assert "while while_cond" in code and "sem='acquire'" in code and "sem='release'" in code
+        ptx = _ptx(code, config["num_warps"], tmp_path)
+        assert re.search(r"atom\.[\w.]*acquire", ptx) and re.search(r"atom\.[\w.]*release", ptx)
+        assert re.search(r"ld\.global[\w.]*\.v4", ptx)
+        assert "ld.local" not in ptx and "st.local" not in ptx
+
+
+def test_split_refuses_an_unsafe_launch_order(compile_only: None) -> None:
+    x = torch.randn(2, 70000)
+    for bad in ({"pid_type": "persistent_blocked"}, {"l2_groupings": [4]}, {"loop_orders": [[1, 0]]}):
+        with pytest.raises(ValueError, match="config"):
+            rmsnorm_mod.rmsnorm_helion(x, torch.ones(70000), 1e-6, config={"variant": "split", **bad})
+        with pytest.raises(ValueError, match="config"):
+            softmax_mod.softmax_helion(x, config={"variant": "split", **bad})
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_config_space_keeps_the_launch_order(compile_only: None, op: str) -> None:
+    import random
+
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.kernels.helion_configs import SPLIT_REQUIRED
+
+    space = space_for(registry.backend(op, "helion"))
+    context = TuneContext(shape={"M": 8192, "N": 65536}, dtype_bytes=2)
+    rng = random.Random(1)
+    for _ in range(8):
+        config = space.sample(rng, context)
+        assert all(config[k] == v for k, v in SPLIT_REQUIRED.items()), config
+        assert space.invalid_reason(config, context) is None
+        for step in space.neighbours(config, context):
+            assert all(step.get(k, v) == v for k, v in SPLIT_REQUIRED.items()), step
+    assert space.invalid_reason({"pid_type": "persistent_blocked"}, context) is not None
+
+
 MATMUL_CLASSES = ({"M": 1, "N": 4096, "K": 4096}, {"M": 16, "N": 28672, "K": 4096},
                   {"M": 128, "N": 6144, "K": 4096}, {"M": 4096, "N": 4096, "K": 14336},
                   {"M": 17, "N": 33, "K": 65})
@@ -230,7 +338,7 @@ def test_config_overrides_and_errors(compile_only: None) -> None:
     with pytest.raises(ValueError, match="block_sizes"):
         matmul_mod.matmul_helion(a, b, config={"block_sizes": [16]})
     shipped = softmax_mod.shipped_config(torch.empty(2, 300000))
-    assert shipped["variant"] == "online"
+    assert shipped["variant"] == "split"
     assert softmax_mod._plan(300000, {"num_warps": 8})[1]["num_warps"] == 8
 
 

@@ -1,10 +1,15 @@
-"""RMSNorm forward in Helion.
+"""RMSNorm forward in Helion: two kernels, chosen by row length.
 
-One ``hl.tile(m)`` loop over blocks of rows; each program reduces its rows over all N columns.
-Whether a row sits in registers (x read once) or is walked in chunks (x read twice) is Helion's
-``reduction_loops`` config, chosen per shape class in ``kernels/helion_configs.py``.  N is
-specialised (a compile-time constant: no masks when N is a multiple of the chunk), M is not
-(one compiled kernel serves every token count).
+``_rmsnorm_rows`` (N <= 32768): one ``hl.tile(m)`` loop over blocks of rows; each program
+reduces its rows over all N columns.  Whether a row sits in registers (x read once) or is walked
+in chunks (x read twice) is Helion's ``reduction_loops`` config.
+``_rmsnorm_split`` (longer rows): a row is shared by up to 16 programs, each holding its chunk in
+registers; each publishes its sum of squares to a slot in global memory, waits until every part
+of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
+result does not depend on which part finished first.
+The config key ``"variant"`` ("rows" or "split") overrides the choice; the rest are Helion
+config keys.  N is specialised (a compile-time constant), M is not (one compiled kernel serves
+every token count).
 """
 
 from __future__ import annotations
@@ -18,14 +23,21 @@ import helion.language as hl
 import torch
 
 from ..helion_configs import (
+    MAX_ROW_IN_REGISTERS,
     HelionConfigSpace,
     helion_kernel,
     interpreting,
     merge_config,
+    next_power_of_2,
     rowwise_config,
     run_kernel,
+    split_block_range,
+    split_config,
+    split_config_problem,
 )
 from ..registry import Backend
+
+VARIANTS = ("rows", "split")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -40,15 +52,78 @@ def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.
     return out
 
 
-def shipped_config(x: torch.Tensor) -> dict[str, Any]:
-    """The config a call on ``x`` uses when none is given."""
-    return rowwise_config(x.shape[-1])
+def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Row r's parts publish into slots [32 r, 32 r + 16): a 128-byte line per row (see
+    # helion_configs.SPLIT_SLOTS_PER_ROW); ``arrivals`` counts the parts that have published.
+    # Both are allocated per call (the zeroing is one small memset before the kernel).
+    slots = torch.empty([m * 32], dtype=torch.float32, device=x.device)
+    arrivals = torch.zeros([m], dtype=torch.int32, device=x.device)
+    # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        chunk = x[tile_m, tile_n].to(torch.float32)
+        hl.store(slots, [tile_m.index * 32 + tile_n.id], torch.sum(chunk * chunk, dim=-1))
+        # Release: the slot's store is visible to whoever sees the incremented count.
+        hl.atomic_add(arrivals, [tile_m], 1, sem="release")
+        seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
+        while seen.sum() < parts:
+            seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
+        # Every part adds the same slots in the same order: all agree on rstd, run after run.
+        total = hl.zeros([tile_m], dtype=torch.float32)
+        for part in hl.static_range(16):
+            valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts  # slots past the last part
+            total = total + hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
+        rstd = torch.rsqrt(total / n + eps)
+        scaled = chunk * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
+        out[tile_m, tile_n] = scaled.to(out.dtype)
+    return out
+
+
+def shipped_variant(n: int) -> str:
+    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split"
+
+
+def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any, dict[str, Any]]:
+    """(kernel function, full Helion config) for rows of ``n`` columns."""
+    if isinstance(config, helion.Config):
+        config = dict(config.config)
+    variant = (config or {}).get("variant", shipped_variant(n))
+    if variant not in VARIANTS:
+        raise ValueError(f"config: 'variant' must be one of {VARIANTS}, got {variant!r}")
+    overrides = {k: v for k, v in (config or {}).items() if k != "variant"}
+    if variant == "rows":
+        return _rmsnorm_rows, merge_config(rowwise_config(n), overrides)
+    full = merge_config(split_config(n), overrides)
+    problem = split_config_problem(full)
+    if problem:
+        raise ValueError(problem)
+    if interpreting():
+        # Reference mode runs the parts one after another: a part waiting for the next would
+        # spin forever.  One part per row (no waiting) still runs the kernel's arithmetic; the
+        # exchange between parts is exercised on the GPU only.
+        full["block_sizes"] = [split_block_range(n)[1]]
+    return _rmsnorm_split, full
+
+
+def _kernel(n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
+    fn, full_config = _plan(n, config)
+    return helion_kernel(fn, full_config, static_shapes=False)
 
 
 @lru_cache(maxsize=1024)
 def _shipped_kernel(n: int, interpret: bool) -> helion.Kernel:
     # One look-up per call on the default path (``interpret`` only keys the cache).
-    return helion_kernel(_rmsnorm_rows, rowwise_config(n), static_shapes=False)
+    return _kernel(n, None)
+
+
+def shipped_config(x: torch.Tensor) -> dict[str, Any]:
+    """The config (with its ``variant``) a call on ``x`` uses when none is given."""
+    n = x.shape[-1]
+    return {"variant": shipped_variant(n), **_plan(n, None)[1]}
 
 
 def rmsnorm_helion(
@@ -63,22 +138,25 @@ def rmsnorm_helion(
     x2, y2 = x.view(-1, n), y.view(-1, n)
     if x2.shape[0] == 0:
         return y
-    if config is None:
-        kernel = _shipped_kernel(n, interpreting())
-    else:
-        kernel = helion_kernel(_rmsnorm_rows, merge_config(shipped_config(x), config), static_shapes=False)
+    kernel = _shipped_kernel(n, interpreting()) if config is None else _kernel(n, config)
     run_kernel(kernel, x2, weight, float(eps), y2)
     return y
 
 
 def kernel_call(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    out: torch.Tensor | None = None,
+    variant: str | None = None,
 ) -> tuple[Any, tuple, bool, dict[str, Any]]:
-    """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments:
-    what ``helion_configs`` binds to get Helion's ConfigSpec or to run Helion's autotuner."""
+    """(kernel function, its arguments, static_shapes, extra Settings) for these op arguments
+    and kernel ``variant`` (default: the one x's N selects): what ``helion_configs`` binds to get
+    Helion's ConfigSpec or to run Helion's autotuner."""
     n = x.shape[-1]
+    fn = _rmsnorm_rows if (variant or shipped_variant(n)) == "rows" else _rmsnorm_split
     y = torch.empty_like(x) if out is None else out
-    return _rmsnorm_rows, (x.view(-1, n), weight, float(eps), y.view(-1, n)), False, {}
+    return fn, (x.view(-1, n), weight, float(eps), y.view(-1, n)), False, {}
 
 
 def meta_args(shape: Mapping[str, int], dtype: torch.dtype) -> tuple[Any, ...]:

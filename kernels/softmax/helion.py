@@ -4,8 +4,12 @@
 in one pass over x.  ``_softmax_online`` (longer rows): the two-pass online softmax, a running
 (max, sum of exp) per row updated chunk by chunk, then a second pass writes exp(x - max) * (1 / sum);
 x is read twice.  (Helion's ``reduction_loops`` could roll ``_softmax_rows`` over chunks too,
-but its max and sum are then separate loops: x would be read three times.)  The config key
-``"variant"`` ("rows" or "online") overrides the choice; the rest are Helion config keys.
+but its max and sum are then separate loops: x would be read three times.)  ``_softmax_split``
+(the default for longer rows): a row is shared by up to 16 programs, each holding its chunk in
+registers; each publishes its chunk's max and sum of exp to slots in global memory, waits for
+every part of its row, combines the slots in a fixed order and writes its chunk: x is read once.
+The config key ``"variant"`` ("rows", "online" or "split") overrides the choice; the rest are
+Helion config keys.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from ..helion_configs import (
     rowwise_config,
     run_kernel,
     softmax_online_config,
+    split_block_range,
+    split_config,
+    split_config_problem,
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "online")
+VARIANTS = ("rows", "online", "split")
 
 
 def _softmax_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -71,8 +78,55 @@ def _softmax_online(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Row r's parts publish their max into slots [32 r, 32 r + 16) and their sum of exp into
+    # [32 r + 16, 32 r + 32): one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW).
+    slots = torch.empty([m * 32], dtype=torch.float32, device=x.device)
+    arrivals = torch.zeros([m], dtype=torch.int32, device=x.device)
+    # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        chunk = x[tile_m, tile_n].to(torch.float32)
+        chunk_max = torch.amax(chunk, dim=-1)
+        # A chunk of only -inf (masked scores) exponentiates against 0: its sum is 0, not NaN.
+        safe_max = torch.where(chunk_max == float("-inf"), 0.0, chunk_max)
+        chunk_sum = torch.sum(torch.exp(chunk - safe_max[:, None]), dim=-1)
+        hl.store(slots, [tile_m.index * 32 + tile_n.id], chunk_max)
+        hl.store(slots, [tile_m.index * 32 + 16 + tile_n.id], chunk_sum)
+        # Release: the slots' stores are visible to whoever sees the incremented count.
+        hl.atomic_add(arrivals, [tile_m], 1, sem="release")
+        seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
+        while seen.sum() < parts:
+            seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
+        # Every part reads the same slots in the same order: all agree, run after run.
+        row_max = hl.full([tile_m], float("-inf"), dtype=torch.float32)
+        row_sum = hl.zeros([tile_m], dtype=torch.float32)
+        for part in hl.static_range(16):
+            valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts  # slots past the last part
+            part_max = hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
+            # A masked slot loads 0, which must not count as a max: -inf instead.
+            row_max = torch.maximum(row_max, torch.where(valid, part_max, float("-inf")))
+        safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+        for part in hl.static_range(16):
+            valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts
+            part_max = hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
+            part_sum = hl.load(slots, [tile_m.index * 32 + 16 + part], extra_mask=valid)
+            # Each part's sum was taken against its own max: rescale it to the row's.  Slots
+            # past the last part are masked out by the where (their exp may overflow).
+            part_safe = torch.where(part_max == float("-inf"), 0.0, part_max)
+            rescaled = part_sum * torch.exp(part_safe - safe_row_max)
+            row_sum = row_sum + torch.where(valid, rescaled, 0.0)
+        inv_sum = 1.0 / row_sum  # one division per row, then a multiply per element
+        out[tile_m, tile_n] = (torch.exp(chunk - row_max[:, None]) * inv_sum[:, None]).to(out.dtype)
+    return out
+
+
 def shipped_variant(n: int) -> str:
-    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "online"
+    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split"
 
 
 def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any, dict[str, Any]]:
@@ -85,7 +139,18 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
     overrides = {k: v for k, v in (config or {}).items() if k != "variant"}
     if variant == "rows":
         return _softmax_rows, merge_config(rowwise_config(n), overrides)
-    return _softmax_online, merge_config(softmax_online_config(n), overrides)
+    if variant == "online":
+        return _softmax_online, merge_config(softmax_online_config(n), overrides)
+    full = merge_config(split_config(n), overrides)
+    problem = split_config_problem(full)
+    if problem:
+        raise ValueError(problem)
+    if interpreting():
+        # Reference mode runs the parts one after another: a part waiting for the next would
+        # spin forever.  One part per row (no waiting) still runs the kernel's arithmetic; the
+        # exchange between parts is exercised on the GPU only.
+        full["block_sizes"] = [split_block_range(n)[1]]
+    return _softmax_split, full
 
 
 def _kernel(n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
