@@ -379,6 +379,26 @@ for _op in ("rmsnorm", "softmax"):
     )
 
 
+def _cute_row_plannable(config: Mapping[str, Any], context: TuneContext) -> str | None:
+    """Whether the CuTe row kernel can tile rows of this N with ``config`` (the plan's own check,
+    e.g. a cluster that leaves a row fewer than 32 threads per CTA), for 16-byte aligned rows."""
+    if "N" not in context.shape:
+        return None
+    from ..kernels.cute_rows import DEFAULT_CONFIG, plan_rows, vector_elements
+
+    n, bits = int(context.shape["N"]), 8 * context.dtype_bytes
+    try:
+        vec = vector_elements(n, {**DEFAULT_CONFIG, **config}["vector_bits"], ((bits, 0),))
+        plan_rows(n, vec, bits, config)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+for _op in ("rmsnorm", "softmax"):
+    register_space_extras(_op, "cute", constraints=(_cute_row_plannable,))
+
+
 def _matmul_triton_plan(config: Mapping[str, Any], context: TuneContext) -> Any:
     """The Triton matmul's launch for this config (e.g. swap_ab ignores the split-K knobs)."""
     from ..kernels.matmul.triton import plan_for_dims

@@ -324,6 +324,12 @@ def _to_plain(config: helion.Config | Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(items).items()}
 
 
+def _on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="cpu")
+    return value
+
+
 class HelionConfigSpace:
     """``Backend.config_space`` of a Helion backend.
 
@@ -350,7 +356,16 @@ class HelionConfigSpace:
         key = (tuple(sorted(shape.items())), dtype)
         if key not in self._specs:
             # Meta tensors: binding traces shapes only, so the sweep's GiB-sized inputs cost nothing.
-            self._specs[key] = self(*_backend_module(self.op).meta_args(shape, dtype))
+            args = _backend_module(self.op).meta_args(shape, dtype)
+            try:
+                self._specs[key] = self(*args)
+            except Exception:
+                # On the H100 image (torch 2.11) binding meta tensors gave unbacked sizes that
+                # Helion's reduction lowering rejects (the 0d27b72 tune: every row-wise job failed
+                # there), while torch 2.13 here binds them.  CPU tensors of the same shape and
+                # strides are the fallback: torch.empty does not touch the pages, so they cost no
+                # memory either.
+                self._specs[key] = self(*[_on_cpu(a) for a in args])
         return self._specs[key]
 
     # --- the tilearena ConfigSpace protocol ---------------------------------------------------

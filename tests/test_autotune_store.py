@@ -260,3 +260,24 @@ def test_skip_baked_sees_exact_shapes_of_its_op_only(tmp_path):
         ("cute", "bfloat16", json.dumps({"M": 8, "N": 4096})),
     }
     assert baked_jobs(str(tmp_path / "missing.json"), "rmsnorm") == set()
+
+
+def test_a_nearest_baked_config_invalid_at_this_shape_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config baked at the nearest shape bucket may not fit this shape (the H100 GPU tests at
+    0d27b72: a CuTe cluster of 16 CTAs, tuned on long rows, leaves a 4096-column row fewer than
+    32 threads per CTA, which the kernel refuses): the dispatcher runs the kernel's default."""
+    pytest.importorskip("cutlass")
+    import torch
+    from tilearena.kernels import registry
+
+    from tilearena import dispatch
+
+    b = registry.backend("rmsnorm", "cute")
+    too_thin = {"threads_per_cta": 128, "cluster_size": 16, "vecs_per_thread": 8, "vector_bits": 64}
+    fits = {"threads_per_cta": 256, "cluster_size": 16, "vecs_per_thread": 16, "vector_bits": 64}
+    monkeypatch.setattr(dispatch, "_baked", lambda op, args, shape, kind: dict(too_thin))
+    x, w = torch.empty(1, 4096, dtype=torch.bfloat16), torch.empty(4096, dtype=torch.bfloat16)
+    assert dispatch.baked_config("rmsnorm", b, (x, w, 1e-6), {"M": 1, "N": 4096}) is None
+    monkeypatch.setattr(dispatch, "_baked", lambda op, args, shape, kind: dict(fits))
+    x, w = torch.empty(2, 262144, dtype=torch.bfloat16), torch.empty(262144, dtype=torch.bfloat16)
+    assert dispatch.baked_config("rmsnorm", b, (x, w, 1e-6), {"M": 2, "N": 262144}) == fits

@@ -91,11 +91,40 @@ def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) ->
         return None
 
 
+#: (op, backend, dtype, shape, config) -> whether a baked config is valid at that shape.
+_BAKED_VALID: dict[tuple, bool] = {}
+
+
+def _valid_here(
+    op: str, b: registry.Backend, args: Sequence[Any], shape: Mapping[str, int], config: Any
+) -> bool:
+    """Whether a baked config (tuned at the nearest baked shape, maybe not this one) is valid for
+    this shape in the backend's declared space: e.g. a CuTe cluster of 16 CTAs tuned on 4096
+    columns leaves too few threads per row at 1024.  Cached: the dispatcher runs it per call."""
+    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+    key = (op, b.name, str(dtype), tuple(sorted(shape.items())), repr(sorted(config.items())))
+    if key not in _BAKED_VALID:
+        try:
+            from .autotune.space import TuneContext, space_for
+
+            space = space_for(b)
+            itemsize = torch.empty((), dtype=dtype).element_size() if dtype is not None else 2
+            context = TuneContext(shape=dict(shape), dtype_bytes=itemsize)
+            _BAKED_VALID[key] = space is None or space.invalid_reason(config, context) is None
+        except Exception:
+            _BAKED_VALID[key] = False
+    return _BAKED_VALID[key]
+
+
 def baked_config(op: str, b: registry.Backend, args: Sequence[Any], shape: Mapping[str, int]) -> Any:
-    """The config the autotuner baked for ``b`` on these arguments, or None (use the default)."""
+    """The config the autotuner baked for ``b`` on these arguments, or None (use the default):
+    None too when the nearest baked config is not valid at this shape."""
     if b.config_space is None:
         return None
-    return _baked(op, args, shape, b.name) or None
+    config = _baked(op, args, shape, b.name) or None
+    if config and not _valid_here(op, b, args, shape, config):
+        return None
+    return config
 
 
 def resolve(op: str, backend: str | None, args: Sequence[Any], shape: Mapping[str, int]) -> registry.Backend:
@@ -130,5 +159,13 @@ def call(op: str, args: Sequence[Any], backend: str | None = None) -> torch.Tens
         return op_spec.empty_output(*args)
     config = baked_config(op, b, args, shape)
     if config:
-        return b.fn(*args, config=config)
+        try:
+            return b.fn(*args, config=config)
+        except ValueError:
+            # A baked config the space could not judge (a kernel's own planning refused it at
+            # this shape): the user asked for no config, so the kernel's default runs instead.
+            dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+            _BAKED_VALID[
+                (op, b.name, str(dtype), tuple(sorted(shape.items())), repr(sorted(config.items())))
+            ] = False
     return b.fn(*args)
