@@ -187,15 +187,19 @@ def run(args: argparse.Namespace) -> int:
                     progress.advance(overall)
                     continue
                 records.append(result.log_record())
+                # The log first: a winner the store refuses must not take the measurements with it.
+                _write_log(log_path, records)
                 if result.entry:
                     entries.append(result.entry)
+                    status = f"[green]{result.entry['time_ms']:.4f} ms {json.dumps(result.entry['config'])}"
                     if args.bake and gpu is not None:
-                        store.bake([result.entry], gpu, store_path)
-                    progress.update(
-                        job,
-                        status=f"[green]{result.entry['time_ms']:.4f} ms "
-                        f"{json.dumps(result.entry['config'])}",
-                    )
+                        try:
+                            store.bake([result.entry], gpu, store_path)
+                        except ValueError as exc:
+                            entries.pop()
+                            records[-1]["error"] = f"not baked: {exc}"
+                            status = f"[red]not baked: {exc}"
+                    progress.update(job, status=status)
                 else:
                     progress.update(job, status=f"[red]{result.error}")
                 progress.advance(overall)

@@ -173,29 +173,37 @@ def _valid_shape(shape: Any) -> bool:
     )
 
 
+def _small_scalar(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return abs(value) < 1 << 40
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 64
+
+
 def _valid_config_json(config: Any) -> bool:
-    """A config is a flat dict of names to small scalars (what every kernel's space holds)."""
+    """A config is a dict of names to small scalars, or to short lists of them, or to short
+    lists of such lists: what every kernel's space holds.  Helion's keys are lists (one block
+    size, reduction loop, indexing mode or eviction policy per loop or memory access; None for
+    "whole row") and ``loop_orders`` is a list of permutations."""
     if not isinstance(config, dict) or len(config) > 64:
         return False
-    for key, value in config.items():
-        if not isinstance(key, str) or not _NAME.match(key):
-            return False
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int) and abs(value) < 1 << 40:
-            continue
-        if isinstance(value, float) and math.isfinite(value):
-            continue
-        if isinstance(value, str) and len(value) <= 64:
-            continue
-        if (
+
+    def allowed(value: Any, depth: int) -> bool:
+        if _small_scalar(value):
+            return True
+        return (
             isinstance(value, list)
-            and len(value) <= 16
-            and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 40 for v in value)
-        ):
-            continue  # Helion block sizes are lists of ints
-        return False
-    return True
+            and depth < 2
+            and len(value) <= 64
+            and all(allowed(v, depth + 1) for v in value)
+        )
+
+    return all(
+        isinstance(key, str) and _NAME.match(key) and allowed(value, 0) for key, value in config.items()
+    )
 
 
 def validate_entry(entry: Any) -> str | None:
@@ -211,7 +219,7 @@ def validate_entry(entry: Any) -> str | None:
     if not _valid_shape(entry.get("shape")):
         return "shape is not a mapping of dims to non-negative ints"
     if not _valid_config_json(entry.get("config")):
-        return "config is not a flat mapping of names to small scalars"
+        return "config is not a mapping of names to small scalars or short lists of them"
     if not _finite_number(entry.get("time_ms"), 0.0, 1e7) or entry["time_ms"] <= 0:
         return "time_ms is not a positive finite number"
     if "noise" in entry and not _finite_number(entry["noise"], 0.0, 100.0):

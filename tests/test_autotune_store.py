@@ -173,9 +173,27 @@ HOSTILE_ENTRIES = {
     "import-string": entry(config={"num_warps": "__import__('os').system('echo pwned')"}),
     "import-backend": entry(backend="__import__('os')"),
     "nested-config": entry(config={"num_warps": {"__class__": 1}}),
+    "deep-list-config": entry(config={"num_warps": [[[8]]]}),
     "bool-for-int": entry(config={"num_warps": True}),
     "bad-shape": {**entry(), "shape": {"M": -1, "N": 4096}},
 }
+
+
+def test_helion_configs_with_lists_round_trip(baked):
+    """Helion's configs hold lists (per loop, per memory access; None for "whole row") and
+    loop_orders, a list of permutations: the 0d27b72 H100 tune refused to bake them."""
+    helion = {
+        "block_sizes": [8192],
+        "reduction_loops": [None],
+        "loop_orders": [[0, 1]],
+        "indexing": ["pointer", "block_ptr", "pointer"],
+        "load_eviction_policies": ["", "last"],
+        "num_warps": 8,
+        "pid_type": "flat",
+    }
+    store.bake([entry(backend="helion", shape=(8192, 65536), config=helion)], gpu_block(H100))
+    store.clear_cache()
+    assert store.lookup_config("rmsnorm", "helion", "bfloat16", {"M": 8192, "N": 65536}) == helion
 
 
 def test_hostile_entries_are_dropped_one_by_one(baked):
