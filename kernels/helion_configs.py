@@ -130,6 +130,62 @@ def split_config_problem(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def split_variant_config(n: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The full config of a split-row kernel: the shipped one overridden key by key, refused
+    (ValueError naming ``config``) if it breaks the launch order the parts rely on."""
+    full = merge_config(split_config(n), overrides)
+    problem = split_config_problem(full)
+    if problem:
+        raise ValueError(problem)
+    if interpreting():
+        # Reference mode runs the parts one after another: a part waiting for the next would
+        # spin forever.  One part per row (no waiting) still runs the kernel's arithmetic; the
+        # exchange between parts is exercised on the GPU only.
+        full["block_sizes"] = [split_block_range(n)[1]]
+    return full
+
+
+def variant_and_overrides(
+    config: Mapping[str, Any] | helion.Config | None, variants: tuple[str, ...], shipped: str
+) -> tuple[str, dict[str, Any]]:
+    """(kernel variant, Helion config keys) of a row-wise backend's ``config``: its ``"variant"``
+    key (default ``shipped``) chooses the kernel, the rest override that kernel's config."""
+    if isinstance(config, helion.Config):
+        config = dict(config.config)
+    variant = (config or {}).get("variant", shipped)
+    if variant not in variants:
+        raise ValueError(f"config: 'variant' must be one of {variants}, got {variant!r}")
+    return variant, {k: v for k, v in (config or {}).items() if k != "variant"}
+
+
+class RowwiseVariants:
+    """A row-wise op's Helion kernels, one per variant: ``plan(n, config)`` gives the kernel
+    function and its full config, ``shipped_variant(n)`` the default variant.  Builds the
+    kernels the backend calls and keeps the default one per row length."""
+
+    def __init__(
+        self,
+        plan: Callable[[int, Any], tuple[Callable[..., Any], dict[str, Any]]],
+        shipped_variant: Callable[[int], str],
+    ) -> None:
+        self.plan = plan
+        self.shipped_variant = shipped_variant
+        # ``interpret`` only keys the cache: a kernel built in reference mode stays there.
+        self._shipped = lru_cache(maxsize=1024)(lambda n, interpret: self.kernel(n, None))
+
+    def kernel(self, n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
+        fn, full_config = self.plan(n, config)
+        return helion_kernel(fn, full_config, static_shapes=False)
+
+    def for_call(self, n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
+        """The kernel a call on rows of ``n`` runs: one look-up on the default path."""
+        return self._shipped(n, interpreting()) if config is None else self.kernel(n, config)
+
+    def shipped_config(self, n: int) -> dict[str, Any]:
+        """The config (with its ``variant``) a call uses when none is given."""
+        return {"variant": self.shipped_variant(n), **self.plan(n, None)[1]}
+
+
 def softmax_online_config(n: int) -> dict[str, Any]:
     """Config of the two-pass online softmax (rows longer than ``MAX_ROW_IN_REGISTERS``):
     ``block_sizes`` = [rows per program, columns per chunk]."""

@@ -15,7 +15,6 @@ Helion config keys.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import helion
@@ -25,16 +24,15 @@ import torch
 from ..helion_configs import (
     MAX_ROW_IN_REGISTERS,
     HelionConfigSpace,
-    helion_kernel,
-    interpreting,
+    RowwiseVariants,
     merge_config,
     next_power_of_2,
     rowwise_config,
     run_kernel,
     softmax_online_config,
     split_block_range,
-    split_config,
-    split_config_problem,
+    split_variant_config,
+    variant_and_overrides,
 )
 from ..registry import Backend
 
@@ -131,43 +129,20 @@ def shipped_variant(n: int) -> str:
 
 def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any, dict[str, Any]]:
     """(kernel function, full Helion config) for rows of ``n`` columns."""
-    if isinstance(config, helion.Config):
-        config = dict(config.config)
-    variant = (config or {}).get("variant", shipped_variant(n))
-    if variant not in VARIANTS:
-        raise ValueError(f"config: 'variant' must be one of {VARIANTS}, got {variant!r}")
-    overrides = {k: v for k, v in (config or {}).items() if k != "variant"}
+    variant, overrides = variant_and_overrides(config, VARIANTS, shipped_variant(n))
     if variant == "rows":
         return _softmax_rows, merge_config(rowwise_config(n), overrides)
     if variant == "online":
         return _softmax_online, merge_config(softmax_online_config(n), overrides)
-    full = merge_config(split_config(n), overrides)
-    problem = split_config_problem(full)
-    if problem:
-        raise ValueError(problem)
-    if interpreting():
-        # Reference mode runs the parts one after another: a part waiting for the next would
-        # spin forever.  One part per row (no waiting) still runs the kernel's arithmetic; the
-        # exchange between parts is exercised on the GPU only.
-        full["block_sizes"] = [split_block_range(n)[1]]
-    return _softmax_split, full
+    return _softmax_split, split_variant_config(n, overrides)
 
 
-def _kernel(n: int, config: Mapping[str, Any] | helion.Config | None) -> helion.Kernel:
-    fn, full_config = _plan(n, config)
-    return helion_kernel(fn, full_config, static_shapes=False)
-
-
-@lru_cache(maxsize=1024)
-def _shipped_kernel(n: int, interpret: bool) -> helion.Kernel:
-    # One look-up per call on the default path (``interpret`` only keys the cache).
-    return _kernel(n, None)
+KERNELS = RowwiseVariants(_plan, shipped_variant)
 
 
 def shipped_config(x: torch.Tensor) -> dict[str, Any]:
     """The config (with its ``variant``) a call on ``x`` uses when none is given."""
-    n = x.shape[-1]
-    return {"variant": shipped_variant(n), **_plan(n, None)[1]}
+    return KERNELS.shipped_config(x.shape[-1])
 
 
 def softmax_helion(
@@ -178,7 +153,7 @@ def softmax_helion(
     x2, y2 = x.view(-1, n), y.view(-1, n)
     if x2.shape[0] == 0:
         return y
-    run_kernel(_shipped_kernel(n, interpreting()) if config is None else _kernel(n, config), x2, y2)
+    run_kernel(KERNELS.for_call(n, config), x2, y2)
     return y
 
 
