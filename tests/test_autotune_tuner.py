@@ -337,3 +337,27 @@ def test_every_kernels_default_is_a_valid_seed(op: str, backend: str) -> None:
     context = TuneContext(shape=shape, dtype_bytes=2)
     seeds = seeds_for(TuneRequest(op, backend, shape), space_for(b), b.default_config, None, context)
     assert seeds, f"{op}/{backend}: default {b.default_config} was refused"
+
+
+def test_cli_keeps_the_log_when_the_store_refuses_a_winner(fake_backend, monkeypatch, tmp_path):
+    """A winner the baked store refuses (the 0d27b72 H100 tune: Helion's list-valued configs)
+    becomes that job's error in tuning.json; the run goes on and writes its log."""
+    from tilearena.autotune import cli, worker
+
+    class StoppableWorker(InProcessWorker):
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(worker, "IsolatedWorker", StoppableWorker)
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: {"slug": GPU.slug})
+
+    def refuse(entries, gpu, path=None):
+        raise ValueError("refusing to bake a malformed entry: test")
+
+    monkeypatch.setattr(store, "bake", refuse)
+    out = tmp_path / "out"
+    argv = ["tune", "--op", OP, "--backend", BACKEND, "--shapes", "M=8,N=64", "--dtype", "bf16",
+            "--device", "cpu", "--effort", "quick", "--compile-workers", "0", "--bake", "--out", str(out)]
+    assert cli.main(argv) == 1  # no winner was baked
+    (record,) = json.loads((out / "tuning.json").read_text())
+    assert record["winner"] is not None and record["error"].startswith("not baked: refusing")
