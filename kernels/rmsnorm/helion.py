@@ -56,7 +56,9 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
     # Row r's parts publish into slots [32 r, 32 r + 16): a 128-byte line per row (see
-    # helion_configs.SPLIT_SLOTS_PER_ROW); ``arrivals`` counts the parts that have published.
+    # helion_configs.SPLIT_SLOTS_PER_ROW;
+    # written as literals: Helion passes module globals as kernel arguments, and
+    # hl.static_range needs a constant); ``arrivals`` counts the parts that have published.
     # Both are allocated per call (the zeroing is one small memset before the kernel).
     slots = torch.empty([m * 32], dtype=torch.float32, device=x.device)
     arrivals = torch.zeros([m], dtype=torch.int32, device=x.device)

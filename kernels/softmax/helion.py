@@ -82,7 +82,9 @@ def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
     # Row r's parts publish their max into slots [32 r, 32 r + 16) and their sum of exp into
-    # [32 r + 16, 32 r + 32): one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW).
+    # [32 r + 16, 32 r + 32): one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW;
+    # written as literals: Helion passes module globals as kernel arguments, and
+    # hl.static_range needs a constant).
     slots = torch.empty([m * 32], dtype=torch.float32, device=x.device)
     arrivals = torch.zeros([m], dtype=torch.int32, device=x.device)
     # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
