@@ -35,6 +35,8 @@ class TuneContext:
     shared_memory_bytes: int | None = None
     sm_count: int | None = None
     compute_capability: tuple[int, int] | None = None
+    #: The device's memory (what caps how many compile workers may hold inputs at once).
+    device_memory_bytes: int | None = None
 
 
 #: A constraint returns None if ``config`` is valid in ``context``, else the reason it is not.

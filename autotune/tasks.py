@@ -144,7 +144,19 @@ def compile_candidate(
         b.fn(*args, out=spec.empty_output(*args))
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+        # Hand the inputs' memory back to the device: a compile worker idles between batches, and
+        # several of them each caching GiB-sized inputs ran the H100 out of memory (4096x262144).
+        del args
+        torch.cuda.empty_cache()
     return True
+
+
+def argument_bytes(op: str, shape: Mapping[str, int], dtype_name: str) -> int:
+    """Bytes of one call's inputs and output at this shape: the op's speed-of-light traffic,
+    which reads every input and writes the output once (no allocation: the parent may ask)."""
+    from ..kernels import registry
+
+    return int(registry.spec(op).cost(dict(shape), dtype_from_name(dtype_name)).bytes)
 
 
 def device_context(device: str, shape: Mapping[str, int], dtype_name: str) -> dict[str, Any]:
@@ -159,6 +171,7 @@ def device_context(device: str, shape: Mapping[str, int], dtype_name: str) -> di
             sm_count=props.multi_processor_count,
             compute_capability=(props.major, props.minor),
             gpu_name=props.name,
+            device_memory_bytes=props.total_memory,
         )
     return context
 

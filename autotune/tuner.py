@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import store, tasks
-from .search import Decision, Evaluator, Outcome, SearchResult, decide, search
+from .search import Decision, Outcome, SearchResult, decide, search
 from .space import Config, ConfigSpace, TuneContext, space_for
 from .worker import IsolatedWorker, WorkerPool
 
@@ -93,6 +93,8 @@ class WorkerEvaluator:
         self.worker, self.request, self.check = worker, request, check
         self.compile_pool, self.timeout_s, self.compile_timeout_s = compile_pool, timeout_s, compile_timeout_s
         self.repeats = repeats
+        #: How many compile workers may run at once (see ``compile_workers_that_fit``).
+        self.compile_parallel: int | None = None
 
     def _common(self) -> tuple:
         r = self.request
@@ -105,6 +107,7 @@ class WorkerEvaluator:
                 tasks.compile_candidate,
                 [(*self._common(), c) for c in configs],
                 timeout_s=self.compile_timeout_s,
+                parallel=self.compile_parallel,
             )
             for i, reply in enumerate(replies):
                 if not reply.ok:
@@ -154,6 +157,22 @@ class WorkerEvaluator:
     def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
         results = self._time(configs, rounds)
         return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
+
+
+#: Share of device memory the compile workers may fill together; the rest is the benchmark
+#: worker's (its timing inputs and the float64 reference of the accuracy check).
+COMPILE_MEMORY_SHARE = 0.4
+#: What a worker holds besides the call's tensors (CUDA context, the kernel's workspace).
+WORKER_OVERHEAD_BYTES = 1 << 30
+
+
+def compile_workers_that_fit(argument_bytes: int, device_memory_bytes: int | None) -> int | None:
+    """How many compile workers may each hold one call's tensors at once, or None (no limit
+    known).  Each compile runs the candidate once on full-size inputs: at 4096x262144 (4 GiB a
+    call) twelve of them ran the H100 out of memory."""
+    if not device_memory_bytes:
+        return None
+    return max(1, int(COMPILE_MEMORY_SHARE * device_memory_bytes // (argument_bytes + WORKER_OVERHEAD_BYTES)))
 
 
 def _context(worker: IsolatedWorker, request: TuneRequest) -> tuple[TuneContext, store.GpuIdentity | None]:
@@ -217,7 +236,11 @@ def tune(
     limits = {}
     if request.candidate_timeout_s:
         limits = {"timeout_s": request.candidate_timeout_s, "compile_timeout_s": request.candidate_timeout_s}
-    evaluator: Evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool, **limits)
+    evaluator = WorkerEvaluator(worker, request, check=check, compile_pool=compile_pool, **limits)
+    if compile_pool is not None:
+        evaluator.compile_parallel = compile_workers_that_fit(
+            tasks.argument_bytes(request.op, request.shape, request.dtype), context.device_memory_bytes
+        )
     seeds = seeds_for(request, space, b.default_config, gpu, context, getattr(b, "seed_configs", ()))
     result = search(
         space,
@@ -227,6 +250,8 @@ def tune(
         budget_s=request.budget_s,
         seeds=seeds,
         on_progress=on_progress,
+        # A batch is compiled side by side: as many candidates as there are compile workers.
+        batch_size=max(4, evaluator.compile_parallel or (compile_pool.size if compile_pool else 0)),
     )
     extra: list[Outcome] = []
     external = EXTERNAL_AUTOTUNERS.get(b.dsl) if request.use_external else None

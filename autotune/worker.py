@@ -216,20 +216,32 @@ class WorkerPool:
     def __init__(self, size: int, environment: dict[str, str] | None = None) -> None:
         self.workers = [IsolatedWorker(environment) for _ in range(max(1, size))]
 
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
     def map(
-        self, task: Callable[..., Any], argument_lists: Sequence[Sequence[Any]], timeout_s: float = 120.0
+        self,
+        task: Callable[..., Any],
+        argument_lists: Sequence[Sequence[Any]],
+        timeout_s: float = 120.0,
+        parallel: int | None = None,
     ) -> list[Reply]:
-        """``task(*args)`` for each entry, spread over the workers, replies in input order."""
+        """``task(*args)`` for each entry, spread over at most ``parallel`` of the workers (all by
+        default), replies in input order."""
         from concurrent.futures import ThreadPoolExecutor
 
+        if parallel is not None and parallel < 1:
+            raise ValueError(f"parallel: expected at least 1 worker, got {parallel}")
+        used = self.workers[: min(len(self.workers), parallel or len(self.workers))]
         replies: list[Reply | None] = [None] * len(argument_lists)
 
         def drain(worker_index: int) -> None:
-            for i in range(worker_index, len(argument_lists), len(self.workers)):
-                replies[i] = self.workers[worker_index].call(task, *argument_lists[i], timeout_s=timeout_s)
+            for i in range(worker_index, len(argument_lists), len(used)):
+                replies[i] = used[worker_index].call(task, *argument_lists[i], timeout_s=timeout_s)
 
-        with ThreadPoolExecutor(len(self.workers)) as threads:
-            list(threads.map(drain, range(len(self.workers))))
+        with ThreadPoolExecutor(len(used)) as threads:
+            list(threads.map(drain, range(len(used))))
         return [r if r is not None else Reply(False, failure="error", detail="not run") for r in replies]
 
     def stop(self) -> None:

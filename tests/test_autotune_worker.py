@@ -88,3 +88,24 @@ def test_pool_maps_in_order_and_isolates_failures():
         )
     assert [r.value for r in replies] == [2.0, None, 6.0, None, 8.0]
     assert [r.failure for r in replies] == [None, "fatal", None, "fatal", None]
+
+
+def test_pool_runs_no_more_tasks_at_once_than_allowed():
+    """``parallel`` caps how many workers take tasks (the tuner's memory limit for GiB inputs)."""
+    with WorkerPool(3) as pool:
+        spread = {r.value for r in pool.map(worker_pid, [() for _ in range(6)], timeout_s=60)}
+        capped = [r.value for r in pool.map(worker_pid, [() for _ in range(6)], timeout_s=60, parallel=1)]
+        with pytest.raises(ValueError, match="parallel"):
+            pool.map(worker_pid, [()], parallel=0)
+    assert len(spread) == 3
+    assert len(set(capped)) == 1 and len(capped) == 6
+
+
+def test_compile_workers_are_capped_by_device_memory():
+    from tilearena.autotune.tuner import compile_workers_that_fit
+
+    gib = 1 << 30
+    assert compile_workers_that_fit(4 * gib, 80 * gib) == 6  # 4096x262144 bf16 in and out
+    assert compile_workers_that_fit(gib // 1000, 80 * gib) == 31
+    assert compile_workers_that_fit(200 * gib, 80 * gib) == 1  # always one
+    assert compile_workers_that_fit(4 * gib, None) is None  # unknown: no cap

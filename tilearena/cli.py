@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 # Subcommands contributed by other parts of the package: (module, what it adds).
-_PLUGGED = ("tilearena.autotune.cli", "tilearena.bench.report", "tilearena.layouts.cli")
+_PLUGGED = (
+    "tilearena.autotune.cli",
+    "tilearena.autotune.check",
+    "tilearena.bench.report",
+    "tilearena.layouts.cli",
+)
 
 
 def _prepare_cpu_only() -> None:

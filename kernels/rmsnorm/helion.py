@@ -6,9 +6,10 @@ in chunks (x read twice) is Helion's ``reduction_loops`` config.
 ``_rmsnorm_split`` (longer rows): a row is shared by up to 16 programs, each holding its chunk in
 registers; each publishes its sum of squares to a slot in global memory, waits until every part
 of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
-result does not depend on which part finished first.
-The config key ``"variant"`` ("rows" or "split") overrides the choice; the rest are Helion
-config keys.  N is specialised (a compile-time constant), M is not (one compiled kernel serves
+result does not depend on which part finished first.  ``_rmsnorm_split_fenced`` is the same
+exchange through a release/acquire arrival counter (the first design, kept to measure against).
+The config key ``"variant"`` ("rows", "split" or "split_fenced") overrides the choice; the rest
+are Helion config keys.  N is specialised (a compile-time constant), M is not (one compiled kernel serves
 every token count).
 """
 
@@ -35,7 +36,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "split")
+VARIANTS = ("rows", "split", "split_fenced")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,44 @@ def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.
 
 
 def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Row r's parts publish their sums of squares into slots[r, :16], one 128-byte line per row
+    # (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion passes module globals as
+    # kernel arguments).  -1 marks "not yet published": a sum of squares is never negative (a
+    # NaN one is published too, and propagates to its row).
+    slots = torch.full([m, 32], -1.0, dtype=torch.float32, device=x.device)
+    # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        chunk = x[tile_m, tile_n].to(torch.float32)
+        # Relaxed: the value is its own "published" flag, so nothing needs ordering around it.
+        # A release atomic (or a counter with acquire polls) makes ptxas fence every thread's
+        # loads and stores in flight (MEMBAR.ALL.GPU) and invalidate L1 on each poll.
+        hl.atomic_xchg(slots, [tile_m, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
+        part = hl.arange(16)
+        used = (part < parts)[None, :]
+        # A compare-and-swap of the empty mark with itself: an atomic read (at L2) that never
+        # changes a published value.
+        empty = torch.where(used, -1.0, -1.0)
+        seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+        waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+        while waiting.sum() > 0:
+            seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+        # Every part adds the same slots in the same order: all agree on rstd, run after run.
+        total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
+        rstd = torch.rsqrt(total / n + eps)
+        scaled = chunk * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
+        out[tile_m, tile_n] = scaled.to(out.dtype)
+    return out
+
+
+def _rmsnorm_split_fenced(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
+) -> torch.Tensor:
     m, n = x.size()
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
@@ -92,7 +131,8 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
     variant, overrides = variant_and_overrides(config, VARIANTS, shipped_variant(n))
     if variant == "rows":
         return _rmsnorm_rows, merge_config(rowwise_config(n), overrides)
-    return _rmsnorm_split, split_variant_config(n, overrides)
+    kernel = _rmsnorm_split if variant == "split" else _rmsnorm_split_fenced
+    return kernel, split_variant_config(n, overrides)
 
 
 KERNELS = RowwiseVariants(_plan, shipped_variant)
@@ -130,7 +170,7 @@ def kernel_call(
     and kernel ``variant`` (default: the one x's N selects): what ``helion_configs`` binds to get
     Helion's ConfigSpec or to run Helion's autotuner."""
     n = x.shape[-1]
-    fn = _rmsnorm_rows if (variant or shipped_variant(n)) == "rows" else _rmsnorm_split
+    fn, _ = _plan(n, None if variant is None else {"variant": variant})
     y = torch.empty_like(x) if out is None else out
     return fn, (x.view(-1, n), weight, float(eps), y.view(-1, n)), False, {}
 

@@ -8,8 +8,9 @@ but its max and sum are then separate loops: x would be read three times.)  ``_s
 (the default for longer rows): a row is shared by up to 16 programs, each holding its chunk in
 registers; each publishes its chunk's max and sum of exp to slots in global memory, waits for
 every part of its row, combines the slots in a fixed order and writes its chunk: x is read once.
-The config key ``"variant"`` ("rows", "online" or "split") overrides the choice; the rest are
-Helion config keys.
+``_softmax_split_fenced`` is the same exchange through a release/acquire arrival counter (the
+first design, kept to measure against).  The config key ``"variant"`` ("rows", "online",
+"split" or "split_fenced") overrides the choice; the rest are Helion config keys.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "online", "split")
+VARIANTS = ("rows", "online", "split", "split_fenced")
 
 
 def _softmax_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -77,6 +78,57 @@ def _softmax_online(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Row r's part p publishes its max into slots[r, p] and its sum of exp into slots[r, 16 + p]:
+    # one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion
+    # passes module globals as kernel arguments).  NaN marks "not yet published", so a NaN
+    # partial (a NaN or +inf in the chunk) is published as +inf instead: the row's sum is then
+    # inf * exp(inf - inf) = NaN, and the whole row is NaN, as in the float64 reference.
+    slots = torch.full([m, 32], float("nan"), dtype=torch.float32, device=x.device)
+    # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        chunk = x[tile_m, tile_n].to(torch.float32)
+        chunk_max = torch.amax(chunk, dim=-1)
+        # A chunk of only -inf (masked scores) exponentiates against 0: its sum is 0, not NaN.
+        safe_max = torch.where(chunk_max == float("-inf"), 0.0, chunk_max)
+        chunk_sum = torch.sum(torch.exp(chunk - safe_max[:, None]), dim=-1)
+        # Relaxed: each value is its own "published" flag, so nothing needs ordering around it
+        # (a release atomic makes ptxas fence every load and store in flight: MEMBAR.ALL.GPU).
+        published_max = torch.where(chunk_max != chunk_max, float("inf"), chunk_max)
+        published_sum = torch.where(chunk_sum != chunk_sum, float("inf"), chunk_sum)
+        hl.atomic_xchg(slots, [tile_m, tile_n.id], published_max, sem="relaxed")
+        hl.atomic_xchg(slots, [tile_m, tile_n.id + 16], published_sum, sem="relaxed")
+        part = hl.arange(16)
+        used = (part < parts)[None, :]
+        # Compare-and-swap of the empty mark with itself: an atomic read (at L2) that never
+        # changes a published value.
+        empty = torch.where(used, float("nan"), float("nan"))
+        maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+        sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+        waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+        while waiting.sum() > 0:
+            maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+            sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+        # Every part combines the same slots in the same order: all agree, run after run.
+        row_max = torch.amax(torch.where(used, maxes, float("-inf")), dim=-1)
+        safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+        # Each part's sum was taken against its own max: rescale it to the row's.
+        part_safe = torch.where(maxes == float("-inf"), 0.0, maxes)
+        rescaled = sums * torch.exp(part_safe - safe_row_max[:, None])
+        row_sum = torch.sum(torch.where(used, rescaled, 0.0), dim=-1)
+        inv_sum = 1.0 / row_sum  # one division per row, then a multiply per element
+        # As 0-d scalars (a tile_m is one row): broadcast as [1] tensors, the 16-slot vectors'
+        # layout would spread to the chunk, 512 values per thread, and spill.
+        out[tile_m, tile_n] = (torch.exp(chunk - row_max.sum()) * inv_sum.sum()).to(out.dtype)
+    return out
+
+
+def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     m, n = x.size()
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
@@ -136,7 +188,8 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
         return _softmax_rows, merge_config(rowwise_config(n), overrides)
     if variant == "online":
         return _softmax_online, merge_config(softmax_online_config(n), overrides)
-    return _softmax_split, split_variant_config(n, overrides)
+    kernel = _softmax_split if variant == "split" else _softmax_split_fenced
+    return kernel, split_variant_config(n, overrides)
 
 
 KERNELS = RowwiseVariants(_plan, shipped_variant)

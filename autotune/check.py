@@ -1,0 +1,134 @@
+"""``tilearena baked-check``: does a bench run reproduce the times the autotuner baked?
+
+A baked entry records the winner's time at the shape it was tuned on.  A later ``tilearena
+bench`` row of the same (op, backend, dtype, shape) that ran that same config should take the
+same time; if it does not, either the tuner's measurement or the bench's is off (or the GPU is
+a different one: compute-bound kernels vary a few percent from board to board).
+
+tilearena baked-check reports/h100/results.json --store autotune/baked/h100-sxm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Largest |bench / tuned - 1| that still counts as reproduced.
+DEFAULT_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    op: str
+    backend: str
+    dtype: str
+    shape: dict[str, int]
+    tuned_ms: float
+    bench_ms: float
+    #: Whether the bench row ran the baked config (the dispatcher may refuse one at a shape).
+    config_in_use: bool
+    commit: str | None
+
+    @property
+    def ratio(self) -> float:
+        return self.bench_ms / self.tuned_ms
+
+    def within(self, tolerance: float) -> bool:
+        return abs(self.ratio - 1.0) <= tolerance
+
+
+def _key(op: str, backend: str, dtype: str, shape: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return op, backend, dtype, json.dumps(dict(shape), sort_keys=True)
+
+
+def compare_with_baked(
+    rows: Iterable[Mapping[str, Any]], entries: Iterable[Mapping[str, Any]]
+) -> list[Reproduction]:
+    """Every bench row (that ran and passed numerics) whose exact shape has a baked entry."""
+    from .store import normalise_dtype
+
+    baked = {_key(e["op"], e["backend"], e["dtype"], e["shape"]): e for e in entries}
+    found = []
+    for row in rows:
+        if not row.get("ok") or not row.get("ms"):
+            continue
+        entry = baked.get(_key(row["op"], row["backend"], normalise_dtype(row["dtype"]), row["shape"]))
+        if entry is None:
+            continue
+        found.append(
+            Reproduction(
+                op=row["op"],
+                backend=row["backend"],
+                dtype=entry["dtype"],
+                shape=dict(row["shape"]),
+                tuned_ms=float(entry["time_ms"]),
+                bench_ms=float(row["ms"]),
+                config_in_use=row.get("config") == entry["config"],
+                commit=row.get("commit"),
+            )
+        )
+    return found
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "baked-check", help="compare a bench run's times with the times the autotuner baked"
+    )
+    parser.add_argument("results", help="results.json written by tilearena bench")
+    parser.add_argument("--store", default=None, help="baked file (default: the one for the run's GPU)")
+    parser.add_argument(
+        "--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest |bench/tuned - 1|"
+    )
+    parser.add_argument("--op", default=None, help="only this op")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import store
+
+    if not args.tolerance > 0:
+        raise ValueError(f"--tolerance: expected a fraction > 0, got {args.tolerance}")
+    with open(args.results) as handle:
+        results = json.load(handle)
+    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+        raise ValueError(f"results: {args.results} has no 'rows' list (not a tilearena bench file)")
+    path = args.store
+    if path is None:
+        slug = store.gpu_slug(str((results.get("env") or {}).get("gpu") or ""))
+        path = os.path.join(store.baked_dir(), f"{slug}.json")
+    data = store.read_file(path)
+    if data is None:
+        raise ValueError(f"--store: no valid baked file at {path}")
+    rows = [r for r in results["rows"] if args.op is None or r.get("op") == args.op]
+    found = compare_with_baked(rows, data["entries"])
+    in_use = [r for r in found if r.config_in_use]
+    table = Table(title=f"bench ({args.results}) against baked times ({path})")
+    for column in ("op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config"):
+        table.add_column(column)
+    for r in sorted(found, key=lambda r: (r.op, r.backend, sorted(r.shape.items()))):
+        colour = "green" if r.within(args.tolerance) else "red"
+        table.add_row(
+            r.op,
+            r.backend,
+            "x".join(str(v) for v in r.shape.values()),
+            f"{r.tuned_ms:.4f}",
+            f"{r.bench_ms:.4f}",
+            f"[{colour}]{r.ratio:.3f}[/]",
+            "baked" if r.config_in_use else "[yellow]other[/]",
+        )
+    console = Console()
+    console.print(table)
+    within = sum(r.within(args.tolerance) for r in in_use)
+    console.print(
+        f"{within}/{len(in_use)} rows running their baked config within {args.tolerance:.0%} of the tuned "
+        f"time; {len(found) - len(in_use)} row(s) ran another config"
+    )
+    return 0 if in_use and within == len(in_use) else 1

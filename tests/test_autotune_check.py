@@ -1,0 +1,85 @@
+"""``tilearena baked-check``: bench rows against the times the autotuner baked."""
+
+from __future__ import annotations
+
+import json
+
+from tilearena.autotune import store
+from tilearena.autotune.check import compare_with_baked
+
+from tilearena.cli import main
+
+GPU = {
+    "name": "NVIDIA H100 80GB HBM3",
+    "slug": "h100-sxm",
+    "compute_capability": [9, 0],
+    "driver": "580.0",
+    "cuda": "13.0",
+    "torch": "2.11",
+    "dsl_versions": {"triton": "3.6.0"},
+}
+
+
+def baked_entry(shape: dict, time_ms: float, config: dict, backend: str = "triton") -> dict:
+    return {
+        "op": "rmsnorm",
+        "backend": backend,
+        "dtype": "bfloat16",
+        "shape": shape,
+        "config": config,
+        "time_ms": time_ms,
+        "noise": 0.01,
+        "runner_ups": [],
+    }
+
+
+def bench_row(shape: dict, ms: float, config: dict | None, backend: str = "triton", ok: bool = True) -> dict:
+    return {"op": "rmsnorm", "backend": backend, "dtype": "bfloat16", "shape": shape, "ms": ms,
+            "config": config, "ok": ok, "commit": "abc1234"}
+
+
+def test_rows_meet_the_entry_of_their_exact_shape_only() -> None:
+    entries = [baked_entry({"M": 4096, "N": 8192}, 0.100, {"num_warps": 8})]
+    rows = [
+        bench_row({"M": 4096, "N": 8192}, 0.102, {"num_warps": 8}),
+        bench_row({"M": 4096, "N": 8192}, 0.150, {"num_warps": 8}, backend="cute"),  # no entry
+        bench_row({"M": 4096, "N": 8193}, 0.101, {"num_warps": 8}),  # same bucket, other shape
+        bench_row({"M": 4096, "N": 8192}, 0.100, {"num_warps": 8}, ok=False),  # failed numerics
+    ]
+    (found,) = compare_with_baked(rows, entries)
+    assert found.config_in_use and abs(found.ratio - 1.02) < 1e-9
+    assert found.within(0.03) and not found.within(0.01)
+
+
+def test_a_row_that_ran_another_config_is_not_counted_as_reproduced(tmp_path, capsys) -> None:
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [
+            baked_entry({"M": 4096, "N": 8192}, 0.100, {"num_warps": 8}),
+            baked_entry({"M": 8192, "N": 8192}, 0.200, {"num_warps": 8}),
+        ],
+        GPU,
+        path,
+    )
+    results = tmp_path / "results.json"
+    rows = [bench_row({"M": 4096, "N": 8192}, 0.101, {"num_warps": 8}),
+            bench_row({"M": 8192, "N": 8192}, 0.300, {"num_warps": 4})]
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
+    # Only the first row ran its baked config, and it reproduces: the check passes.
+    assert main(["baked-check", str(results), "--store", path]) == 0
+    assert "1/1 rows running their baked config" in capsys.readouterr().out
+    rows[1]["config"] = {"num_warps": 8}  # now the slow row ran the baked config too
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    assert "1/2 rows" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_named(tmp_path, capsys) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"rows": []}))
+    assert main(["baked-check", str(results), "--store", str(tmp_path / "missing.json")]) == 2
+    assert "--store" in capsys.readouterr().err
+    results.write_text(json.dumps([1, 2]))
+    assert main(["baked-check", str(results), "--store", str(tmp_path / "missing.json")]) == 2
+    assert "results" in capsys.readouterr().err
+    assert main(["baked-check", str(results), "--tolerance", "0"]) == 2
