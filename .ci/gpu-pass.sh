@@ -24,12 +24,14 @@ bench)
     ;;
 tune)
     # OPS comma-separated; every op's winners merge into one store, baked as each is found.
-    # RESUME=1 starts from the repo's baked file and skips the shapes it already holds.
+    # RESUME=1 starts from the repo's baked file and skips the shapes it already holds;
+    # CANDIDATE_TIMEOUT=S caps each candidate's compile-and-check (and timing) at S seconds.
     skip=""
     if [ "${RESUME:-0}" = 1 ]; then cp autotune/baked/h100-sxm.json "$OUT/h100-sxm.json"; skip="--skip-baked"; fi
     for op in ${3//,/ }; do
         timeout "${7:-560}" tilearena tune --op "$op" --backend "$4" --shapes "$5" --effort quick --budget "${6:-20}" \
-            --compile-workers 8 --bake $skip --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
+            --compile-workers 8 ${CANDIDATE_TIMEOUT:+--candidate-timeout $CANDIDATE_TIMEOUT} --bake $skip \
+            --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
     done
     ;;
 efficiency)

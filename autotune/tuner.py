@@ -8,6 +8,7 @@ run goes on and the config is recorded as failed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -211,6 +212,12 @@ def seeds_for(
     seeds.extend(dict(config) for config in extra)
     if space is None:
         return []
+    # Seeds that depend on the shape (Helion's shipped config per row length or GEMM class).
+    shape_seeds = getattr(space, "seeds", None)
+    if shape_seeds is not None:
+        # A seed is a head start, never a reason to fail the job.
+        with contextlib.suppress(Exception):
+            seeds.extend(dict(config) for config in shape_seeds(context))
     return [s for s in seeds if space.invalid_reason(s, context) is None]
 
 

@@ -95,6 +95,85 @@ SPLIT_SLOTS_PER_ROW = 32
 SPLIT_REQUIRED: dict[str, Any] = {"pid_type": "flat", "l2_groupings": [1], "loop_orders": [[0, 1]]}
 
 
+#: Most float32 values one program of a row-wise kernel may hold (64 a thread at 16 warps: the
+#: shipped configs' largest tiles), and one thread.  Helion's space lets a program take up to M
+#: rows, and one warp a whole row: sampled such configs took minutes to compile and spilled
+#: (the 913fd71 tune).
+MAX_ROW_TILE_ELEMENTS = 32768
+MAX_ROW_VALUES_PER_THREAD = 128
+
+
+def row_tile_elements(variant: str, n: int, config: Mapping[str, Any]) -> int | None:
+    """Float32 values of the row one program of ``variant`` holds at ``n`` columns under
+    ``config`` (None when its block sizes are not given)."""
+    blocks = config.get("block_sizes") or []
+    if not blocks or not all(isinstance(b, int) for b in blocks):
+        return None
+    if variant == "rows":  # [rows per program] x (the reduction loop's chunk, or the whole row)
+        loops = config.get("reduction_loops") or [None]
+        return blocks[0] * (loops[0] if isinstance(loops[0], int) else next_power_of_2(n))
+    return math.prod(blocks)  # split: [columns per part]; online: [rows, columns per chunk]
+
+
+def row_tile_problem(variant: str, n: int, config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` gives a row-wise kernel of ``variant`` at ``n`` columns a tile too large
+    to hold in registers, or None."""
+    elements = row_tile_elements(variant, n, config)
+    if elements is None:
+        return None
+    if elements > MAX_ROW_TILE_ELEMENTS:
+        return (
+            f"config: block_sizes {config['block_sizes']} give one program {elements} values of the row "
+            f"to hold, more than {MAX_ROW_TILE_ELEMENTS}"
+        )
+    warps = config.get("num_warps")
+    if isinstance(warps, int) and warps > 0 and elements > MAX_ROW_VALUES_PER_THREAD * 32 * warps:
+        return (
+            f"config: num_warps {warps} leaves each thread {elements // (32 * warps)} values of the "
+            f"row to hold, more than {MAX_ROW_VALUES_PER_THREAD}"
+        )
+    return None
+
+
+#: A matmul program's output tile and float32 accumulators per thread: wgmma's largest tiles
+#: (256 x 256 over two warpgroups).  Sampled tiles of 4096 x 1024 on two warps never compile.
+MAX_MATMUL_TILE = 256 * 256
+MAX_MATMUL_ACCUMULATORS_PER_THREAD = 256
+#: Deepest K step and the shared memory the pipeline's stages may fill (the H100's 227 KiB a
+#: block; 2-byte operands).
+MAX_MATMUL_BLOCK_K = 256
+MATMUL_SHARED_MEMORY_BYTES = 227 * 1024
+
+
+def matmul_tile_problem(config: Mapping[str, Any]) -> str | None:
+    """Why ``config``'s tile ([rows, columns, k] block sizes) cannot sit in one program's
+    registers and shared memory, or None."""
+    blocks = config.get("block_sizes") or []
+    if len(blocks) < 3 or not all(isinstance(b, int) for b in blocks[:3]):
+        return None
+    if blocks[2] > MAX_MATMUL_BLOCK_K:
+        return f"config: block_sizes {blocks} step K by {blocks[2]}, more than {MAX_MATMUL_BLOCK_K}"
+    stages = config.get("num_stages")
+    staged = (blocks[0] + blocks[1]) * blocks[2] * 2 * (stages if isinstance(stages, int) else 1)
+    if staged > MATMUL_SHARED_MEMORY_BYTES:
+        return (
+            f"config: block_sizes {blocks} x num_stages {stages} stage {staged} bytes of operands, "
+            f"more than the {MATMUL_SHARED_MEMORY_BYTES} bytes of shared memory"
+        )
+    tile = blocks[0] * blocks[1]
+    if tile > MAX_MATMUL_TILE:
+        return (
+            f"config: block_sizes {blocks} give an output tile of {tile} values, more than {MAX_MATMUL_TILE}"
+        )
+    warps = config.get("num_warps")
+    if isinstance(warps, int) and warps > 0 and tile > MAX_MATMUL_ACCUMULATORS_PER_THREAD * 32 * warps:
+        return (
+            f"config: num_warps {warps} leaves each thread {tile // (32 * warps)} accumulators, "
+            f"more than {MAX_MATMUL_ACCUMULATORS_PER_THREAD}"
+        )
+    return None
+
+
 def split_block_range(n: int) -> tuple[int, int]:
     """(smallest, largest) columns per part of a split row of ``n``: at most MAX_SPLIT_PARTS
     parts, and at least one (a whole padded row)."""
@@ -431,13 +510,51 @@ class HelionConfigSpace:
     def enumerate(self, context: Any) -> Any:
         raise TypeError("Helion's config space cannot be enumerated; use a sampling search")
 
-    def _required(self, context: Any) -> dict[str, Any]:
-        """Values every config must take at this shape: the split-row kernels' launch order."""
+    def _variant(self, context: Any) -> str | None:
+        """The row-wise kernel variant this shape runs by default (what the space tunes), or None
+        (not a row-wise op)."""
         shape = dict(getattr(context, "shape", {}) or {})
         shipped_variant = getattr(_backend_module(self.op), "shipped_variant", None)
-        if shipped_variant is not None and "N" in shape and shipped_variant(shape["N"]) == "split":
-            return copy.deepcopy(SPLIT_REQUIRED)
-        return {}
+        if shipped_variant is None or "N" not in shape:
+            return None
+        return shipped_variant(shape["N"])
+
+    def _required(self, context: Any) -> dict[str, Any]:
+        """Values every config must take at this shape: the split-row kernels' launch order."""
+        return copy.deepcopy(SPLIT_REQUIRED) if self._variant(context) == "split" else {}
+
+    def _tile_problem(self, config: Mapping[str, Any], context: Any) -> str | None:
+        if self.op == "matmul":
+            return matmul_tile_problem(config)
+        variant = self._variant(context)
+        return None if variant is None else row_tile_problem(variant, context.shape["N"], config)
+
+    def _fit_tile(self, config: dict[str, Any], context: Any) -> dict[str, Any]:
+        """``config`` with its tile shrunk until it fits a program (a row tile's first block size,
+        a matmul tile's longer side, halved), then its warps doubled (up to 32) until it fits
+        the threads."""
+        variant = self._variant(context)
+        if variant is None:
+            return config
+        n = context.shape["N"]
+        while (row_tile_elements(variant, n, config) or 0) > MAX_ROW_TILE_ELEMENTS and config["block_sizes"][
+            0
+        ] > 1:
+            config = {**config, "block_sizes": [config["block_sizes"][0] // 2, *config["block_sizes"][1:]]}
+        while row_tile_problem(variant, n, config) and isinstance(config.get("num_warps"), int):
+            if config["num_warps"] >= 32:
+                break
+            config = {**config, "num_warps": config["num_warps"] * 2}
+        return config
+
+    def seeds(self, context: Any) -> list[dict[str, Any]]:
+        """The config the kernel ships for this shape (the search's first candidate)."""
+        module = _backend_module(self.op)
+        dtype = torch.float32 if getattr(context, "dtype_bytes", 2) == 4 else torch.bfloat16
+        shipped = dict(module.shipped_config(*module.meta_args(dict(context.shape), dtype)))
+        shipped.pop("variant", None)
+        normalized = self._normalized(shipped, self.config_spec(context))
+        return [normalized] if normalized is not None else []
 
     def sample(self, rng: random.Random, context: Any) -> dict[str, Any] | None:
         spec = self.config_spec(context)
@@ -450,12 +567,12 @@ class HelionConfigSpace:
                 sampled = _to_plain(spec.flat_config(lambda fragment: fragment.random()))
             finally:
                 random.setstate(state)
-            if not required:
-                return sampled
-            # Pinned to a flat grid, the persistent grid's knob no longer applies.
-            sampled.pop("num_sm_multiplier", None)
+            sampled = self._fit_tile(sampled, context)
+            if required:
+                # Pinned to a flat grid, the persistent grid's knob no longer applies.
+                sampled.pop("num_sm_multiplier", None)
             pinned = self._normalized({**sampled, **required}, spec)
-            if pinned is not None:
+            if pinned is not None and self._tile_problem(pinned, context) is None:
                 return pinned
         return None
 
@@ -469,7 +586,11 @@ class HelionConfigSpace:
             if key not in config:
                 continue
             if isinstance(field, ConfigSpecFragment):
-                for value in field.pattern_neighbors(config[key]):
+                try:
+                    values = field.pattern_neighbors(config[key])
+                except ValueError:  # a shorthand Helion accepts (indexing="pointer" for every load)
+                    continue
+                for value in values:
                     found.append({**config, key: value})
             elif isinstance(field, BlockIdSequence) and isinstance(config[key], list):
                 for i, current in enumerate(config[key][: len(field)]):
@@ -493,8 +614,9 @@ class HelionConfigSpace:
             if any(candidate.get(key, value) != value for key, value in required.items()):
                 continue  # a step away from what the split kernel needs
             normalized = self._normalized(candidate, spec)
-            if normalized is not None and normalized != dict(config):
-                valid.append(normalized)
+            if normalized is None or normalized == dict(config) or self._tile_problem(normalized, context):
+                continue
+            valid.append(normalized)
         return valid
 
     def invalid_reason(self, config: Mapping[str, Any], context: Any = None) -> str | None:
@@ -510,6 +632,9 @@ class HelionConfigSpace:
             problem = split_config_problem(config)
             if problem:
                 return problem
+        problem = self._tile_problem(config, context)
+        if problem:
+            return problem
         try:
             self.config_spec(context).normalize(dict(config))
         except helion.exc.InvalidConfig as exc:

@@ -409,3 +409,52 @@ def test_backends_registered() -> None:
         b = registry.backend(op, "helion")
         assert b.dsl == "helion" and b.requires == ("helion",) and b.devices == ("cuda",)
         assert callable(b.config_space)
+
+
+@pytest.mark.parametrize(
+    ("op", "shape"),
+    [
+        ("rmsnorm", {"M": 32768, "N": 4096}),
+        ("softmax", {"M": 4096, "N": 262144}),
+        ("rmsnorm", {"M": 262144, "N": 256}),
+        ("matmul", {"M": 4096, "N": 4096, "K": 4096, "BT": 1}),
+        ("matmul", {"M": 1, "N": 4096, "K": 14336, "BT": 1}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "x".join(map(str, v.values())),
+)
+def test_helion_space_seeds_the_shipped_config_and_samples_tiles_that_fit(
+    compile_only: None, op: str, shape: dict[str, int]
+) -> None:
+    """The tuner starts from the config the kernel ships, and never spends a compile on a tile
+    that cannot sit in a program's registers and shared memory (Helion's own space allows
+    8192-row programs and 16384-deep K steps: the 913fd71 tune spent minutes compiling them)."""
+    import random
+
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.kernels.helion_configs import matmul_tile_problem, row_tile_elements
+
+    space = space_for(registry.backend(op, "helion"))
+    context = TuneContext(shape=shape, dtype_bytes=2)
+    (seed,) = space.seeds(context)
+    assert space.invalid_reason(seed, context) is None
+    meta = _backend_module_for(op).meta_args(shape, torch.bfloat16)
+    shipped = dict(_backend_module_for(op).shipped_config(*meta))
+    assert seed["block_sizes"] == shipped["block_sizes"] and seed["num_warps"] == shipped["num_warps"]
+    rng = random.Random(3)
+    for _ in range(20):
+        config = space.sample(rng, context)
+        assert config is not None and space.invalid_reason(config, context) is None, config
+        if op == "matmul":
+            assert matmul_tile_problem(config) is None
+        else:
+            variant = shipped["variant"]
+            assert row_tile_elements(variant, shape["N"], config) <= 32768
+            assert row_tile_elements(variant, shape["N"], config) <= 128 * 32 * config["num_warps"]
+    too_big = {**seed, "block_sizes": [8192, 256, 64] if op == "matmul" else [65536]}
+    assert "config: block_sizes" in space.invalid_reason(too_big, context)
+
+
+def _backend_module_for(op: str):
+    return {"rmsnorm": rmsnorm_mod, "softmax": softmax_mod}.get(op) or __import__(
+        "tilearena.kernels.matmul.helion", fromlist=["helion"]
+    )

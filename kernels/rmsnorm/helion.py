@@ -138,8 +138,8 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
 KERNELS = RowwiseVariants(_plan, shipped_variant)
 
 
-def shipped_config(x: torch.Tensor) -> dict[str, Any]:
-    """The config (with its ``variant``) a call on ``x`` uses when none is given."""
+def shipped_config(x: torch.Tensor, *_: Any) -> dict[str, Any]:
+    """The config (with its ``variant``) a call on ``x`` (weight, eps) uses when none is given."""
     return KERNELS.shipped_config(x.shape[-1])
 
 
