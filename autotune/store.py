@@ -97,6 +97,13 @@ def shape_bucket(shape: Mapping[str, int]) -> str:
     return ",".join(parts)
 
 
+#: Farthest a baked shape may be from a call's (log2 distance) for its config to be used: a
+#: factor 4 in one dimension, or 2.8 in two.  Farther, the kernel's own per-shape default is
+#: the better guess: at d2c248c Helion softmax's configs tuned at 32768x4096-8192 ran
+#: 262144x256 at 0.57x of its shipped config's speed and 16384x32768 at 0.8x.
+MAX_BAKED_DISTANCE = 2.0
+
+
 def shape_distance(a: Mapping[str, int], b: Mapping[str, int]) -> float:
     """Euclidean distance of log2 dims; shapes with different dims are infinitely far."""
     if set(a) != set(b):
@@ -367,7 +374,7 @@ class _Index:
         best: tuple[float, str, dict] | None = None
         for entry in self.group(op, backend, dtype):
             distance = shape_distance(shape, entry["shape"])
-            if not math.isfinite(distance):
+            if not distance <= MAX_BAKED_DISTANCE:
                 continue
             candidate = (distance, shape_bucket(entry["shape"]), entry)
             if best is None or candidate[:2] < best[:2]:

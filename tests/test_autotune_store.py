@@ -299,3 +299,13 @@ def test_a_nearest_baked_config_invalid_at_this_shape_is_not_used(monkeypatch: p
     monkeypatch.setattr(dispatch, "_baked", lambda op, args, shape, kind: dict(fits))
     x, w = torch.empty(2, 262144, dtype=torch.bfloat16), torch.empty(262144, dtype=torch.bfloat16)
     assert dispatch.baked_config("rmsnorm", b, (x, w, 1e-6), {"M": 2, "N": 262144}) == fits
+
+
+def test_a_far_baked_shape_is_not_used(baked):
+    """Past MAX_BAKED_DISTANCE the kernel's own default is used: a config tuned at 32768x4096 is
+    not applied at 262144x256 (log2 distance 5), but is at 16384x4096 (distance 1)."""
+    store.bake([entry(shape=(32768, 4096), config={"num_warps": 16})], gpu_block(H100))
+    assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 16384, "N": 4096}) == {"num_warps": 16}
+    assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 262144, "N": 256}) is None
+    assert store.best_backend("rmsnorm", "bfloat16", {"M": 262144, "N": 256}) is None
+    assert store.shape_distance({"M": 32768, "N": 4096}, {"M": 262144, "N": 256}) > store.MAX_BAKED_DISTANCE
