@@ -126,11 +126,16 @@ def row_tile_problem(variant: str, n: int, config: Mapping[str, Any]) -> str | N
             f"config: block_sizes {config['block_sizes']} give one program {elements} values of the row "
             f"to hold, more than {MAX_ROW_TILE_ELEMENTS}"
         )
-    warps = config.get("num_warps")
-    if isinstance(warps, int) and warps > 0 and elements > MAX_ROW_VALUES_PER_THREAD * 32 * warps:
+    return _per_thread_problem(
+        elements, config.get("num_warps"), MAX_ROW_VALUES_PER_THREAD, "values of the row"
+    )
+
+
+def _per_thread_problem(values: int, warps: Any, limit: int, what: str) -> str | None:
+    """Why ``values`` spread over ``warps`` leave a thread more than ``limit`` of them, or None."""
+    if isinstance(warps, int) and warps > 0 and values > limit * 32 * warps:
         return (
-            f"config: num_warps {warps} leaves each thread {elements // (32 * warps)} values of the "
-            f"row to hold, more than {MAX_ROW_VALUES_PER_THREAD}"
+            f"config: num_warps {warps} leaves each thread {values // (32 * warps)} {what}, more than {limit}"
         )
     return None
 
@@ -165,13 +170,9 @@ def matmul_tile_problem(config: Mapping[str, Any]) -> str | None:
         return (
             f"config: block_sizes {blocks} give an output tile of {tile} values, more than {MAX_MATMUL_TILE}"
         )
-    warps = config.get("num_warps")
-    if isinstance(warps, int) and warps > 0 and tile > MAX_MATMUL_ACCUMULATORS_PER_THREAD * 32 * warps:
-        return (
-            f"config: num_warps {warps} leaves each thread {tile // (32 * warps)} accumulators, "
-            f"more than {MAX_MATMUL_ACCUMULATORS_PER_THREAD}"
-        )
-    return None
+    return _per_thread_problem(
+        tile, config.get("num_warps"), MAX_MATMUL_ACCUMULATORS_PER_THREAD, "accumulators"
+    )
 
 
 def split_block_range(n: int) -> tuple[int, int]:
