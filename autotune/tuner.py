@@ -176,6 +176,14 @@ def compile_workers_that_fit(argument_bytes: int, device_memory_bytes: int | Non
     return max(1, int(COMPILE_MEMORY_SHARE * device_memory_bytes // (argument_bytes + WORKER_OVERHEAD_BYTES)))
 
 
+def batch_size_for(pool_size: int, compile_parallel: int | None, smallest: int = 4) -> int:
+    """Candidates per search batch: a batch is compiled side by side, so as many as there are
+    compile workers allowed to run (never more: the rest would wait for a second round), and
+    at least ``smallest`` so the search still compares several at a time."""
+    running = pool_size if compile_parallel is None else min(pool_size, compile_parallel)
+    return max(smallest, running)
+
+
 def _context(worker: IsolatedWorker, request: TuneRequest) -> tuple[TuneContext, store.GpuIdentity | None]:
     reply = worker.call(tasks.device_context, request.device, request.shape, request.dtype, timeout_s=180.0)
     if not reply.ok:
@@ -257,8 +265,7 @@ def tune(
         budget_s=request.budget_s,
         seeds=seeds,
         on_progress=on_progress,
-        # A batch is compiled side by side: as many candidates as there are compile workers.
-        batch_size=max(4, evaluator.compile_parallel or (compile_pool.size if compile_pool else 0)),
+        batch_size=batch_size_for(compile_pool.size if compile_pool else 0, evaluator.compile_parallel),
     )
     extra: list[Outcome] = []
     external = EXTERNAL_AUTOTUNERS.get(b.dsl) if request.use_external else None

@@ -109,3 +109,12 @@ def test_compile_workers_are_capped_by_device_memory():
     assert compile_workers_that_fit(gib // 1000, 80 * gib) == 31
     assert compile_workers_that_fit(200 * gib, 80 * gib) == 1  # always one
     assert compile_workers_that_fit(4 * gib, None) is None  # unknown: no cap
+
+
+def test_search_batches_match_the_compile_workers_that_may_run():
+    from tilearena.autotune.tuner import batch_size_for
+
+    assert batch_size_for(8, None) == 8
+    assert batch_size_for(8, 31) == 8  # a small shape's memory cap is not a reason to queue more
+    assert batch_size_for(8, 6) == 6  # 4 GiB inputs: six compile at once
+    assert batch_size_for(0, None) == 4 and batch_size_for(8, 1) == 4
