@@ -4,8 +4,9 @@
 #   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html)
 #   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
 #   bash .ci/gpu-pass.sh efficiency COMMIT OP BACKEND SHAPES [QUICK_BUDGET] [FULL_BUDGET]
-#       -> $OUT/se-BACKEND-{quick,full}/tuning.json: quick against full (exhaustive where the
-#          space is listable and small) on each shape, seeded by the kernel only (no baked store)
+#       -> $OUT/se-BACKEND-{quick,full-N}/tuning.json and $OUT/se-BACKEND-efficiency.json: quick
+#          against full (exhaustive where the space is listable and small) or against REFERENCE
+#          logs, winners timed head to head; seeded by the kernel only (no baked store)
 set -u
 export PYTHONUNBUFFERED=1 TILEARENA_COMMIT="$2"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
@@ -36,17 +37,26 @@ tune)
     ;;
 efficiency)
     # No baked store: the searches start from the kernel's own seeds, as on a new GPU. Quick
-    # first (all shapes), then full one shape at a time so a cut-off call keeps whole shapes.
+    # first (all shapes); the reference is REFERENCE (tuning.json files of earlier full or
+    # exhaustive searches, space-separated) or else a full search per shape, run one shape at a
+    # time so a cut-off call keeps whole shapes. Then both winners are timed head to head.
     mkdir -p /tmp/no-baked-store
     export TILEARENA_BAKED_DIR=/tmp/no-baked-store
-    timeout 300 tilearena tune --op "$3" --backend "$4" --shapes "$5" --effort quick --budget "${6:-30}" \
+    timeout 400 tilearena tune --op "$3" --backend "$4" --shapes "$5" --effort quick --budget "${6:-30}" \
         --compile-workers 12 --out "$OUT/se-$4-quick" 2>&1 | tail -n 8
-    i=0
-    IFS=';' read -ra shapes <<< "$5"
-    for shape in "${shapes[@]}"; do
-        i=$((i + 1))
-        timeout 560 tilearena tune --op "$3" --backend "$4" --shapes "$shape" --effort full --budget "${7:-400}" \
-            --compile-workers 12 --out "$OUT/se-$4-full-$i" 2>&1 | tail -n 3
-    done
+    references="${REFERENCE:-}"
+    if [ -z "$references" ]; then
+        i=0
+        IFS=';' read -ra shapes <<< "$5"
+        for shape in "${shapes[@]}"; do
+            i=$((i + 1))
+            timeout 560 tilearena tune --op "$3" --backend "$4" --shapes "$shape" --effort full --budget "${7:-400}" \
+                --compile-workers 12 --out "$OUT/se-$4-full-$i" 2>&1 | tail -n 3
+            references="$references $OUT/se-$4-full-$i/tuning.json"
+        done
+    fi
+    # shellcheck disable=SC2086
+    timeout 300 tilearena tune-efficiency "$OUT/se-$4-quick/tuning.json" $references \
+        --out "$OUT/se-$4-efficiency.json" 2>&1 | tail -n 20
     ;;
 esac

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,39 @@ def compare_with_baked(
     return found
 
 
+def coverage(
+    rows: Iterable[Mapping[str, Any]],
+    entries: Iterable[Mapping[str, Any]],
+    tunable: Callable[[str, str], bool],
+) -> dict[tuple[str, str, str], tuple[int, list[dict[str, int]]]]:
+    """Per (op, backend, dtype) of the bench rows whose kernel has configs to tune: how many of
+    its distinct shapes have their bucket baked (the store's key), and the shapes that do not."""
+    from .store import normalise_dtype, shape_bucket
+
+    baked = {(e["op"], e["backend"], e["dtype"], shape_bucket(e["shape"])) for e in entries}
+    shapes: dict[tuple[str, str, str], dict[str, dict[str, int]]] = {}
+    for row in rows:
+        if not tunable(row["op"], row["backend"]):
+            continue
+        group = (row["op"], row["backend"], normalise_dtype(row["dtype"]))
+        shapes.setdefault(group, {})[json.dumps(dict(row["shape"]), sort_keys=True)] = dict(row["shape"])
+    report = {}
+    for group, by_key in sorted(shapes.items()):
+        missing = [s for s in by_key.values() if (*group, shape_bucket(s)) not in baked]
+        report[group] = (len(by_key) - len(missing), missing)
+    return report
+
+
+def _has_config_space(op: str, backend: str) -> bool:
+    from ..kernels import registry
+    from .space import space_for
+
+    try:
+        return space_for(registry.backend(op, backend)) is not None
+    except Exception:
+        return False
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "baked-check", help="compare a bench run's times with the times the autotuner baked"
@@ -84,6 +117,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest |bench/tuned - 1|"
     )
     parser.add_argument("--op", default=None, help="only this op")
+    parser.add_argument(
+        "--coverage",
+        action="store_true",
+        help="also list, per tunable (op, backend), the bench shapes whose bucket is not baked",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -131,4 +169,16 @@ def run(args: argparse.Namespace) -> int:
         f"{within}/{len(in_use)} rows running their baked config within {args.tolerance:.0%} of the tuned "
         f"time; {len(found) - len(in_use)} row(s) ran another config"
     )
-    return 0 if in_use and within == len(in_use) else 1
+    uncovered = 0
+    if args.coverage:
+        for (op, backend, dtype), (baked, missing) in coverage(
+            rows, data["entries"], _has_config_space
+        ).items():
+            uncovered += len(missing)
+            shapes = ", ".join("x".join(str(v) for v in s.values()) for s in missing)
+            colour = "green" if not missing else "red"
+            console.print(
+                f"coverage {op} {backend} {dtype}: [{colour}]{baked}/{baked + len(missing)}[/] bench shapes "
+                "have their bucket baked" + (f"; missing: {shapes}" if missing else "")
+            )
+    return 0 if in_use and within == len(in_use) and not uncovered else 1

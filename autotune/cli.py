@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-baked",
         action="store_true",
-        help="skip (backend, shape, dtype) jobs the store already holds for exactly that shape: "
+        help="skip (backend, shape, dtype) jobs whose shape bucket the store already holds: "
         "resumes a long --bake run that was cut short",
     )
     parser.add_argument("--out", default="reports/tune", help="folder for tuning.json (the convergence logs)")
@@ -125,9 +125,15 @@ def run(args: argparse.Namespace) -> int:
     # found: a run cut short (a device time limit) keeps every job it finished.
     gpu = store.gpu_record(args.device) if args.bake or (args.skip_baked and not args.store) else None
     store_path = args.store or (os.path.join(store.baked_dir(), f"{gpu['slug']}.json") if gpu else None)
+    if args.bake:
+        # The store keeps one entry per shape bucket: of several shapes in one bucket only the
+        # last tuned would stay, so tune the first and let the others look it up.
+        jobs, merged = first_per_bucket(jobs)
+        if merged:
+            console.print(f"--bake: {merged} job(s) share a shape bucket with an earlier one, not tuned")
     if args.skip_baked and store_path:
         done = baked_jobs(store_path, args.op)
-        skipped = [j for j in jobs if (j[0], store.normalise_dtype(j[2]), _shape_key(j[1])) in done]
+        skipped = [j for j in jobs if (j[0], store.normalise_dtype(j[2]), store.shape_bucket(j[1])) in done]
         jobs = [j for j in jobs if j not in skipped]
         console.print(f"--skip-baked: {len(skipped)} job(s) already in {store_path}, {len(jobs)} to tune")
     start = time.monotonic()
@@ -217,17 +223,30 @@ def run(args: argparse.Namespace) -> int:
     return 0 if entries or not jobs else 1
 
 
-def _shape_key(shape: dict[str, int]) -> str:
-    return json.dumps(dict(shape), sort_keys=True)
+def first_per_bucket(
+    jobs: Sequence[tuple[str, dict[str, int], str]],
+) -> tuple[list[tuple[str, dict[str, int], str]], int]:
+    """The first job of each (backend, dtype, shape bucket), in order, and how many were dropped."""
+    from . import store
+
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for backend, shape, dtype in jobs:
+        key = (backend, store.normalise_dtype(dtype), store.shape_bucket(shape))
+        if key not in seen:
+            seen.add(key)
+            kept.append((backend, shape, dtype))
+    return kept, len(jobs) - len(kept)
 
 
 def baked_jobs(path: str, op: str) -> set[tuple[str, str, str]]:
-    """(backend, dtype, exact shape) of every entry for ``op`` in the baked file at ``path``."""
+    """(backend, dtype, shape bucket) of every entry for ``op`` in the baked file at ``path``:
+    the store's key, so a shape whose bucket is baked is covered by that entry."""
     from . import store
 
     data = store.read_file(path) if os.path.exists(path) else None
     entries = data["entries"] if data else []
-    return {(e["backend"], e["dtype"], _shape_key(e["shape"])) for e in entries if e["op"] == op}
+    return {(e["backend"], e["dtype"], store.shape_bucket(e["shape"])) for e in entries if e["op"] == op}
 
 
 def _write_log(path: str, records: list[dict[str, Any]]) -> None:

@@ -90,6 +90,9 @@ class SearchPlan:
     max_evaluations: int
 
 
+#: Evaluations of a guided search over a space too large to list, by effort.
+QUICK_UNLISTED = 192
+FULL_UNLISTED = 600
 #: Spaces at most this large are searched exhaustively at each effort.
 EXHAUSTIVE_UP_TO = {"none": 0, "quick": 48, "full": 400}
 
@@ -101,7 +104,13 @@ def plan_search(effort: str, valid_count: int | None) -> SearchPlan:
         return SearchPlan("seeds", 1)
     if valid_count is not None and valid_count <= EXHAUSTIVE_UP_TO[effort]:
         return SearchPlan("exhaustive", valid_count)
-    n = valid_count if valid_count is not None else 5000
+    if valid_count is None:
+        # Too many configs to list (over LISTABLE_UP_TO distinct launches, or a space another
+        # tool owns): any count we can afford is far under 10% of it, so the wall-clock budget
+        # is the real limit.  At 96 the Triton matmul search (~6 configs/s with 12 compile
+        # workers) stopped at half of a 30 s budget while still improving (d2c248c).
+        return SearchPlan("guided", QUICK_UNLISTED if effort == "quick" else FULL_UNLISTED)
+    n = valid_count
     if effort == "quick":
         return SearchPlan("guided", int(min(96, max(24, math.ceil(0.09 * n)))))
     return SearchPlan("guided", int(min(600, max(100, math.ceil(0.25 * n)))))

@@ -89,11 +89,14 @@ def normalise_dtype(dtype: Any) -> str:
 
 
 def shape_bucket(shape: Mapping[str, int]) -> str:
-    """Each dim rounded to the nearest power of two: shapes in one bucket share a config."""
+    """Each dim rounded to the nearest power of two (a 0 kept as 0): shapes in one bucket share
+    a config."""
     parts = []
     for dim in sorted(shape):
-        value = max(1, int(shape[dim]))
-        parts.append(f"{dim}={1 << round(math.log2(value))}")
+        value = int(shape[dim])
+        # A 0 is a flag (matmul's BT: B not transposed), its own bucket: rounded up to 1 it
+        # would share a config with the other layout, which launches another kernel.
+        parts.append(f"{dim}={1 << round(math.log2(value)) if value > 0 else 0}")
     return ",".join(parts)
 
 

@@ -83,3 +83,22 @@ def test_bad_arguments_are_named(tmp_path, capsys) -> None:
     assert main(["baked-check", str(results), "--store", str(tmp_path / "missing.json")]) == 2
     assert "results" in capsys.readouterr().err
     assert main(["baked-check", str(results), "--tolerance", "0"]) == 2
+
+
+def test_coverage_counts_bench_shapes_by_bucket_for_tunable_backends_only() -> None:
+    from tilearena.autotune.check import coverage
+
+    entries = [baked_entry({"M": 4096, "N": 8192}, 0.1, {"num_warps": 8})]
+    rows = [
+        bench_row({"M": 4096, "N": 8192}, 0.1, None),
+        bench_row({"M": 4500, "N": 8192}, 0.1, None),  # same bucket: covered
+        bench_row({"M": 4096, "N": 8192}, 0.1, None, ok=False),  # the same shape again
+        bench_row({"M": 262144, "N": 256}, 0.1, None),  # not baked
+        bench_row({"M": 4096, "N": 8192}, 0.1, None, backend="cute"),  # nothing baked for cute
+        bench_row({"M": 4096, "N": 8192}, 0.1, None, backend="eager"),  # nothing to tune
+    ]
+    report = coverage(rows, entries, lambda op, backend: backend != "eager")
+    assert report == {
+        ("rmsnorm", "cute", "bfloat16"): (0, [{"M": 4096, "N": 8192}]),
+        ("rmsnorm", "triton", "bfloat16"): (2, [{"M": 262144, "N": 256}]),
+    }

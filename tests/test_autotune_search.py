@@ -273,3 +273,14 @@ def test_neighbours_of_an_automatic_value_are_every_explicit_value():
     # From an explicit value the steps stay adjacent: 2 -> 1 and 4.
     from_two = space.neighbours({"SPLIT_K": 2, "BLOCK": 32}, CONTEXT)
     assert sorted(n["SPLIT_K"] for n in from_two if n["BLOCK"] == 32) == [1, 4]
+
+
+def test_plan_lets_the_budget_limit_a_search_of_a_space_too_large_to_list():
+    from tilearena.autotune.search import FULL_UNLISTED, QUICK_UNLISTED
+
+    assert plan_search("quick", None).max_evaluations == QUICK_UNLISTED
+    assert plan_search("full", None).max_evaluations == FULL_UNLISTED
+    # A listed space: quick stays under 10% of it (above a floor), exhaustive when small.
+    assert plan_search("quick", 5000).max_evaluations == 96
+    assert plan_search("quick", 256).max_evaluations == 24
+    assert plan_search("quick", 40).strategy == "exhaustive"

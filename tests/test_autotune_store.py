@@ -262,8 +262,9 @@ def test_two_processes_baking_at_once_keep_every_entry(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
-def test_skip_baked_sees_exact_shapes_of_its_op_only(tmp_path):
-    """``tilearena tune --skip-baked`` resumes a cut-short run: it skips what the store holds."""
+def test_skip_baked_sees_the_buckets_of_its_op_only(tmp_path):
+    """``tilearena tune --skip-baked`` resumes a cut-short run: it skips what the store holds,
+    by the store's own key (a bucket), so a shape in a baked bucket is not tuned again."""
     from tilearena.autotune.cli import baked_jobs
 
     path = str(tmp_path / "h100-sxm.json")
@@ -273,10 +274,8 @@ def test_skip_baked_sees_exact_shapes_of_its_op_only(tmp_path):
         path,
     )
     done = baked_jobs(path, "rmsnorm")
-    assert done == {
-        ("triton", "bfloat16", json.dumps({"M": 4096, "N": 4096})),
-        ("cute", "bfloat16", json.dumps({"M": 8, "N": 4096})),
-    }
+    assert done == {("triton", "bfloat16", "M=4096,N=4096"), ("cute", "bfloat16", "M=8,N=4096")}
+    assert ("triton", "bfloat16", store.shape_bucket({"M": 5000, "N": 4096})) in done
     assert baked_jobs(str(tmp_path / "missing.json"), "rmsnorm") == set()
 
 
@@ -309,3 +308,34 @@ def test_a_far_baked_shape_is_not_used(baked):
     assert store.lookup_config("rmsnorm", "triton", "bfloat16", {"M": 262144, "N": 256}) is None
     assert store.best_backend("rmsnorm", "bfloat16", {"M": 262144, "N": 256}) is None
     assert store.shape_distance({"M": 32768, "N": 4096}, {"M": 262144, "N": 256}) > store.MAX_BAKED_DISTANCE
+
+
+def test_a_zero_flag_is_its_own_bucket(baked):
+    """matmul's BT=0 (B as K x N) and BT=1 (B as nn.Linear stores it) launch different kernels:
+    before the fix both rounded to BT=1, and baking 4096^3 in one layout replaced the other's."""
+    assert store.shape_bucket({"M": 4096, "N": 4096, "K": 4096, "BT": 0}) == "BT=0,K=4096,M=4096,N=4096"
+    assert store.shape_bucket({"M": 4096, "N": 4096, "K": 4096, "BT": 1}) == "BT=1,K=4096,M=4096,N=4096"
+    assert store.shape_bucket({"M": 10240, "N": 8192}) == store.shape_bucket({"M": 8192, "N": 8192})
+
+    def matmul_entry(bt, warps):
+        return {
+            **entry(op="matmul", config={"num_warps": warps}),
+            "shape": {"M": 4096, "N": 4096, "K": 4096, "BT": bt},
+        }
+
+    path = store.bake([matmul_entry(0, 4), matmul_entry(1, 8)], gpu_block(H100))
+    assert sorted(e["config"]["num_warps"] for e in _load(path)["entries"]) == [4, 8]
+
+
+def test_a_baking_run_tunes_one_shape_per_bucket():
+    from tilearena.autotune.cli import first_per_bucket
+
+    jobs = [
+        ("triton", {"M": 1, "N": 8192, "K": 8192, "BT": 1}, "bf16"),
+        ("triton", {"M": 1, "N": 10240, "K": 8192, "BT": 1}, "bf16"),  # same bucket as the first
+        ("triton", {"M": 1, "N": 8192, "K": 8192, "BT": 1}, "fp16"),
+        ("cute", {"M": 1, "N": 10240, "K": 8192, "BT": 1}, "bf16"),
+        ("triton", {"M": 1, "N": 8192, "K": 8192, "BT": 0}, "bf16"),
+    ]
+    kept, dropped = first_per_bucket(jobs)
+    assert dropped == 1 and kept == [jobs[0], *jobs[2:]]

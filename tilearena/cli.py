@@ -12,6 +12,7 @@ from pathlib import Path
 _PLUGGED = (
     "tilearena.autotune.cli",
     "tilearena.autotune.check",
+    "tilearena.autotune.efficiency",
     "tilearena.bench.report",
     "tilearena.layouts.cli",
 )
