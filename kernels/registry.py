@@ -99,17 +99,18 @@ class Backend:
 
     def unavailable_reason(self, device: str = "cuda") -> str | None:
         """Why this backend cannot run on ``device`` now, or None if it can."""
-        for package in self.requires:
-            try:
-                importlib.import_module(package)
-            except Exception as exc:  # an import can fail with more than ImportError
-                return f"{package} is not importable ({type(exc).__name__}: {exc})"
+        # The device first: on a CPU, installing a GPU-only package would not help.
         kind = torch.device(device).type
         if kind == "cpu" and "cpu" not in self.devices:
             if self.dsl != "triton":
                 return "needs a CUDA GPU"
             if os.environ.get("TRITON_INTERPRET") != "1":
                 return "needs a CUDA GPU (or TRITON_INTERPRET=1 for the Triton interpreter)"
+        for package in self.requires:
+            try:
+                importlib.import_module(package)
+            except Exception as exc:  # an import can fail with more than ImportError
+                return f"{package} is not importable ({type(exc).__name__}: {exc})"
         if kind == "cuda":
             if not torch.cuda.is_available():
                 return "no CUDA GPU visible"
