@@ -17,6 +17,7 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -105,6 +106,8 @@ def time_cuda(
     flush_l2: bool = True,
     graph_fns: Sequence[Callable[[], Any]] | None = None,
     max_total_ms: float = 2000.0,
+    settle_ms: float = 0.0,
+    span_ms: float = 0.0,
 ) -> Timing:
     """Median and IQR of ``fn`` on the current CUDA stream.
 
@@ -128,11 +131,16 @@ def time_cuda(
     end.record()
     torch.cuda.synchronize()
     estimate_ms = max(start.elapsed_time(end) / 3, 1e-4)
-    for _ in range(max(1, min(1000, int(warmup_ms / estimate_ms)))):
+    graphed = bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
+    # Settling applies to event-timed (long) kernels only: graph replays are short bursts.
+    warm_ms = warmup_ms if graphed else max(warmup_ms, settle_ms)
+    for _ in range(max(1, min(1000 if not settle_ms else 10_000, int(warm_ms / estimate_ms)))):
         fn()
+    if span_ms and not graphed:
+        repeats = max(repeats, min(200, math.ceil(span_ms / estimate_ms)))
     repeats = max(20, min(repeats, int(max_total_ms / estimate_ms)))
 
-    if graph_fns and estimate_ms * 1e3 < GRAPH_BELOW_US:
+    if graphed:
         return _time_graph(graph_fns, repeats)
 
     enqueue_s = repeats * (cpu_s + 2e-5)
@@ -194,15 +202,37 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
     return _summary(per_call, "cuda-graph")
 
 
+#: ``steady`` timing (see :func:`measure`): kernels timed with events run this long before the
+#: first sample, and the samples span at least this long (``triton.testing.do_bench``'s 100 ms).
+STEADY_SETTLE_MS = 200.0
+STEADY_SPAN_MS = 100.0
+
+
 def measure(
     fn: Callable[[], Any],
     device: torch.device | str,
     *,
     graph_fns: Sequence[Callable[[], Any]] | None = None,
     repeats: int = 30,
+    steady: bool = False,
 ) -> Timing:
-    """Time ``fn`` with the right clock for ``device``."""
+    """Time ``fn`` with the right clock for ``device``.
+
+    ``steady`` runs a long kernel (one timed with events, not a graph) for ``STEADY_SETTLE_MS``
+    before sampling and samples it for at least ``STEADY_SPAN_MS``: a compute-bound GEMM draws
+    the H100 to its power limit within milliseconds, so 20 samples right after another kernel
+    catch the clocks on their way down (tuned and bench times of one config were 5-10 % apart
+    at 34dc155 on such shapes).  ``tilearena timing-check`` measures whether it helps.
+    """
     if torch.device(device).type == "cuda":
+        if steady:
+            return time_cuda(
+                fn,
+                graph_fns=graph_fns,
+                repeats=repeats,
+                settle_ms=STEADY_SETTLE_MS,
+                span_ms=STEADY_SPAN_MS,
+            )
         return time_cuda(fn, graph_fns=graph_fns, repeats=repeats)
     return time_cpu(fn, repeats=min(repeats, 5), warmup=1)
 

@@ -324,3 +324,20 @@ def test_timing_measures_gpu_time_not_launch_cost() -> None:
     graph = time_cuda(slow_launch, graph_fns=[slow_launch], flush_l2=False)
     assert graph.method == "cuda-graph"
     assert graph.median_ms < 0.1, graph
+
+
+def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
+    """``measure(steady=True)``: a GEMM of ~1.5 ms gets >= 100 ms of samples (not 20), after the
+    settling warm-up; a short kernel is still a graph replay, which steady leaves alone."""
+    from tilearena.bench.timing import STEADY_SPAN_MS, measure
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    plain = measure(lambda: a @ a, "cuda", repeats=20)
+    steady = measure(lambda: a @ a, "cuda", repeats=20, steady=True)
+    assert plain.method == steady.method == "cuda-events"
+    assert plain.samples == 20
+    # Sized from a 3-run estimate of the time, so allow that estimate a 20 % error.
+    assert steady.samples >= min(200, int(0.8 * STEADY_SPAN_MS / steady.median_ms)), steady
+    small = torch.zeros(1 << 16, device="cuda")
+    short = measure(lambda: small.add_(1.0), "cuda", graph_fns=[lambda: small.add_(1.0)], steady=True)
+    assert short.method == "cuda-graph"

@@ -14,6 +14,7 @@ _PLUGGED = (
     "tilearena.autotune.check",
     "tilearena.autotune.efficiency",
     "tilearena.bench.report",
+    "tilearena.bench.timing_check",
     "tilearena.layouts.cli",
 )
 

@@ -1,0 +1,176 @@
+"""``tilearena timing-check``: does a kernel's time reproduce on this GPU, and does steady timing help?
+
+Each (backend, shape) runs the config a bench would run (the baked one, else the kernel's
+default) and is timed over several interleaved rounds: every job once per round, so each
+measurement follows another kernel, as rows do in a bench and finalists in the tuner's final.
+Odd rounds use the default method, even rounds the steady one (``measure(steady=True)``), so
+both see the same GPU over the same minutes.  Per job and method: the median of the rounds, their
+spread (relative standard deviation: what a single measurement may be off by) and the ratio to
+the time the tuner baked.
+
+tilearena timing-check --op matmul --backend triton --shapes "M=4096,N=28672,K=4096,BT=1" --rounds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+METHODS = ("default", "steady")
+
+
+@dataclass
+class Job:
+    op: str
+    backend: str
+    shape: dict[str, int]
+    dtype: str
+    config: dict[str, Any] | None
+    baked_ms: float | None
+    samples: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METHODS})
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "samples"}
+        for method, values in self.samples.items():
+            median = statistics.median(values) if values else None
+            spread = statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else None
+            out[method] = {
+                "samples_ms": values,
+                "median_ms": median,
+                "spread": spread,
+                "vs_baked": median / self.baked_ms if median and self.baked_ms else None,
+            }
+        return out
+
+
+def run_rounds(
+    jobs: Sequence[Job],
+    timer: Callable[[Job, bool], float],
+    rounds: int,
+    after_round: Callable[[int], None] = lambda r: None,
+) -> None:
+    """``rounds`` rounds, methods alternating; within a round every job once, the starting job
+    rotated so no job always follows the same one."""
+    for r in range(rounds):
+        steady = r % 2 == 1
+        for offset in range(len(jobs)):
+            job = jobs[(offset + r // 2) % len(jobs)]
+            job.samples["steady" if steady else "default"].append(timer(job, steady))
+        after_round(r)
+
+
+def _gpu_timer(device: str) -> Callable[[Job, bool], float]:
+    """Times a job's call with ``bench.timing.measure``; inputs are built once per job."""
+    from ..autotune.tasks import dtype_from_name
+    from ..dispatch import baked_config
+    from ..kernels import registry
+    from .timing import measure
+
+    calls: dict[int, Callable[[], Any]] = {}
+
+    def timer(job: Job, steady: bool) -> float:
+        if id(job) not in calls:
+            spec = registry.spec(job.op)
+            b = registry.backend(job.op, job.backend)
+            args = spec.make_inputs(dict(job.shape), dtype_from_name(job.dtype), device, 0)
+            out = spec.empty_output(*args)
+            # The config a bench row or a user's call gets here (None: the kernel's default).
+            job.config = config = baked_config(job.op, b, args, job.shape)
+
+            def call(args: tuple = args, out: Any = out, config: Any = config) -> Any:
+                return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
+
+            calls[id(job)] = call
+        return measure(calls[id(job)], device, repeats=20, steady=steady).median_ms
+
+    return timer
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "timing-check",
+        help="time baked configs over interleaved rounds, default against steady timing",
+    )
+    parser.add_argument("--op", required=True)
+    parser.add_argument("--backend", required=True, help="backend(s), comma-separated")
+    parser.add_argument("--shapes", required=True, help="shape set name or 'DIM=N,...;...'")
+    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds in all (half of them steady)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..autotune import store
+    from ..autotune.cli import parse_shapes
+    from ..kernels import registry
+
+    if args.rounds < 4 or args.rounds % 2:
+        raise ValueError(
+            f"--rounds: expected an even number >= 4 (half default, half steady), got {args.rounds}"
+        )
+    spec = registry.spec(args.op)
+    shapes = parse_shapes(args.shapes, dict(spec.shapes))
+    dtype = store.normalise_dtype(args.dtype)
+    jobs = []
+    for name in [n for n in args.backend.split(",") if n]:
+        reason = registry.backend(args.op, name).unavailable_reason(args.device)
+        if reason:
+            raise ValueError(f"--backend: {args.op}/{name} cannot run here: {reason}")
+        for shape in shapes:
+            entry = store.lookup_entry(args.op, name, dtype, shape, device=args.device)
+            exact = entry is not None and dict(entry["shape"]) == dict(shape)
+            jobs.append(
+                Job(args.op, name, dict(shape), dtype, None, float(entry["time_ms"]) if exact else None)
+            )
+
+    def save(_round: int) -> None:
+        if not args.out:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w") as handle:
+            json.dump([j.summary() for j in jobs], handle, indent=1, default=str)
+        os.replace(args.out + ".tmp", args.out)
+
+    run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
+    table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / steady timing)")
+    for column in (
+        "backend",
+        "shape",
+        "baked ms",
+        "default ms",
+        "spread",
+        "/baked",
+        "steady ms",
+        "spread",
+        "/baked",
+    ):
+        table.add_column(column)
+    for job in jobs:
+        summary = job.summary()
+        cells = []
+        for method in METHODS:
+            m = summary[method]
+            cells += [
+                f"{m['median_ms']:.4f}",
+                f"{m['spread']:.1%}" if m["spread"] is not None else "-",
+                f"{m['vs_baked']:.3f}" if m["vs_baked"] else "-",
+            ]
+        table.add_row(
+            job.backend,
+            "x".join(str(v) for v in job.shape.values()),
+            f"{job.baked_ms:.4f}" if job.baked_ms else "-",
+            *cells,
+        )
+    Console().print(table)
+    return 0
