@@ -17,16 +17,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .store import JobId
+
 #: Largest |bench / tuned - 1| that still counts as reproduced.
 DEFAULT_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
-class Reproduction:
-    op: str
-    backend: str
-    dtype: str
-    shape: dict[str, int]
+class Reproduction(JobId):
     tuned_ms: float
     bench_ms: float
     #: Whether the bench row ran the baked config (the dispatcher may refuse one at a shape).

@@ -18,16 +18,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .store import JobId
+
 #: Largest quick / reference time that counts as "within 2 %".
 DEFAULT_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
-class Comparison:
-    op: str
-    backend: str
-    dtype: str
-    shape: dict[str, int]
+class Comparison(JobId):
     quick_config: dict[str, Any]
     reference_config: dict[str, Any]
     quick_evaluated: int

@@ -120,6 +120,16 @@ def _log_dim(value: int) -> float:
 
 
 @dataclass(frozen=True)
+class JobId:
+    """What a tuning job, a baked entry and a bench row are about."""
+
+    op: str
+    backend: str
+    dtype: str
+    shape: dict[str, int]
+
+
+@dataclass(frozen=True)
 class GpuIdentity:
     name: str
     slug: str
