@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The H100 pass, run through the device tool after the devkit is installed (see README):
 #   bash .ci/gpu-pass.sh tests COMMIT     -> $OUT/gpu-tests.txt
-#   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html)
+#   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html,
+#       baked-check.txt: rows against the baked times, and bench shapes with no baked bucket)
+#   bash .ci/gpu-pass.sh timing COMMIT OP BACKENDS SHAPES [ROUNDS] -> $OUT/timing-check.json
 #   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
 #   bash .ci/gpu-pass.sh efficiency COMMIT OP BACKEND SHAPES [QUICK_BUDGET] [FULL_BUDGET]
 #       -> $OUT/se-BACKEND-{quick,full-N}/tuning.json and $OUT/se-BACKEND-efficiency.json: quick
@@ -22,6 +24,14 @@ tests)
     ;;
 bench)
     timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report 2>&1 | tail -n 90
+    # The rows against the tuner's baked times, and which bench shapes have no baked bucket.
+    tilearena baked-check "$OUT/$5/results.json" --coverage > "$OUT/$5/baked-check.txt" 2>&1
+    tail -n 25 "$OUT/$5/baked-check.txt"
+    ;;
+timing)
+    # How far one config's time moves between interleaved measurements, default against steady.
+    timeout "${7:-560}" tilearena timing-check --op "$3" --backend "$4" --shapes "$5" --rounds "${6:-8}" \
+        --out "$OUT/timing-check.json" 2>&1 | tail -n 40
     ;;
 tune)
     # OPS comma-separated; every op's winners merge into one store, baked as each is found.
