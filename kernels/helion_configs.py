@@ -172,7 +172,32 @@ def matmul_tile_problem(config: Mapping[str, Any]) -> str | None:
         )
     return _per_thread_problem(
         tile, config.get("num_warps"), MAX_MATMUL_ACCUMULATORS_PER_THREAD, "accumulators"
-    )
+    ) or matmul_register_cap_problem(config)
+
+
+#: Registers a thread needs besides one wgmma's accumulators.  ptxas refuses a cap below
+#: ``accumulators + 26`` ("Insufficient registers ... Try to compile with register target of
+#: 154": 128x256 tiles under maxnreg 64; 42 for a 32-column tile under 32): 55 of the eab33cf
+#: Helion matmul candidates failed so.
+WGMMA_REGISTER_OVERHEAD = 26
+
+
+def matmul_register_cap_problem(config: Mapping[str, Any]) -> str | None:
+    """Why ``config``'s ``maxnreg`` is too small for the tile's wgmma, or None.  A wgmma of
+    m64nNk16 keeps N / 2 float32 accumulators a thread (N = the tile's columns, at most 256);
+    tiles under 64 rows use mma.sync, whose fragments are small (32x256 ran under a cap of 64).
+    Checked against the eab33cf tune: all 55 refusals caught, none of its 174 winners and
+    runners-up refused."""
+    cap = config.get("maxnreg")
+    blocks = config.get("block_sizes") or []
+    if not isinstance(cap, int) or len(blocks) < 2 or not all(isinstance(b, int) for b in blocks[:2]):
+        return None
+    if blocks[0] < 64:
+        return None
+    needed = min(blocks[1], 256) // 2 + WGMMA_REGISTER_OVERHEAD
+    if cap < needed:
+        return f"config: maxnreg {cap} is under the {needed} registers a thread of block_sizes {blocks} needs"
+    return None
 
 
 def split_block_range(n: int) -> tuple[int, int]:
@@ -534,6 +559,9 @@ class HelionConfigSpace:
         """``config`` with its tile shrunk until it fits a program (a row tile's first block size,
         a matmul tile's longer side, halved), then its warps doubled (up to 32) until it fits
         the threads."""
+        if self.op == "matmul" and matmul_register_cap_problem(config):
+            # No register cap rather than one ptxas refuses (None is one of Helion's values).
+            return {**config, "maxnreg": None}
         variant = self._variant(context)
         if variant is None:
             return config

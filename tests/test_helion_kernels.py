@@ -458,3 +458,22 @@ def _backend_module_for(op: str):
     return {"rmsnorm": rmsnorm_mod, "softmax": softmax_mod}.get(op) or __import__(
         "tilearena.kernels.matmul.helion", fromlist=["helion"]
     )
+
+
+@pytest.mark.parametrize(
+    ("blocks", "warps", "cap", "refused"),
+    [
+        ([128, 256, 16], 8, 64, True),  # ptxas: "register target of 154 or higher"
+        ([1024, 32, 16], 8, 32, True),  # ptxas: 42
+        ([64, 512, 32], 4, 128, True),  # a 256-column wgmma: 154
+        ([512, 32, 32], 8, 128, False),  # ran in the eab33cf tune
+        ([32, 256, 16], 8, 64, False),  # under 64 rows: mma.sync, ran
+        ([256, 64, 64], 32, 64, False),  # 58 needed, ran
+        ([128, 256, 64], 8, None, False),  # no cap
+    ],
+)
+def test_matmul_register_cap_matches_what_ptxas_refused(blocks, warps, cap, refused) -> None:
+    from tilearena.kernels.helion_configs import matmul_register_cap_problem
+
+    config = {"block_sizes": blocks, "num_warps": warps, "maxnreg": cap}
+    assert (matmul_register_cap_problem(config) is not None) == refused
