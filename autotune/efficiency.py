@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .store import JobId
@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from ..bench.results import atomic_write_json
+
     if args.rounds < 3:
         raise ValueError(f"--rounds: expected at least 3 (a median of rounds), got {args.rounds}")
     if not 0 < args.tolerance < 1:
@@ -195,11 +197,7 @@ def run(args: argparse.Namespace) -> int:
         for comparison in compare(pairs, timer, declared_size):
             rows.append(comparison)
             if args.out:
-                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                temp = args.out + ".tmp"
-                with open(temp, "w") as out:
-                    json.dump([r.as_dict() for r in rows], out, indent=1, default=str)
-                os.replace(temp, args.out)
+                atomic_write_json(Path(args.out), [r.as_dict() for r in rows])
     finally:
         stop()
     table = Table(

@@ -14,11 +14,10 @@ tilearena timing-check --op matmul --backend triton --shapes "M=4096,N=28672,K=4
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 METHODS = ("default", "steady")
@@ -114,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from ..autotune import store
     from ..autotune.cli import parse_shapes
     from ..kernels import registry
+    from .results import atomic_write_json
 
     if args.rounds < 4 or args.rounds % 2:
         raise ValueError(
@@ -135,12 +135,8 @@ def run(args: argparse.Namespace) -> int:
             )
 
     def save(_round: int) -> None:
-        if not args.out:
-            return
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as handle:
-            json.dump([j.summary() for j in jobs], handle, indent=1, default=str)
-        os.replace(args.out + ".tmp", args.out)
+        if args.out:
+            atomic_write_json(Path(args.out), [j.summary() for j in jobs])
 
     run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
     table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / steady timing)")
