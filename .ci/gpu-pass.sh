@@ -5,6 +5,9 @@
 #       baked-check.txt: rows against the baked times, and bench shapes with no baked bucket)
 #   bash .ci/gpu-pass.sh timing COMMIT OP BACKENDS SHAPES [ROUNDS] -> $OUT/timing-check.json
 #   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
+#   bash .ci/gpu-pass.sh retime COMMIT OPS BACKENDS [SHAPES] -> $OUT/h100-sxm.json (the repo's baked
+#       file with each entry's winner re-checked and re-timed on this machine), $OUT/retime-OP/tuning.json
+#   TIMING=steady|default picks bench's, tune's and retime's --timing (retime: steady by default).
 #   bash .ci/gpu-pass.sh efficiency COMMIT OP BACKEND SHAPES [QUICK_BUDGET] [FULL_BUDGET]
 #       -> $OUT/se-BACKEND-{quick,full-N}/tuning.json and $OUT/se-BACKEND-efficiency.json: quick
 #          against full (exhaustive where the space is listable and small) or against REFERENCE
@@ -23,7 +26,8 @@ tests)
     tail -n 40 "$OUT/gpu-tests.txt"
     ;;
 bench)
-    timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report 2>&1 | tail -n 90
+    timeout "${6:-560}" tilearena bench --op "$3" --shapes "$4" --out "$OUT/$5" --warm-workers 8 --report \
+        --timing "${TIMING:-default}" 2>&1 | tail -n 90
     # The rows against the tuner's baked times, and which bench shapes have no baked bucket.
     tilearena baked-check "$OUT/$5/results.json" --coverage > "$OUT/$5/baked-check.txt" 2>&1
     tail -n 25 "$OUT/$5/baked-check.txt"
@@ -41,8 +45,19 @@ tune)
     if [ "${RESUME:-0}" = 1 ]; then cp autotune/baked/h100-sxm.json "$OUT/h100-sxm.json"; skip="--skip-baked"; fi
     for op in ${3//,/ }; do
         timeout "${7:-560}" tilearena tune --op "$op" --backend "$4" --shapes "$5" --effort quick --budget "${6:-20}" \
-            --compile-workers 8 ${CANDIDATE_TIMEOUT:+--candidate-timeout $CANDIDATE_TIMEOUT} --bake $skip \
+            --timing "${TIMING:-default}" --compile-workers 8 ${CANDIDATE_TIMEOUT:+--candidate-timeout $CANDIDATE_TIMEOUT} --bake $skip \
             --store "$OUT/h100-sxm.json" --out "$OUT/tune-$op" 2>&1 | grep -v "TileLang:" | tail -n 30
+    done
+    ;;
+retime)
+    # No search: every baked entry of OPS (and BACKENDS; SHAPES if given) has its winner checked
+    # against float64 again and timed on this machine; a bench that follows on the same machine
+    # is then compared with times of the same board (TILEARENA_BAKED_DIR=$OUT for that bench).
+    cp autotune/baked/h100-sxm.json "$OUT/h100-sxm.json"
+    for op in ${3//,/ }; do
+        timeout "${6:-560}" tilearena tune --op "$op" --backend "$4" ${5:+--shapes "$5"} --effort retime \
+            --timing "${TIMING:-steady}" --compile-workers 8 --bake --store "$OUT/h100-sxm.json" \
+            --out "$OUT/retime-$op" 2>&1 | grep -v "TileLang:" | tail -n 12
     done
     ;;
 efficiency)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-EFFORT_BUDGET_S = {"none": 30.0, "quick": 30.0, "full": 300.0}
+EFFORT_BUDGET_S = {"none": 30.0, "quick": 30.0, "full": 300.0, "retime": 0.0}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,11 +26,39 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--shapes",
-        default="llama",
-        help="shape set name (quick|llama|sweep|...), 'all', or explicit 'M=4096,N=8192;M=1,N=4096'",
+        default=None,
+        help="shape set name (quick|llama|sweep|...), 'all', or explicit 'M=4096,N=8192;M=1,N=4096' "
+        "(default: llama; with --effort retime, every baked shape)",
     )
     parser.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (comma-separated for several)")
-    parser.add_argument("--effort", default="quick", choices=("none", "quick", "full"))
+    parser.add_argument(
+        "--effort",
+        default="quick",
+        choices=("none", "quick", "full", "retime"),
+        help="search effort; 'retime' searches nothing: it re-checks and re-times each baked "
+        "entry's winner (and --finalists - 1 runners-up) on this machine, and bakes the result",
+    )
+    parser.add_argument(
+        "--timing",
+        default="default",
+        choices=("default", "steady"),
+        help="how the final is timed (bench.timing.measure); compare with a bench run with the same --timing",
+    )
+    parser.add_argument(
+        "--finalists",
+        type=int,
+        default=None,
+        help="configs re-timed head to head in the final "
+        "(default: 4; with --effort retime, 1: the baked winner)",
+    )
+    parser.add_argument("--final-rounds", type=int, default=5, help="interleaved rounds of the final")
+    parser.add_argument(
+        "--skip-retimed-since",
+        default=None,
+        metavar="ISO_TIME",
+        help="with --effort retime: skip entries re-timed at or after this UTC time "
+        "(e.g. 2026-12-06T11:00:00+00:00): resumes a re-time that was cut short",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -99,7 +127,18 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     spec = registry.spec(args.op)
-    shapes = parse_shapes(args.shapes, dict(spec.shapes))
+    retiming = args.effort == "retime"
+    shapes_text = args.shapes or ("baked" if retiming else "llama")
+    shapes = None if shapes_text == "baked" else parse_shapes(shapes_text, dict(spec.shapes))
+    if shapes is None and not retiming:
+        raise ValueError("--shapes: 'baked' names the store's shapes, for --effort retime only")
+    finalists = args.finalists if args.finalists is not None else (1 if retiming else 4)
+    if finalists < 1:
+        raise ValueError(f"--finalists: expected at least 1, got {finalists}")
+    if args.final_rounds < 1:
+        raise ValueError(f"--final-rounds: expected at least 1, got {args.final_rounds}")
+    if retiming and args.skip_baked:
+        raise ValueError("--skip-baked: not with --effort retime, which re-times the baked entries")
     dtypes = [store.normalise_dtype(d) for d in args.dtype.split(",")]
     names = [n for value in (args.backend or []) for n in value.split(",") if n] or registry.backend_names(
         args.op
@@ -120,12 +159,27 @@ def run(args: argparse.Namespace) -> int:
     entries: list[dict[str, Any]] = []
     worker = IsolatedWorker()
     pool = WorkerPool(args.compile_workers) if args.compile_workers > 0 else None
-    jobs = [(b, s, d) for b in backends for s in shapes for d in dtypes]
     # The baked file is known before any tuning, so that each winner is baked as soon as it is
     # found: a run cut short (a device time limit) keeps every job it finished.
-    gpu = store.gpu_record(args.device) if args.bake or (args.skip_baked and not args.store) else None
+    needs_store = args.bake or retiming or args.skip_baked
+    gpu = store.gpu_record(args.device) if args.bake or (needs_store and not args.store) else None
     store_path = args.store or (os.path.join(store.baked_dir(), f"{gpu['slug']}.json") if gpu else None)
-    if args.bake:
+    previous: dict[tuple[str, str, str], dict[str, Any]] = {}
+    if retiming:
+        entries_to_retime = retime_entries(store_path, args.op, backends, dtypes, shapes)
+        if args.skip_retimed_since:
+            since = _utc(args.skip_retimed_since, "--skip-retimed-since")
+            entries_to_retime = [
+                e
+                for e in entries_to_retime
+                if not ("retimed_at" in e and _utc(e["retimed_at"], "retimed_at") >= since)
+            ]
+        jobs = [(e["backend"], dict(e["shape"]), e["dtype"]) for e in entries_to_retime]
+        previous = {job_key(*job): e for job, e in zip(jobs, entries_to_retime)}
+        console.print(f"--effort retime: {len(jobs)} baked entries of {args.op} in {store_path}")
+    else:
+        jobs = [(b, s, d) for b in backends for s in shapes for d in dtypes]
+    if args.bake and not retiming:
         # The store keeps one entry per shape bucket: of several shapes in one bucket only the
         # last tuned would stay, so tune the first and let the others look it up.
         jobs, merged = first_per_bucket(jobs)
@@ -138,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"--skip-baked: {len(skipped)} job(s) already in {store_path}, {len(jobs)} to tune")
     start = time.monotonic()
     try:
+        if retiming and pool is not None:
+            precompile(jobs, previous, finalists, pool, worker, args.device, console)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -171,9 +227,18 @@ def run(args: argparse.Namespace) -> int:
                     args.device,
                     args.external,
                     candidate_timeout_s=args.candidate_timeout,
+                    timing=args.timing,
+                    previous=previous.get(job_key(name, shape, dtype)),
                 )
                 try:
-                    result = tune(request, worker, compile_pool=pool, on_progress=show)
+                    result = tune(
+                        request,
+                        worker,
+                        compile_pool=pool,
+                        on_progress=show,
+                        finalists=finalists,
+                        final_rounds=args.final_rounds,
+                    )
                 except Exception as exc:  # one broken job must not end the run
                     console.print(f"[red]{label.strip()}: {type(exc).__name__}: {exc}")
                     records.append(
@@ -237,6 +302,90 @@ def first_per_bucket(
             seen.add(key)
             kept.append((backend, shape, dtype))
     return kept, len(jobs) - len(kept)
+
+
+def _utc(text: str, name: str) -> Any:
+    import datetime as _dt
+
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}: expected an ISO time like 2026-12-06T11:00:00+00:00, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def job_key(backend: str, shape: dict[str, int], dtype: str) -> tuple[str, str, str]:
+    from . import store
+
+    return backend, store.normalise_dtype(dtype), json.dumps(dict(shape), sort_keys=True)
+
+
+def retime_entries(
+    path: str | None,
+    op: str,
+    backends: Sequence[str],
+    dtypes: Sequence[str],
+    shapes: Sequence[dict[str, int]] | None,
+) -> list[dict[str, Any]]:
+    """The baked entries of ``op`` for these backends and dtypes (and, when given, exactly
+    these shapes), in the store's order: what ``--effort retime`` re-times."""
+    from . import store
+
+    data = store.read_file(path) if path and os.path.exists(path) else None
+    if data is None:
+        raise ValueError(f"--store: --effort retime needs a valid baked file, found none at {path}")
+    wanted = None if shapes is None else {json.dumps(dict(s), sort_keys=True) for s in shapes}
+    dtype_names = {store.normalise_dtype(d) for d in dtypes}
+    return [
+        e
+        for e in data["entries"]
+        if e["op"] == op
+        and e["backend"] in backends
+        and e["dtype"] in dtype_names
+        and (wanted is None or json.dumps(dict(e["shape"]), sort_keys=True) in wanted)
+    ]
+
+
+def precompile(
+    jobs: Sequence[tuple[str, dict[str, int], str]],
+    previous: dict[tuple[str, str, str], dict[str, Any]],
+    finalists: int,
+    pool: Any,
+    worker: Any,
+    device: str,
+    console: Any,
+) -> None:
+    """Compile every job's finalists side by side before any is timed: a re-time has one or two
+    configs a job, too few to fill the pool job by job. Only DSLs that keep compiled kernels on
+    disk gain (the benchmark worker then loads them); a failure here is left for the job's own
+    check to record."""
+    from ..kernels import registry
+    from . import tasks
+    from .tuner import compile_workers_that_fit
+
+    calls = []
+    for backend, shape, dtype in jobs:
+        entry = previous.get(job_key(backend, shape, dtype)) or {}
+        if registry.backend(entry.get("op", ""), backend).dsl not in tasks.DISK_CACHED_DSLS:
+            continue
+        configs = [entry.get("config")] + [r.get("config") for r in entry.get("runner_ups", [])]
+        for config in [c for c in configs if c is not None][:finalists]:
+            calls.append((entry["op"], backend, shape, dtype, device, config))
+    if not calls:
+        return
+    reply = worker.call(tasks.device_context, device, calls[0][2], calls[0][3], timeout_s=180.0)
+    memory = reply.value.get("device_memory_bytes") if reply.ok else None
+    largest = max(tasks.argument_bytes(op, shape, dtype) for op, _, shape, dtype, _, _ in calls)
+    parallel = compile_workers_that_fit(largest, memory)
+    begin = time.monotonic()
+    processes = min(pool.size, parallel or pool.size)
+    with console.status(f"compiling {len(calls)} finalists in {processes} processes"):
+        replies = pool.map(tasks.compile_candidate, calls, timeout_s=180.0, parallel=parallel)
+    failed = sum(not r.ok for r in replies)
+    seconds = time.monotonic() - begin
+    console.print(f"precompiled {len(calls) - failed}/{len(calls)} finalists in {seconds:.0f} s")
 
 
 def baked_jobs(path: str, op: str) -> set[tuple[str, str, str]]:

@@ -47,7 +47,11 @@ _ENTRY_KEYS = {
     "failed",
     "tuned_at",
     "source",
+    "timing",
+    "retimed_at",
 }
+#: How an entry's final was timed (``bench.timing.measure``); absent means "default".
+_TIMING_MODES = ("default", "steady")
 _DTYPE_ALIASES = {
     "bf16": "bfloat16",
     "fp16": "float16",
@@ -244,6 +248,11 @@ def validate_entry(entry: Any) -> str | None:
         return "time_ms is not a positive finite number"
     if "noise" in entry and not _finite_number(entry["noise"], 0.0, 100.0):
         return "noise is not a finite fraction"
+    if entry.get("timing", "default") not in _TIMING_MODES:
+        return f"timing is not one of {_TIMING_MODES}"
+    for key in ("tuned_at", "retimed_at"):
+        if key in entry and not (isinstance(entry[key], str) and len(entry[key]) <= 40):
+            return f"{key} is not a short timestamp"
     runner_ups = entry.get("runner_ups", [])
     if not isinstance(runner_ups, list) or len(runner_ups) > 32:
         return "runner_ups is not a short list"

@@ -11,6 +11,10 @@ from typing import Any
 
 _INPUTS: dict[tuple, Any] = {}
 
+#: DSLs that keep compiled kernels on disk, so a compile in one process spares the next one
+#: (CuTe DSL's cache is the process's own: its kernels compile again in the benchmark worker).
+DISK_CACHED_DSLS = ("triton", "helion", "tilelang")
+
 
 def dtype_from_name(name: str) -> Any:
     import torch
@@ -95,9 +99,11 @@ def time_candidates(
     configs: Sequence[Mapping[str, Any] | None],
     rounds: int = 2,
     repeats: int = 20,
+    steady: bool = False,
 ) -> list[list[float]]:
     """Interleaved timing: each round times every config once (rotated start), so drift in
-    clocks or temperature spreads over all of them. Returns each config's per-round medians."""
+    clocks or temperature spreads over all of them. Returns each config's per-round medians.
+    ``steady`` is ``bench.timing.measure``'s (the bench's ``--timing steady``)."""
     from ..bench.timing import measure
     from ..kernels import registry
 
@@ -116,7 +122,9 @@ def time_candidates(
             i = (offset + round_index) % len(configs)
             config = configs[i]
             graph_fns = [runner(config, a, o) for a, o in pairs] if len(pairs) > 1 else None
-            timing = measure(runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats)
+            timing = measure(
+                runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats, steady=steady
+            )
             results[i].append(timing.median_ms)
     return results
 

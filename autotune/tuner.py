@@ -9,6 +9,7 @@ run goes on and the config is recorded as failed.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import math
 import statistics
 import time
@@ -27,6 +28,9 @@ from .worker import IsolatedWorker, WorkerPool
 #: store with source "<dsl>-autotuner".
 EXTERNAL_AUTOTUNERS: dict[str, Callable[..., Mapping[str, Any]]] = {"helion": tasks.helion_autotune_task}
 
+#: ``bench.timing.measure``'s two methods: "steady" settles a long kernel's clocks first.
+TIMING_MODES = ("default", "steady")
+
 
 def register_external_autotuner(dsl: str, task: Callable[..., Mapping[str, Any]]) -> None:
     EXTERNAL_AUTOTUNERS[dsl] = task
@@ -38,12 +42,26 @@ class TuneRequest:
     backend: str
     shape: dict[str, int]
     dtype: str = "bfloat16"
-    effort: str = "quick"
+    effort: str = "quick"  # "none" | "quick" | "full" (search) | "retime" (no search)
     budget_s: float | None = None
     device: str = "cuda"
     use_external: bool = False
     #: Longest a candidate may take to compile and check, or to time: a hang costs no more.
     candidate_timeout_s: float | None = None
+    #: How the final is timed: "default" or "steady" (``bench.timing.measure``); the search
+    #: itself always uses the default (short) measurement. A bench compared with the baked
+    #: times must use the same method (``tilearena bench --timing``).
+    timing: str = "default"
+    #: effort "retime": the baked entry whose configs are re-timed (no search): its winner and
+    #: up to ``finalists - 1`` of its runners-up (``tune``'s argument), checked again and timed
+    #: head to head on this machine.
+    previous: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.timing not in TIMING_MODES:
+            raise ValueError(f"timing: expected one of {TIMING_MODES}, got {self.timing!r}")
+        if self.effort == "retime" and not self.previous:
+            raise ValueError("effort 'retime' needs the baked entry to re-time (previous)")
 
 
 @dataclass
@@ -90,8 +108,12 @@ class WorkerEvaluator:
         timeout_s: float = 60.0,
         compile_timeout_s: float = 180.0,
         repeats: int = 20,
+        time_candidates: bool = True,
     ) -> None:
         self.worker, self.request, self.check = worker, request, check
+        #: False: ``evaluate`` only compiles and checks (a passing config gets time 0.0); the
+        #: re-time path times its finalists in ``retime`` alone.
+        self.time_candidates = time_candidates
         self.compile_pool, self.timeout_s, self.compile_timeout_s = compile_pool, timeout_s, compile_timeout_s
         self.repeats = repeats
         #: How many compile workers may run at once (see ``compile_workers_that_fit``).
@@ -130,7 +152,10 @@ class WorkerEvaluator:
                 outcomes[i] = Outcome(config, None, "wrong", str(reply.value.get("error")))
             else:
                 passed.append(i)
-        if passed:
+        if passed and not self.time_candidates:
+            for i in passed:
+                outcomes[i] = Outcome(configs[i], 0.0)
+        elif passed:
             times = self._time([configs[i] for i in passed], rounds=1)
             for i, samples in zip(passed, times):
                 if isinstance(samples, Outcome):
@@ -139,13 +164,16 @@ class WorkerEvaluator:
                     outcomes[i] = Outcome(configs[i], statistics.median(samples))
         return [outcomes[i] for i in range(len(configs))]
 
-    def _time(self, configs: Sequence[Config], rounds: int) -> list[list[float] | Outcome]:
+    def _time(
+        self, configs: Sequence[Config], rounds: int, steady: bool = False
+    ) -> list[list[float] | Outcome]:
         reply = self.worker.call(
             tasks.time_candidates,
             *self._common(),
             list(configs),
             rounds,
             self.repeats,
+            steady,
             timeout_s=self.timeout_s * len(configs) * rounds,
         )
         if reply.ok:
@@ -153,10 +181,11 @@ class WorkerEvaluator:
         if len(configs) == 1:
             return [Outcome(configs[0], None, reply.failure, "timing: " + reply.detail)]
         # One of the batch broke the worker: time them one by one to find which.
-        return [self._time([c], rounds)[0] for c in configs]
+        return [self._time([c], rounds, steady)[0] for c in configs]
 
     def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
-        results = self._time(configs, rounds)
+        """The final's head-to-head rounds, timed the request's way (default or steady)."""
+        results = self._time(configs, rounds, self.request.timing == "steady")
         return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
 
 
@@ -256,6 +285,70 @@ def tune(
         evaluator.compile_parallel = compile_workers_that_fit(
             tasks.argument_bytes(request.op, request.shape, request.dtype), context.device_memory_bytes
         )
+    if request.effort == "retime":
+        evaluator.time_candidates = False  # the final below is the only timing
+        result = retime_candidates(request, evaluator, space, context, finalists)
+        extra: list[Outcome] = []
+    else:
+        result, extra = _search(request, evaluator, space, context, gpu, b, compile_pool, on_progress)
+    candidates = sorted(
+        [o for o in result.successes + extra if o.ok], key=lambda o: (o.time_ms, store_key(o.config))
+    )
+    unique: list[Outcome] = []
+    for o in candidates:
+        if all(store_key(o.config) != store_key(u.config) for u in unique):
+            unique.append(o)
+    decision = (
+        decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
+    )
+    entry = None
+    if decision is not None:
+        sources = {store_key(o.config): o.source for o in unique}
+        failed = sum(1 for o in result.outcomes + extra if not o.ok)
+        entry = {
+            "op": request.op,
+            "backend": request.backend,
+            "dtype": store.normalise_dtype(request.dtype),
+            "shape": dict(request.shape),
+            "config": decision.winner,
+            "time_ms": decision.time_ms,
+            "noise": min(decision.noise, 100.0),
+            "runner_ups": [
+                {"config": c, "time_ms": t} for c, t in decision.standings[1:] if math.isfinite(t)
+            ],
+            "evaluated": len(result.outcomes) + len(extra),
+            "failed": failed,
+            "source": sources.get(store_key(decision.winner), "search"),
+            "timing": request.timing,
+        }
+        if request.effort == "retime" and request.previous:
+            # Re-timed, not re-searched: what the search found and when stays on record.
+            previous = request.previous
+            entry.update(
+                evaluated=previous.get("evaluated", entry["evaluated"]),
+                failed=previous.get("failed", entry["failed"]),
+                source=previous.get("source", "search"),
+                retimed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            )
+            if "tuned_at" in previous:
+                entry["tuned_at"] = previous["tuned_at"]
+    error = None if decision else "no candidate passed the accuracy check"
+    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra)
+
+
+def _search(
+    request: TuneRequest,
+    evaluator: WorkerEvaluator,
+    space: ConfigSpace | None,
+    context: TuneContext,
+    gpu: store.GpuIdentity | None,
+    b: Any,
+    compile_pool: WorkerPool | None,
+    on_progress: Callable[[SearchResult], None] | None,
+) -> tuple[SearchResult, list[Outcome]]:
+    """The search from seeds, then (when asked) the DSL's own autotuner's pick as one more
+    candidate."""
+    worker = evaluator.worker
     seeds = seeds_for(request, space, b.default_config, gpu, context, getattr(b, "seed_configs", ()))
     result = search(
         space,
@@ -286,37 +379,29 @@ def tune(
             outcome = Outcome({}, None, reply.failure or "error", f"{b.dsl} autotuner: {reply.detail}")
         outcome.source = f"{b.dsl}-autotuner"
         extra.append(outcome)
-    candidates = sorted(
-        [o for o in result.successes + extra if o.ok], key=lambda o: (o.time_ms, store_key(o.config))
-    )
-    unique: list[Outcome] = []
-    for o in candidates:
-        if all(store_key(o.config) != store_key(u.config) for u in unique):
-            unique.append(o)
-    decision = (
-        decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
-    )
-    entry = None
-    if decision is not None:
-        sources = {store_key(o.config): o.source for o in unique}
-        failed = sum(1 for o in result.outcomes + extra if not o.ok)
-        entry = {
-            "op": request.op,
-            "backend": request.backend,
-            "dtype": store.normalise_dtype(request.dtype),
-            "shape": dict(request.shape),
-            "config": decision.winner,
-            "time_ms": decision.time_ms,
-            "noise": min(decision.noise, 100.0),
-            "runner_ups": [
-                {"config": c, "time_ms": t} for c, t in decision.standings[1:] if math.isfinite(t)
-            ],
-            "evaluated": len(result.outcomes) + len(extra),
-            "failed": failed,
-            "source": sources.get(store_key(decision.winner), "search"),
-        }
-    error = None if decision else "no candidate passed the accuracy check"
-    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra)
+    return result, extra
+
+
+def retime_candidates(
+    request: TuneRequest,
+    evaluator: WorkerEvaluator,
+    space: ConfigSpace | None,
+    context: TuneContext,
+    finalists: int,
+) -> SearchResult:
+    """The baked winner and up to ``finalists - 1`` runners-up, checked against float64 again
+    (a config valid where it was tuned may not be on this machine's software)."""
+    previous = request.previous or {}
+    configs: list[Config] = []
+    for config in [previous.get("config")] + [r.get("config") for r in previous.get("runner_ups", [])]:
+        if config is None or any(store_key(config) == store_key(c) for c in configs):
+            continue
+        if space is not None and config and space.invalid_reason(config, context) is not None:
+            continue
+        configs.append(dict(config))
+    configs = configs[:finalists]
+    outcomes = evaluator.evaluate(configs) if configs else []
+    return SearchResult("retime", outcomes, [], None)
 
 
 def store_key(config: Mapping[str, Any]) -> str:

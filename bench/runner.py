@@ -26,7 +26,7 @@ from ..kernels import registry
 from . import numerics
 from .environment import environment, measure_ceilings
 from .results import ResultsFile
-from .timing import Timing, measure, noise_floor
+from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, TIMING_MODES, Timing, measure, noise_floor
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -111,6 +111,7 @@ def bench_shape(
     results: ResultsFile,
     advance: Callable[[str], None],
     time_it: bool = True,
+    steady: bool = False,
 ) -> None:
     seed = random.SystemRandom().randrange(1 << 31)
     args = op_spec.make_inputs(shape, dtype, device, seed)
@@ -151,7 +152,7 @@ def bench_shape(
         outputs[name] = out
         if check.ok and time_it:
             try:
-                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config)
+                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config, steady)
             except Exception as exc:
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -204,8 +205,9 @@ class _RowTimer:
         device: str,
         seed: int,
         config: Any = None,
+        steady: bool = False,
     ) -> None:
-        self.device = device
+        self.device, self.steady = device, steady
         self.call = _timed_call(op_spec, b, args, config)
         self.graph_calls = (
             _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
@@ -214,14 +216,16 @@ class _RowTimer:
 
     def measure_once(self) -> None:
         try:
-            timing = measure(self.call, self.device, graph_fns=self.graph_calls, repeats=20)
+            timing = measure(
+                self.call, self.device, graph_fns=self.graph_calls, repeats=20, steady=self.steady
+            )
         except RuntimeError as exc:
             if self.graph_calls is None or "graph" not in str(exc).lower():
                 raise
             # Some libraries cannot be captured in a CUDA graph: time them with events instead.
             torch.cuda.synchronize()
             self.graph_calls = None
-            timing = measure(self.call, self.device, repeats=20)
+            timing = measure(self.call, self.device, repeats=20, steady=self.steady)
         self.measurements.append(timing)
 
     def disturbed(self) -> bool:
@@ -361,7 +365,14 @@ def run_bench(
     console: Console,
     write_report: bool = False,
     warm_workers: int = 0,
+    timing: str = "default",
 ) -> dict[str, Any]:
+    """Check every (op, backend, shape, dtype) against float64 and time it; rows are written
+    to ``out_dir/results.json`` as they are measured. ``timing`` is "default" or "steady"
+    (``bench.timing.measure``): compare with baked times tuned with the same ``--timing``."""
+    if timing not in TIMING_MODES:
+        raise ValueError(f"timing: expected one of {TIMING_MODES}, got {timing!r}")
+    steady = timing == "steady"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         console.print(
@@ -378,9 +389,15 @@ def run_bench(
         "repeats": "2 x 20 (median of each, averaged), in rounds interleaved across a shape's backends "
         "(A B C, then C B A); a third when the two differ by > 5%",
         "l2": "flushed" if device == "cuda" else "n/a",
+        "mode": timing,
     }
+    if steady and device == "cuda":
+        env["timing"]["steady"] = (
+            f"event-timed kernels run {STEADY_SETTLE_MS:.0f} ms before sampling and are sampled for "
+            f">= {STEADY_SPAN_MS:.0f} ms (clocks settled at the power limit); graph-timed ones as default"
+        )
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
-        ceilings = measure_ceilings(device)
+        ceilings = measure_ceilings(device, steady=steady)
     results = ResultsFile(out_dir / "results.json", env, ceilings)
     plan = []
     for op in ops:
@@ -413,7 +430,7 @@ def run_bench(
             progress.update(task, advance=1, description=label)
 
         for op_spec, names, shape, dtype in plan:
-            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance)
+            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance, steady=steady)
     print_tables(results.data, console)
     if write_report:
         from .report import write_report as build

@@ -339,3 +339,13 @@ def test_a_baking_run_tunes_one_shape_per_bucket():
     ]
     kept, dropped = first_per_bucket(jobs)
     assert dropped == 1 and kept == [jobs[0], *jobs[2:]]
+
+
+def test_an_entry_names_how_it_was_timed():
+    entry = {"op": "rmsnorm", "backend": "triton", "dtype": "bfloat16", "shape": {"M": 8, "N": 64},
+             "config": {"BLOCK": 64}, "time_ms": 1.0}
+    assert store.validate_entry(entry) is None  # no "timing": the default method
+    retimed = {**entry, "timing": "steady", "retimed_at": "2026-12-06T12:00:00+00:00"}
+    assert store.validate_entry(retimed) is None
+    assert "timing" in store.validate_entry({**entry, "timing": "fast"})
+    assert "retimed_at" in store.validate_entry({**entry, "retimed_at": 5})

@@ -71,6 +71,7 @@ class InProcessWorker:
     def __init__(self):
         self.calls = Counter()
         self.timed = []  # every batch passed to the timer
+        self.steady = []  # how each batch was to be timed
 
     def call(self, task, *args, timeout_s=60.0, **kwargs):
         self.calls[task.__name__] += 1
@@ -99,9 +100,12 @@ class InProcessWorker:
             "gpu_name": GPU.name,
         }
 
-    def time_candidates(self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20):
+    def time_candidates(
+        self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20, steady=False
+    ):
         assert (op, backend, shape) == (OP, BACKEND, SHAPE)
         self.timed.append([dict(c) for c in configs])
+        self.steady.append(steady)
         if CRASHES in configs:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return [[fake_ms(c)] * rounds for c in configs]
@@ -361,3 +365,125 @@ def test_cli_keeps_the_log_when_the_store_refuses_a_winner(fake_backend, monkeyp
     assert cli.main(argv) == 1  # no winner was baked
     (record,) = json.loads((out / "tuning.json").read_text())
     assert record["winner"] is not None and record["error"].startswith("not baked: refusing")
+
+
+class SlowerMachineWorker(InProcessWorker):
+    """Another board: every config runs 7 % slower than where it was tuned."""
+
+    def time_candidates(self, *args, **kwargs):
+        times = super().time_candidates(*args, **kwargs)
+        return [[t * 1.07 for t in row] for row in times]
+
+
+def test_retime_rechecks_and_retimes_the_baked_winner_without_searching(fake_backend):
+    tuned = tune(_request(), InProcessWorker())
+    previous = {**tuned.entry, "tuned_at": "2026-11-30T10:00:00+00:00"}
+    assert previous["config"] == BEST and previous["timing"] == "default"
+
+    worker = SlowerMachineWorker()
+    request = TuneRequest(
+        OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu", timing="steady", previous=previous
+    )
+    result = tune(request, worker, finalists=1, final_rounds=3)
+    # No search: one check, then one timing call, the final, timed steady.
+    assert worker.calls["check_candidate"] == 1
+    assert worker.timed == [[BEST]] and worker.steady == [True]
+    entry = result.entry
+    assert entry["config"] == BEST and entry["time_ms"] == pytest.approx(1.07)
+    assert entry["timing"] == "steady" and entry["runner_ups"] == []
+    # What the search found, and when, stays on record.
+    assert (entry["evaluated"], entry["failed"], entry["source"]) == (
+        previous["evaluated"],
+        previous["failed"],
+        previous["source"],
+    )
+    assert entry["tuned_at"] == previous["tuned_at"] and entry["retimed_at"] > previous["tuned_at"]
+    assert store.validate_entry({**entry, "bucket": store.shape_bucket(SHAPE)}) is None
+    assert result.log_record()["strategy"] == "retime"
+
+
+def test_retime_lets_a_runner_up_win_when_the_baked_winner_now_fails_the_check(fake_backend):
+    previous = {
+        "op": OP,
+        "backend": BACKEND,
+        "dtype": "bfloat16",
+        "shape": dict(SHAPE),
+        "config": WRONG,  # e.g. tuned under another compiler version; wrong here
+        "time_ms": 0.5,
+        "runner_ups": [{"config": BEST, "time_ms": 1.0}, {"config": DEFAULT, "time_ms": 3.0}],
+        "evaluated": 40,
+        "failed": 3,
+    }
+    worker = InProcessWorker()
+    request = TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu", previous=previous)
+    result = tune(request, worker, finalists=3)
+    assert result.entry["config"] == BEST
+    assert [r["config"] for r in result.entry["runner_ups"]] == [DEFAULT]
+    assert [o.failure for o in result.search.outcomes] == ["wrong", None, None]
+    assert worker.steady == [False]  # the default timing unless asked
+
+
+def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
+    with pytest.raises(ValueError, match="retime"):
+        TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu")
+    with pytest.raises(ValueError, match="timing"):
+        TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "quick", device="cpu", timing="fast")
+
+
+def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatch, tmp_path):
+    from tilearena.autotune import cli, worker
+
+    class StoppableWorker(SlowerMachineWorker):
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(worker, "IsolatedWorker", StoppableWorker)
+    gpu = {
+        "name": GPU.name,
+        "slug": GPU.slug,
+        "compute_capability": list(GPU.compute_capability),
+        "driver": "580.0",
+        "cuda": "13.0",
+        "torch": torch.__version__,
+        "dsl_versions": {},
+    }
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: gpu)
+    path = str(tmp_path / "store.json")
+    other_shape = {"M": 4096, "N": 64}
+    entries = [
+        {"op": OP, "backend": BACKEND, "dtype": "bfloat16", "shape": dict(SHAPE), "config": BEST,
+         "time_ms": 1.0, "runner_ups": [{"config": DEFAULT, "time_ms": 3.0}], "evaluated": 12, "failed": 2},
+        {"op": OP, "backend": BACKEND, "dtype": "float16", "shape": other_shape, "config": DEFAULT,
+         "time_ms": 2.0},
+        {"op": "softmax", "backend": "triton", "dtype": "bfloat16", "shape": dict(SHAPE), "config": {},
+         "time_ms": 1.0},
+    ]
+    store.bake(entries, gpu, path)
+    out = tmp_path / "out"
+    base = ["tune", "--op", OP, "--backend", BACKEND, "--device", "cpu", "--store", path, "--out", str(out)]
+    assert cli.main([*base, "--effort", "retime", "--dtype", "bf16", "--timing", "steady", "--bake"]) == 0
+    data = store.read_file(path)
+    by_dtype = {e["dtype"]: e for e in data["entries"] if e["op"] == OP}
+    retimed = by_dtype["bfloat16"]
+    assert retimed["time_ms"] == pytest.approx(1.07) and retimed["timing"] == "steady"
+    assert retimed["evaluated"] == 12 and "retimed_at" in retimed
+    # Other dtypes and ops were not asked for: untouched.
+    assert "retimed_at" not in by_dtype["float16"] and by_dtype["float16"]["time_ms"] == 2.0
+    assert [e["time_ms"] for e in data["entries"] if e["op"] == "softmax"] == [1.0]
+    (record,) = json.loads((out / "tuning.json").read_text())
+    assert record["strategy"] == "retime" and record["evaluated"] == 1
+
+    # Resuming: the entry just re-timed is skipped, so nothing is timed again.
+    since = ["--effort", "retime", "--dtype", "bf16", "--skip-retimed-since", "2026-01-01T00:00:00"]
+    before = store.read_file(path)["entries"]
+    assert cli.main([*base, *since, "--bake"]) == 0
+    assert store.read_file(path)["entries"] == before
+    with pytest.raises(ValueError, match="--skip-retimed-since"):
+        cli.main([*base, "--effort", "retime", "--skip-retimed-since", "yesterday"])
+    with pytest.raises(ValueError, match="--skip-baked"):
+        cli.main([*base, "--effort", "retime", "--skip-baked"])
+    with pytest.raises(ValueError, match="--shapes"):
+        cli.main([*base, "--effort", "quick", "--shapes", "baked"])
+    with pytest.raises(ValueError, match="--store"):
+        missing = str(tmp_path / "none.json")
+        cli.main([*base[:-4], "--store", missing, "--out", str(out), "--effort", "retime"])

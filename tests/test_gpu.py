@@ -341,3 +341,30 @@ def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     small = torch.zeros(1 << 16, device="cuda")
     short = measure(lambda: small.add_(1.0), "cuda", graph_fns=[lambda: small.add_(1.0)], steady=True)
     assert short.method == "cuda-graph"
+
+
+def test_retime_rechecks_and_retimes_baked_winners_on_this_gpu(tmp_path) -> None:
+    """``tilearena tune --effort retime``: every baked entry asked for is checked and re-timed
+    here (steady), keeps its config and search record, and says when and how it was timed."""
+    import json
+    import subprocess
+    import sys
+
+    from tilearena.autotune import store
+
+    path = tmp_path / "store.json"
+    shapes = "M=4096,N=4096;M=8192,N=8192"
+    tune = [sys.executable, "-m", "tilearena.cli", "tune", "--op", "rmsnorm", "--backend", "triton",
+            "--store", str(path), "--out", str(tmp_path / "out")]
+    subprocess.run([*tune, "--shapes", shapes, "--effort", "none", "--bake"], check=True, timeout=600)
+    before = {json.dumps(e["shape"]): e for e in store.read_file(str(path))["entries"]}
+    assert len(before) == 2
+    subprocess.run([*tune, "--effort", "retime", "--timing", "steady", "--compile-workers", "2", "--bake"],
+                   check=True, timeout=600)
+    after = {json.dumps(e["shape"]): e for e in store.read_file(str(path))["entries"]}
+    assert after.keys() == before.keys()
+    for key, entry in after.items():
+        assert entry["config"] == before[key]["config"] and entry["timing"] == "steady"
+        assert entry["tuned_at"] == before[key]["tuned_at"] and "retimed_at" in entry
+        # Same kernel, same GPU, minutes apart: a memory-bound kernel's time moves little.
+        assert 0.8 < entry["time_ms"] / before[key]["time_ms"] < 1.25, (entry, before[key])

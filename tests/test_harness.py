@@ -135,7 +135,7 @@ def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeyp
     medians = iter([1.0, 2.0, 1.02])
     calls = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30):
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False):
         calls.append(device)
         return Timing(next(medians), 0.01, repeats, "cpu-timer")
 
@@ -156,13 +156,46 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
 
     medians = iter([1.0, 1.01])
     monkeypatch.setattr(
-        runner, "measure", lambda fn, device, graph_fns=None, repeats=30: Timing(next(medians), 0.0, 20, "x")
+        runner,
+        "measure",
+        lambda fn, device, graph_fns=None, repeats=30, steady=False: Timing(next(medians), 0.0, 20, "x"),
     )
     spec = registry.spec("softmax")
     b = registry.backend("softmax", "eager")
     args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
     timing, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
+
+
+@pytest.mark.parametrize("timing", ["default", "steady"])
+def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timing) -> None:
+    """--timing reaches every measurement, the ceilings' too, and the run's env records it."""
+    from rich.console import Console
+    from tilearena.bench import environment, runner
+    from tilearena.bench.timing import Timing
+
+    asked = []
+
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False):
+        fn()
+        asked.append(steady)
+        return Timing(1.0, 0.0, 20, "cpu-timer")
+
+    monkeypatch.setattr(runner, "measure", fake_measure)
+    ceilings = []
+    monkeypatch.setattr(
+        runner, "measure_ceilings", lambda device, steady=False: ceilings.append(steady) or {}
+    )
+    data = runner.run_bench(
+        ["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True), timing=timing
+    )
+    assert asked and set(asked) == {timing == "steady"} and ceilings == [timing == "steady"]
+    assert data["env"]["timing"]["mode"] == timing
+    with pytest.raises(ValueError, match="timing"):
+        runner.run_bench(
+            ["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True), timing="x"
+        )
+    assert environment.measure_ceilings("cpu", steady=True)["copy_gbps"] is None
 
 
 def test_bench_takes_named_sets_or_explicit_shapes() -> None:

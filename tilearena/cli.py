@@ -103,6 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
         console,
         write_report=args.report,
         warm_workers=args.warm_workers,
+        timing=args.timing,
     )
     return 0
 
@@ -132,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="compile every kernel first in this many processes (fills the DSLs' disk caches)",
+    )
+    bench.add_argument(
+        "--timing",
+        default="default",
+        choices=("default", "steady"),
+        help="steady: long (event-timed) kernels run 200 ms before sampling and are sampled for "
+        ">= 100 ms, so compute-bound GEMMs are timed at settled clocks; use the tuner's --timing",
     )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
