@@ -65,7 +65,8 @@ def compare_with_baked(
                 shape=dict(row["shape"]),
                 tuned_ms=float(entry["time_ms"]),
                 bench_ms=float(row["ms"]),
-                config_in_use=row.get("config") == entry["config"],
+                # An empty baked config is the kernel's own choice, which a row records as None.
+                config_in_use=(row.get("config") or {}) == (entry["config"] or {}),
                 commit=row.get("commit"),
             )
         )

@@ -102,3 +102,15 @@ def test_coverage_counts_bench_shapes_by_bucket_for_tunable_backends_only() -> N
         ("rmsnorm", "cute", "bfloat16"): (0, [{"M": 4096, "N": 8192}]),
         ("rmsnorm", "triton", "bfloat16"): (2, [{"M": 262144, "N": 256}]),
     }
+
+
+def test_an_empty_baked_config_is_the_kernels_own_which_a_row_records_as_none() -> None:
+    """TileLang's baked winner is often {} (the kernel's per-shape choice); the dispatcher passes
+    no config then, and the row's config is None: the same kernel, so the row counts."""
+    entries = [baked_entry({"M": 4096, "N": 8192}, 0.100, {}, backend="tilelang")]
+    rows = [bench_row({"M": 4096, "N": 8192}, 0.1005, None, backend="tilelang")]
+    (found,) = compare_with_baked(rows, entries)
+    assert found.config_in_use
+    other = [bench_row({"M": 4096, "N": 8192}, 0.1005, {"block_m": 64}, backend="tilelang")]
+    (found,) = compare_with_baked(other, entries)
+    assert not found.config_in_use

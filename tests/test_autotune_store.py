@@ -349,3 +349,41 @@ def test_an_entry_names_how_it_was_timed():
     assert store.validate_entry(retimed) is None
     assert "timing" in store.validate_entry({**entry, "timing": "fast"})
     assert "retimed_at" in store.validate_entry({**entry, "retimed_at": 5})
+
+
+def test_every_shipped_baked_config_is_valid_at_its_own_shape():
+    """The dispatcher applies a baked config only if its space accepts it at the call's shape;
+    a winner refused at the very shape it was tuned on would never run (at 64c3713 the Triton
+    matmul's 1024x6144x4096 winner, which leaves the tiles to the kernel, was refused: the space
+    completed it first, so the planner took every parameter as chosen and would not shrink)."""
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.kernels import registry
+
+    data = store.read_file(os.path.join(store.BAKED_DIR, "h100-sxm.json"))
+    assert data is not None and len(data["entries"]) > 200
+    refused = []
+    for entry in data["entries"]:
+        space = space_for(registry.backend(entry["op"], entry["backend"]))
+        context = TuneContext(shape=dict(entry["shape"]), dtype_bytes=2)
+        if space is not None and entry["config"]:
+            reason = space.invalid_reason(entry["config"], context)
+            if reason:
+                refused.append((entry["op"], entry["backend"], entry["shape"], reason))
+    assert refused == []
+
+
+def test_a_partial_triton_matmul_config_is_judged_as_the_kernel_runs_it():
+    """Stages 4 with the tiles left to the kernel: the planner narrows the 128x256 default to fit
+    the shared memory; the same stages with the tiles chosen are refused."""
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.kernels import registry
+    from tilearena.kernels.matmul.triton import plan_for_dims
+
+    space = space_for(registry.backend("matmul", "triton"))
+    context = TuneContext(shape={"M": 1024, "N": 6144, "K": 4096, "BT": 1}, dtype_bytes=2)
+    partial = {"GROUP_M": 16, "num_stages": 4, "num_warps": 4, "path": "auto", "warp_specialize": False}
+    assert space.invalid_reason(partial, context) is None
+    plan = plan_for_dims(1024, 6144, 4096, 2, 132, True, partial)
+    assert plan.block_n < 256
+    chosen = {**partial, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}
+    assert "shared memory" in space.invalid_reason(chosen, context)
