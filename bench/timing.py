@@ -54,16 +54,32 @@ def _summary(samples_ms: Sequence[float], method: str) -> Timing:
     return Timing(median_ms=q2, iqr_ms=q3 - q1, samples=len(samples_ms), method=method)
 
 
-class L2Flusher:
-    """Writes a buffer twice the L2's size, evicting whatever the last run left cached."""
+#: How ``L2Flusher`` evicts the L2: "write" zeroes its buffer, which leaves the L2 full of dirty
+#: lines that the timed kernel may have to write back; "read" reads it, which leaves clean lines.
+#: Suspected at 64c3713: a ~50 us memory-bound GEMM read ~10 us slower event-timed after a write
+#: flush than as graph replays (NOTES.md, Session 8); "read" is the experiment, off by default.
+FLUSH_MODES = ("write", "read")
 
-    def __init__(self, device: torch.device) -> None:
-        l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
-        self.buffer = torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device)
-        self.l2_bytes = l2_bytes
+
+class L2Flusher:
+    """Touches a buffer twice the L2's size, evicting whatever the last run left cached."""
+
+    def __init__(self, device: torch.device | str, mode: str = "write", l2_bytes: int | None = None) -> None:
+        if mode not in FLUSH_MODES:
+            raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {mode!r}")
+        if l2_bytes is None:
+            properties = torch.cuda.get_device_properties(torch.device(device))
+            l2_bytes = getattr(properties, "L2_cache_size", 0) or 64 << 20
+        self.mode, self.l2_bytes = mode, l2_bytes
+        self.buffer = torch.zeros(2 * l2_bytes // 4, dtype=torch.int32, device=device)
+        # The read's one-value result: written in place, so flushing allocates nothing.
+        self.sink = torch.zeros((), dtype=torch.int32, device=device)
 
     def __call__(self) -> None:
-        self.buffer.zero_()
+        if self.mode == "write":
+            self.buffer.zero_()
+        else:
+            torch.sum(self.buffer, dim=0, dtype=torch.int32, out=self.sink)
 
 
 def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Timing:
@@ -108,6 +124,7 @@ def time_cuda(
     max_total_ms: float = 2000.0,
     settle_ms: float = 0.0,
     span_ms: float = 0.0,
+    flush: str = "write",
 ) -> Timing:
     """Median and IQR of ``fn`` on the current CUDA stream.
 
@@ -116,7 +133,7 @@ def time_cuda(
     in one CUDA graph and each sample is one replay divided by the number of calls.
     """
     device = torch.device("cuda", torch.cuda.current_device())
-    flusher = L2Flusher(device) if flush_l2 else None
+    flusher = L2Flusher(device, flush) if flush_l2 else None
     fn()
     torch.cuda.synchronize()
     cpu_s = _cpu_seconds_per_call(fn)
@@ -217,6 +234,7 @@ def measure(
     graph_fns: Sequence[Callable[[], Any]] | None = None,
     repeats: int = 30,
     steady: bool = False,
+    flush: str = "write",
 ) -> Timing:
     """Time ``fn`` with the right clock for ``device``.
 
@@ -225,7 +243,10 @@ def measure(
     the H100 to its power limit within milliseconds, so 20 samples right after another kernel
     catch the clocks on their way down (tuned and bench times of one config were 5-10 % apart
     at 34dc155 on such shapes).  ``tilearena timing-check`` measures whether it helps.
+    ``flush`` is how the L2 is emptied before each event-timed sample (``FLUSH_MODES``).
     """
+    if flush not in FLUSH_MODES:
+        raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {flush!r}")
     if torch.device(device).type == "cuda":
         if steady:
             return time_cuda(
@@ -234,8 +255,9 @@ def measure(
                 repeats=repeats,
                 settle_ms=STEADY_SETTLE_MS,
                 span_ms=STEADY_SPAN_MS,
+                flush=flush,
             )
-        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats)
+        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush)
     return time_cpu(fn, repeats=min(repeats, 5), warmup=1)
 
 

@@ -1,14 +1,18 @@
-"""``tilearena timing-check``: does a kernel's time reproduce on this GPU, and does steady timing help?
+"""``tilearena timing-check``: does a kernel's time reproduce on this GPU, and does another
+timing method (steady clocks, a clean L2 flush) change it?
 
 Each (backend, shape) runs the config a bench would run (the baked one, else the kernel's
 default) and is timed over several interleaved rounds: every job once per round, so each
 measurement follows another kernel, as rows do in a bench and finalists in the tuner's final.
-Odd rounds use the default method, even rounds the steady one (``measure(steady=True)``), so
-both see the same GPU over the same minutes.  Per job and method: the median of the rounds, their
-spread (relative standard deviation: what a single measurement may be off by) and the ratio to
-the time the tuner baked.
+Odd rounds use the default method, even rounds the one named by ``--against`` (``steady``:
+``measure(steady=True)``; ``clean-flush``: ``measure(flush="read")``), so both see the same GPU
+over the same minutes.  Per job and method: the median of the rounds, their spread (relative
+standard deviation: what a single measurement may be off by) and the ratio to the time the tuner
+baked.
 
 tilearena timing-check --op matmul --backend triton --shapes "M=4096,N=28672,K=4096,BT=1" --rounds 8
+tilearena timing-check --op matmul --backend cute,cublas --shapes "M=1,N=8192,K=8192,BT=1"
+    --against clean-flush   (one command)
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-METHODS = ("default", "steady")
+#: ``bench.timing.measure``'s options per method name; "default" is what bench and tune use.
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "steady": {"steady": True},
+    "clean-flush": {"flush": "read"},
+}
 
 
 @dataclass
@@ -31,10 +40,18 @@ class Job:
     dtype: str
     config: dict[str, Any] | None
     baked_ms: float | None
-    samples: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METHODS})
+    against: str = "steady"
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.against not in METHOD_OPTIONS or self.against == "default":
+            raise ValueError(f"against: expected one of {sorted(set(METHOD_OPTIONS) - {'default'})}")
+        for method in ("default", self.against):
+            self.samples.setdefault(method, [])
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "samples"}
+        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in ("samples", "against")}
+        out["methods"] = ["default", self.against]
         for method, values in self.samples.items():
             median = statistics.median(values) if values else None
             spread = statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else None
@@ -49,21 +66,21 @@ class Job:
 
 def run_rounds(
     jobs: Sequence[Job],
-    timer: Callable[[Job, bool], float],
+    timer: Callable[[Job, str], float],
     rounds: int,
     after_round: Callable[[int], None] = lambda r: None,
 ) -> None:
-    """``rounds`` rounds, methods alternating; within a round every job once, the starting job
-    rotated so no job always follows the same one."""
+    """``rounds`` rounds, methods alternating (default, then each job's ``against``); within a
+    round every job once, the starting job rotated so no job always follows the same one."""
     for r in range(rounds):
-        steady = r % 2 == 1
         for offset in range(len(jobs)):
             job = jobs[(offset + r // 2) % len(jobs)]
-            job.samples["steady" if steady else "default"].append(timer(job, steady))
+            method = job.against if r % 2 else "default"
+            job.samples[method].append(timer(job, method))
         after_round(r)
 
 
-def _gpu_timer(device: str) -> Callable[[Job, bool], float]:
+def _gpu_timer(device: str) -> Callable[[Job, str], float]:
     """Times a job's call with ``bench.timing.measure``; inputs are built once per job."""
     from ..autotune.tasks import dtype_from_name
     from ..dispatch import baked_config
@@ -72,7 +89,7 @@ def _gpu_timer(device: str) -> Callable[[Job, bool], float]:
 
     calls: dict[int, Callable[[], Any]] = {}
 
-    def timer(job: Job, steady: bool) -> float:
+    def timer(job: Job, method: str) -> float:
         if id(job) not in calls:
             spec = registry.spec(job.op)
             b = registry.backend(job.op, job.backend)
@@ -85,7 +102,7 @@ def _gpu_timer(device: str) -> Callable[[Job, bool], float]:
                 return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
 
             calls[id(job)] = call
-        return measure(calls[id(job)], device, repeats=20, steady=steady).median_ms
+        return measure(calls[id(job)], device, repeats=20, **METHOD_OPTIONS[method]).median_ms
 
     return timer
 
@@ -93,13 +110,20 @@ def _gpu_timer(device: str) -> Callable[[Job, bool], float]:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "timing-check",
-        help="time baked configs over interleaved rounds, default against steady timing",
+        help="time baked configs over interleaved rounds, default timing against another method",
     )
     parser.add_argument("--op", required=True)
     parser.add_argument("--backend", required=True, help="backend(s), comma-separated")
     parser.add_argument("--shapes", required=True, help="shape set name or 'DIM=N,...;...'")
     parser.add_argument("--dtype", default="bf16")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds in all (half of them steady)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds in all (half of them --against)")
+    parser.add_argument(
+        "--against",
+        default="steady",
+        choices=("steady", "clean-flush"),
+        help="the method the default is compared with: steady (settled clocks, >= 100 ms of samples) "
+        "or clean-flush (the L2 emptied by reading a buffer instead of writing one)",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
     parser.set_defaults(func=run)
@@ -117,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.rounds < 4 or args.rounds % 2:
         raise ValueError(
-            f"--rounds: expected an even number >= 4 (half default, half steady), got {args.rounds}"
+            f"--rounds: expected an even number >= 4 (half default, half {args.against}), got {args.rounds}"
         )
     spec = registry.spec(args.op)
     shapes = parse_shapes(args.shapes, dict(spec.shapes))
@@ -131,7 +155,15 @@ def run(args: argparse.Namespace) -> int:
             entry = store.lookup_entry(args.op, name, dtype, shape, device=args.device)
             exact = entry is not None and dict(entry["shape"]) == dict(shape)
             jobs.append(
-                Job(args.op, name, dict(shape), dtype, None, float(entry["time_ms"]) if exact else None)
+                Job(
+                    args.op,
+                    name,
+                    dict(shape),
+                    dtype,
+                    None,
+                    float(entry["time_ms"]) if exact else None,
+                    against=args.against,
+                )
             )
 
     def save(_round: int) -> None:
@@ -139,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_json(Path(args.out), [j.summary() for j in jobs])
 
     run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
-    table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / steady timing)")
+    table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing)")
     for column in (
         "backend",
         "shape",
@@ -147,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         "default ms",
         "spread",
         "/baked",
-        "steady ms",
+        f"{args.against} ms",
         "spread",
         "/baked",
     ):
@@ -155,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:
         summary = job.summary()
         cells = []
-        for method in METHODS:
+        for method in ("default", args.against):
             m = summary[method]
             cells += [
                 f"{m['median_ms']:.4f}",

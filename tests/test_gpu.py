@@ -368,3 +368,26 @@ def test_retime_rechecks_and_retimes_baked_winners_on_this_gpu(tmp_path) -> None
         assert entry["tuned_at"] == before[key]["tuned_at"] and "retimed_at" in entry
         # Same kernel, same GPU, minutes apart: a memory-bound kernel's time moves little.
         assert 0.8 < entry["time_ms"] / before[key]["time_ms"] < 1.25, (entry, before[key])
+
+
+def test_a_read_flush_empties_the_l2_like_a_write_flush() -> None:
+    """``measure(flush="read")`` (the clean-flush experiment) must evict the L2 as the write flush
+    does: a reduction over 16 MB (it fits the H100's 50 MB L2) then reads from DRAM, so it cannot
+    beat the datasheet's DRAM bandwidth; a read flush leaves its buffer as it was."""
+    from tilearena.bench.timing import L2Flusher, measure
+
+    x = torch.randn(4 << 20, device="cuda")
+    sink = torch.empty((), device="cuda")
+    dram_floor_ms = x.numel() * 4 / 3.35e12 * 1e3
+
+    def reduce() -> None:
+        torch.sum(x, dim=0, out=sink)
+
+    for flush in ("write", "read"):
+        timing = measure(reduce, "cuda", repeats=30, flush=flush)
+        assert timing.method == "cuda-events"
+        assert timing.median_ms > 0.9 * dram_floor_ms, (flush, timing, dram_floor_ms)
+    flusher = L2Flusher("cuda", "read")
+    flusher()
+    torch.cuda.synchronize()
+    assert int(flusher.sink) == 0 and not flusher.buffer.any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tilearena.bench.timing_check import Job, run_rounds
 
 from tilearena.cli import main
@@ -11,18 +12,19 @@ from tilearena.cli import main
 
 def test_rounds_alternate_methods_and_rotate_the_order() -> None:
     jobs = [Job("matmul", name, {"M": 1}, "bfloat16", None, 1.0) for name in ("a", "b", "c")]
-    calls: list[tuple[str, bool]] = []
+    calls: list[tuple[str, str]] = []
 
-    def timer(job: Job, steady: bool) -> float:
-        calls.append((job.backend, steady))
+    def timer(job: Job, method: str) -> float:
+        calls.append((job.backend, method))
         return 1.0 + 0.1 * len(calls)
 
     run_rounds(jobs, timer, rounds=4)
-    assert [steady for _, steady in calls] == [False] * 3 + [True] * 3 + [False] * 3 + [True] * 3
+    assert [m for _, m in calls] == ["default"] * 3 + ["steady"] * 3 + ["default"] * 3 + ["steady"] * 3
     # Each job once a round, and the first job of a default round changes from pair to pair.
     assert sorted(name for name, _ in calls[:3]) == ["a", "b", "c"]
     assert calls[0][0] != calls[6][0]
     summary = jobs[0].summary()
+    assert summary["methods"] == ["default", "steady"]
     assert len(summary["default"]["samples_ms"]) == len(summary["steady"]["samples_ms"]) == 2
     assert summary["default"]["spread"] > 0 and summary["default"]["vs_baked"] > 1
 
@@ -38,3 +40,34 @@ def test_cli_times_a_real_backend_and_writes_every_round(tmp_path, capsys) -> No
     )
     assert main([*args, "--rounds", "3", "--device", "cpu"]) != 0
     assert "--rounds: expected an even number" in capsys.readouterr().err
+
+
+def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
+    """--against clean-flush: the even rounds call measure(flush="read"); the odd the default."""
+    from tilearena.bench import timing, timing_check
+    from tilearena.bench.timing import Timing
+
+    seen = []
+
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
+        fn()
+        seen.append((steady, flush))
+        return Timing(1.0, 0.0, repeats, "cpu-timer")
+
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    job = Job("rmsnorm", "eager", {"M": 2, "N": 32}, "float32", None, None, against="clean-flush")
+    run_rounds([job], timing_check._gpu_timer("cpu"), rounds=4)
+    assert seen == [(False, "write"), (False, "read")] * 2
+    assert job.summary()["methods"] == ["default", "clean-flush"]
+    with pytest.raises(ValueError, match="against"):
+        Job("rmsnorm", "eager", {"M": 2, "N": 32}, "float32", None, None, against="default")
+
+
+def test_measure_names_a_bad_flush() -> None:
+    from tilearena.bench.timing import L2Flusher, measure
+
+    with pytest.raises(ValueError, match="flush"):
+        measure(lambda: None, "cpu", flush="scrub")
+    flusher = L2Flusher("cpu", "read", l2_bytes=1 << 16)
+    flusher()
+    assert int(flusher.sink) == 0 and flusher.buffer.numel() * 4 == 2 << 16
