@@ -4,7 +4,8 @@
 #   bash .ci/gpu-pass.sh bench COMMIT OPS SHAPES NAME  -> $OUT/NAME/results.json (+ index.html,
 #       baked-check.txt: rows against the baked times, and bench shapes with no baked bucket)
 #   bash .ci/gpu-pass.sh timing COMMIT OP BACKENDS SHAPES [ROUNDS] -> $OUT/timing-check.json
-#       (AGAINST=steady|clean-flush: the method compared with the default)
+#       (AGAINST=steady|clean-flush|override: the method compared with the default; OVERRIDE=JSON
+#       the config keys changed for override, e.g. '{"variant": "split_keep"}')
 #   bash .ci/gpu-pass.sh tune COMMIT OPS BACKENDS SHAPES [BUDGET] -> $OUT/h100-sxm.json, $OUT/tune-OP/tuning.json
 #   bash .ci/gpu-pass.sh retime COMMIT OPS BACKENDS [SHAPES] -> $OUT/h100-sxm.json (the repo's baked
 #       file with each entry's winner re-checked and re-timed on this machine), $OUT/retime-OP/tuning.json
@@ -36,7 +37,8 @@ bench)
 timing)
     # How far one config's time moves between interleaved measurements, default against steady.
     timeout "${7:-560}" tilearena timing-check --op "$3" --backend "$4" --shapes "$5" --rounds "${6:-8}" \
-        --against "${AGAINST:-steady}" --out "$OUT/timing-check.json" 2>&1 | tail -n 40
+        --against "${AGAINST:-steady}" ${OVERRIDE:+--override "$OVERRIDE"} --out "$OUT/timing-check.json" 2>&1 \
+        | tail -n 40
     ;;
 tune)
     # OPS comma-separated; every op's winners merge into one store, baked as each is found.

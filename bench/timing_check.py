@@ -6,9 +6,11 @@ default) and is timed over several interleaved rounds: every job once per round,
 measurement follows another kernel, as rows do in a bench and finalists in the tuner's final.
 Odd rounds use the default method, even rounds the one named by ``--against`` (``steady``:
 ``measure(steady=True)``; ``clean-flush``: ``measure(flush="read")``), so both see the same GPU
-over the same minutes.  Per job and method: the median of the rounds, their spread (relative
-standard deviation: what a single measurement may be off by) and the ratio to the time the tuner
-baked.
+over the same minutes.  ``--against override --override JSON`` instead times the baked config
+with those keys changed, the same way (e.g. a kernel variant against the shipped one: ``{"variant":
+"split_keep"}``; the kernel's own checks refuse a bad key).  Per job and method: the median of
+the rounds, their spread (relative standard deviation: what a single measurement may be off by)
+and the ratio to the time the tuner baked.
 
 tilearena timing-check --op matmul --backend triton --shapes "M=4096,N=28672,K=4096,BT=1" --rounds 8
 tilearena timing-check --op matmul --backend cute,cublas --shapes "M=1,N=8192,K=8192,BT=1"
@@ -18,6 +20,7 @@ tilearena timing-check --op matmul --backend cute,cublas --shapes "M=1,N=8192,K=
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +32,8 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "steady": {"steady": True},
     "clean-flush": {"flush": "read"},
+    # The default method on the baked config with the job's ``override`` keys.
+    "override": {},
 }
 
 
@@ -41,17 +46,23 @@ class Job:
     config: dict[str, Any] | None
     baked_ms: float | None
     against: str = "steady"
+    override: dict[str, Any] | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.against not in METHOD_OPTIONS or self.against == "default":
             raise ValueError(f"against: expected one of {sorted(set(METHOD_OPTIONS) - {'default'})}")
+        if (self.against == "override") != bool(self.override):
+            raise ValueError("override: a non-empty mapping with against='override', and only then")
         for method in ("default", self.against):
             self.samples.setdefault(method, [])
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in ("samples", "against")}
+        hidden = ("samples", "against", "override")
+        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in hidden}
         out["methods"] = ["default", self.against]
+        if self.override:
+            out["config_override"] = self.override
         for method, values in self.samples.items():
             median = statistics.median(values) if values else None
             spread = statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else None
@@ -87,22 +98,25 @@ def _gpu_timer(device: str) -> Callable[[Job, str], float]:
     from ..kernels import registry
     from .timing import measure
 
-    calls: dict[int, Callable[[], Any]] = {}
+    calls: dict[tuple[int, bool], Callable[[], Any]] = {}
 
     def timer(job: Job, method: str) -> float:
-        if id(job) not in calls:
+        key = (id(job), method == "override")
+        if key not in calls:
             spec = registry.spec(job.op)
             b = registry.backend(job.op, job.backend)
             args = spec.make_inputs(dict(job.shape), dtype_from_name(job.dtype), device, 0)
             out = spec.empty_output(*args)
             # The config a bench row or a user's call gets here (None: the kernel's default).
             job.config = config = baked_config(job.op, b, args, job.shape)
+            if key[1]:
+                config = {**(config or {}), **(job.override or {})}
 
             def call(args: tuple = args, out: Any = out, config: Any = config) -> Any:
                 return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
 
-            calls[id(job)] = call
-        return measure(calls[id(job)], device, repeats=20, **METHOD_OPTIONS[method]).median_ms
+            calls[key] = call
+        return measure(calls[key], device, repeats=20, **METHOD_OPTIONS[method]).median_ms
 
     return timer
 
@@ -120,10 +134,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--against",
         default="steady",
-        choices=("steady", "clean-flush"),
-        help="the method the default is compared with: steady (settled clocks, >= 100 ms of samples) "
-        "or clean-flush (the L2 emptied by reading a buffer instead of writing one)",
+        choices=("steady", "clean-flush", "override"),
+        help="the method the default is compared with: steady (settled clocks, >= 100 ms of samples), "
+        "clean-flush (the L2 emptied by reading a buffer instead of writing one) or override (the "
+        "baked config with --override's keys)",
     )
+    parser.add_argument("--override", default=None, help="JSON object of config keys, for --against override")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
     parser.set_defaults(func=run)
@@ -143,6 +159,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--rounds: expected an even number >= 4 (half default, half {args.against}), got {args.rounds}"
         )
+    override = None
+    if args.against == "override" or args.override is not None:
+        try:
+            override = json.loads(args.override or "")
+        except ValueError:
+            override = None
+        if args.against != "override" or not isinstance(override, dict) or not override:
+            raise ValueError(
+                "--override: expected a JSON object of config keys, given with --against override "
+                f"(got --against {args.against}, --override {args.override!r})"
+            )
     spec = registry.spec(args.op)
     shapes = parse_shapes(args.shapes, dict(spec.shapes))
     dtype = store.normalise_dtype(args.dtype)
@@ -163,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                     None,
                     float(entry["time_ms"]) if exact else None,
                     against=args.against,
+                    override=override,
                 )
             )
 

@@ -114,7 +114,7 @@ def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], d
     assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
 
 
-@pytest.mark.parametrize("variant", [None, "rows", "online", "split"])
+@pytest.mark.parametrize("variant", [None, "rows", "online", "split", "split_keep"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
 def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype,
@@ -124,7 +124,7 @@ def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: 
     # Small tiles so that several chunks, and a ragged last one, are exercised on small N.
     config = None if variant is None else (
         {"variant": "online", "block_sizes": [2, 256]} if variant == "online"
-        else {"variant": "split"} if variant == "split"
+        else {"variant": variant} if variant in ("split", "split_keep")
         else {"variant": "rows", "block_sizes": [4]}
     )
     out = nan_like(x)
@@ -133,7 +133,7 @@ def test_softmax_matches_float64(interpret: None, shape: dict[str, int], dtype: 
     assert rel_l2(y, spec.reference(x)) <= spec.tolerance[dtype]
 
 
-@pytest.mark.parametrize("variant", ["rows", "online", "split"])
+@pytest.mark.parametrize("variant", ["rows", "online", "split", "split_keep"])
 def test_softmax_of_masked_scores(interpret: None, variant: str) -> None:
     """Leading chunks of -inf (masked attention scores) give exact zeros, not NaN."""
     spec = registry.spec("softmax")
@@ -477,3 +477,25 @@ def test_matmul_register_cap_matches_what_ptxas_refused(blocks, warps, cap, refu
 
     config = {"block_sizes": blocks, "num_warps": warps, "maxnreg": cap}
     assert (matmul_register_cap_problem(config) is not None) == refused
+
+
+@pytest.mark.parametrize("n", [65536, 262144])
+def test_softmax_split_keep_halves_the_exponentials(compile_only: None, n: int, tmp_path: Path) -> None:
+    """``split_keep`` holds exp(x - chunk max) where ``split`` holds x, so its PTX has about half
+    the ex2 of ``split`` (one per element, not two, plus the 16-slot rescale), in no more
+    registers and with no stack; the exchange is the same relaxed one (no fence)."""
+    import re
+
+    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
+    found = {}
+    for variant in ("split", "split_keep"):
+        fn, config = softmax_mod._plan(n, {"variant": variant})
+        ptx = _ptx(_triton_code(fn, (x, x), config, static_shapes=False), config["num_warps"], tmp_path,
+                   resources=True)
+        usage = ptx[ptx.index("RESOURCES") :]
+        assert "STACK:0 " in usage and "ld.local" not in ptx, usage
+        assert not re.search(r"\b(membar|fence)\.", ptx)
+        found[variant] = (len(re.findall(r"ex2\.approx", ptx)), int(re.search(r"REG:(\d+)", usage).group(1)))
+    (split_ex2, split_regs), (keep_ex2, keep_regs) = found["split"], found["split_keep"]
+    assert keep_ex2 <= split_ex2 // 2 + 2, found
+    assert keep_regs <= split_regs, found

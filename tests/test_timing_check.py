@@ -71,3 +71,31 @@ def test_measure_names_a_bad_flush() -> None:
     flusher = L2Flusher("cpu", "read", l2_bytes=1 << 16)
     flusher()
     assert int(flusher.sink) == 0 and flusher.buffer.numel() * 4 == 2 << 16
+
+
+def test_override_rounds_time_the_baked_config_with_the_keys_changed(monkeypatch, tmp_path, capsys) -> None:
+    """--against override: odd rounds call the backend with its own config, even rounds with the
+    override merged in; a missing or malformed --override is named."""
+    from tilearena.kernels import registry
+
+    seen = []
+    b = registry.backend("softmax", "eager")
+    real = b.fn
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("config"))
+        return real(*args, **{k: v for k, v in kwargs.items() if k != "config"})
+
+    monkeypatch.setattr(b, "fn", spy)
+    base = ["timing-check", "--op", "softmax", "--backend", "eager", "--shapes", "M=2,N=32"]
+    base += ["--device", "cpu"]
+    out = tmp_path / "o.json"
+    assert main([*base, "--rounds", "4", "--against", "override", "--override", '{"variant": "x"}',
+                 "--out", str(out)]) == 0
+    assert {"variant": "x"} in seen and None in seen
+    (row,) = json.loads(out.read_text())
+    assert row["methods"] == ["default", "override"] and row["config_override"] == {"variant": "x"}
+    for bad in (["--against", "override"], ["--against", "override", "--override", "[1]"],
+                ["--override", '{"a": 1}']):
+        assert main([*base, *bad]) != 0
+        assert "--override" in capsys.readouterr().err

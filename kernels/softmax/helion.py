@@ -9,8 +9,11 @@ but its max and sum are then separate loops: x would be read three times.)  ``_s
 registers; each publishes its chunk's max and sum of exp to slots in global memory, waits for
 every part of its row, combines the slots in a fixed order and writes its chunk: x is read once.
 ``_softmax_split_fenced`` is the same exchange through a release/acquire arrival counter (the
-first design, kept to measure against).  The config key ``"variant"`` ("rows", "online",
-"split" or "split_fenced") overrides the choice; the rest are Helion config keys.
+first design, kept to measure against).  ``_softmax_split_keep`` is the split kernel holding
+exp(x - chunk max) instead of x, so that the output is that times one per-part factor: one exp
+per element instead of two, in the same registers (not yet run on a GPU; see NOTES.md).  The
+config key ``"variant"`` ("rows", "online", "split", "split_fenced" or "split_keep") overrides
+the choice; the rest are Helion config keys.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "online", "split", "split_fenced")
+VARIANTS = ("rows", "online", "split", "split_fenced", "split_keep")
 
 
 def _softmax_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -128,6 +131,52 @@ def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # The slots and the exchange are _softmax_split's (see there).
+    slots = torch.full([m, 32], float("nan"), dtype=torch.float32, device=x.device)
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        chunk = x[tile_m, tile_n].to(torch.float32)
+        chunk_max = torch.amax(chunk, dim=-1)
+        safe_max = torch.where(chunk_max == float("-inf"), 0.0, chunk_max)
+        # Kept instead of x (x is dead after this): the output needs no second exp per element.
+        e = torch.exp(chunk - safe_max[:, None])
+        chunk_sum = torch.sum(e, dim=-1)
+        published_max = torch.where(chunk_max != chunk_max, float("inf"), chunk_max)
+        published_sum = torch.where(chunk_sum != chunk_sum, float("inf"), chunk_sum)
+        hl.atomic_xchg(slots, [tile_m, tile_n.id], published_max, sem="relaxed")
+        hl.atomic_xchg(slots, [tile_m, tile_n.id + 16], published_sum, sem="relaxed")
+        part = hl.arange(16)
+        used = (part < parts)[None, :]
+        empty = torch.where(used, float("nan"), float("nan"))
+        maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+        sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+        waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+        while waiting.sum() > 0:
+            maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+            sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+        row_max = torch.amax(torch.where(used, maxes, float("-inf")), dim=-1)
+        safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+        part_safe = torch.where(maxes == float("-inf"), 0.0, maxes)
+        rescaled = sums * torch.exp(part_safe - safe_row_max[:, None])
+        row_sum = torch.sum(torch.where(used, rescaled, 0.0), dim=-1)
+        # This part's factor, exp(chunk max - row max) / row sum, as a 0-d scalar (see
+        # _softmax_split).  A chunk of only -inf has e = 0 and factor 0: exp(0 - row max) could
+        # overflow to inf when the row's max is very negative, and 0 * inf is NaN.  A NaN or +inf
+        # anywhere in the row makes the row sum NaN, so every part writes NaN, as the reference.
+        chunk_max_0 = chunk_max.sum()
+        factor = torch.where(
+            chunk_max_0 == float("-inf"), 0.0, torch.exp(safe_max.sum() - safe_row_max.sum()) / row_sum.sum()
+        )
+        out[tile_m, tile_n] = (e * factor).to(out.dtype)
+    return out
+
+
 def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     m, n = x.size()
     n = hl.specialize(n)
@@ -188,8 +237,12 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
         return _softmax_rows, merge_config(rowwise_config(n), overrides)
     if variant == "online":
         return _softmax_online, merge_config(softmax_online_config(n), overrides)
-    kernel = _softmax_split if variant == "split" else _softmax_split_fenced
-    return kernel, split_variant_config(n, overrides)
+    split_kernels = {
+        "split": _softmax_split,
+        "split_fenced": _softmax_split_fenced,
+        "split_keep": _softmax_split_keep,
+    }
+    return split_kernels[variant], split_variant_config(n, overrides)
 
 
 KERNELS = RowwiseVariants(_plan, shipped_variant)
