@@ -136,7 +136,9 @@ def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
-    # The slots and the exchange are _softmax_split's (see there).
+    # The slots and the exchange are _softmax_split's (see there), written out again: Helion
+    # refuses closures, so one body with a keep flag would need a constexpr kernel argument,
+    # changing the shipped kernel's signature for a variant not yet timed.
     slots = torch.full([m, 32], float("nan"), dtype=torch.float32, device=x.device)
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
         parts = (n + tile_n.block_size - 1) // tile_n.block_size
