@@ -367,10 +367,10 @@ def precompile(
 
     calls = []
     for backend, shape, dtype in jobs:
-        entry = previous.get(job_key(backend, shape, dtype)) or {}
-        if registry.backend(entry.get("op", ""), backend).dsl not in tasks.DISK_CACHED_DSLS:
+        entry = previous[job_key(backend, shape, dtype)]
+        if registry.backend(entry["op"], backend).dsl not in tasks.DISK_CACHED_DSLS:
             continue
-        configs = [entry.get("config")] + [r.get("config") for r in entry.get("runner_ups", [])]
+        configs = [entry["config"]] + [r.get("config") for r in entry.get("runner_ups", [])]
         for config in [c for c in configs if c is not None][:finalists]:
             calls.append((entry["op"], backend, shape, dtype, device, config))
     if not calls:
