@@ -698,3 +698,26 @@ def test_report_module_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_rows_of_one_shape_timed_by_different_methods_are_marked(no_plots: None) -> None:
+    """A shape whose rows were timed partly as graph replays and partly with events gets a ≠ on
+    every timed row (the two methods differed by ~10 us near the 50 us switch at 64c3713); a shape
+    timed one way gets none."""
+    results = only_ops(synthetic_results(), "softmax")
+    rows = [r for r in results["rows"] if r["ok"] and r["ms"]]
+    shapes = []
+    for row in rows:
+        if row["shape"] not in shapes:
+            shapes.append(row["shape"])
+    mixed, plain = shapes[0], shapes[1]
+    for row in rows:
+        row["timing_method"] = "cuda-graph"
+    next(r for r in rows if r["shape"] == mixed)["timing_method"] = "cuda-events"
+    html = report.build_report([results])
+    assert html.count('class="mixed-timing"') == sum(r["shape"] == mixed for r in rows)
+    assert "not all timed the same way" in html
+    for row in rows:
+        row["timing_method"] = "cuda-graph"
+    assert 'class="mixed-timing"' not in report.build_report([results])
+    assert plain != mixed
