@@ -16,6 +16,8 @@ EFFORT_BUDGET_S = {"none": 30.0, "quick": 30.0, "full": 300.0, "retime": 0.0}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from .store import TIMING_MODES
+
     parser = subparsers.add_parser("tune", help="autotune kernels' configs and bake the winners for this GPU")
     parser.add_argument("--op", required=True, help="op to tune (e.g. rmsnorm)")
     parser.add_argument(
@@ -41,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--timing",
         default="default",
-        choices=("default", "steady"),
+        choices=TIMING_MODES,
         help="how the final is timed (bench.timing.measure); compare with a bench run with the same --timing",
     )
     parser.add_argument(

@@ -50,8 +50,10 @@ _ENTRY_KEYS = {
     "timing",
     "retimed_at",
 }
-#: How an entry's final was timed (``bench.timing.measure``); absent means "default".
-_TIMING_MODES = ("default", "steady")
+#: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
+#: an entry records how its final was timed (absent means "default"). Defined here, the one
+#: place: the store is read without torch.
+TIMING_MODES = ("default", "steady")
 _DTYPE_ALIASES = {
     "bf16": "bfloat16",
     "fp16": "float16",
@@ -248,8 +250,8 @@ def validate_entry(entry: Any) -> str | None:
         return "time_ms is not a positive finite number"
     if "noise" in entry and not _finite_number(entry["noise"], 0.0, 100.0):
         return "noise is not a finite fraction"
-    if entry.get("timing", "default") not in _TIMING_MODES:
-        return f"timing is not one of {_TIMING_MODES}"
+    if entry.get("timing", "default") not in TIMING_MODES:
+        return f"timing is not one of {TIMING_MODES}"
     for key in ("tuned_at", "retimed_at"):
         if key in entry and not (isinstance(entry[key], str) and len(entry[key]) <= 40):
             return f"{key} is not a short timestamp"

@@ -28,9 +28,6 @@ from .worker import IsolatedWorker, WorkerPool
 #: store with source "<dsl>-autotuner".
 EXTERNAL_AUTOTUNERS: dict[str, Callable[..., Mapping[str, Any]]] = {"helion": tasks.helion_autotune_task}
 
-#: ``bench.timing.measure``'s two methods: "steady" settles a long kernel's clocks first.
-TIMING_MODES = ("default", "steady")
-
 
 def register_external_autotuner(dsl: str, task: Callable[..., Mapping[str, Any]]) -> None:
     EXTERNAL_AUTOTUNERS[dsl] = task
@@ -58,8 +55,8 @@ class TuneRequest:
     previous: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.timing not in TIMING_MODES:
-            raise ValueError(f"timing: expected one of {TIMING_MODES}, got {self.timing!r}")
+        if self.timing not in store.TIMING_MODES:
+            raise ValueError(f"timing: expected one of {store.TIMING_MODES}, got {self.timing!r}")
         if self.effort == "retime" and not self.previous:
             raise ValueError("effort 'retime' needs the baked entry to re-time (previous)")
 

@@ -21,12 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..autotune.store import TIMING_MODES
 from ..dispatch import baked_config, why_not
 from ..kernels import registry
 from . import numerics
 from .environment import environment, measure_ceilings
 from .results import ResultsFile
-from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, TIMING_MODES, Timing, measure, noise_floor
+from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
 
 DTYPES = {
     "bf16": torch.bfloat16,

@@ -223,8 +223,6 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
 #: first sample, and the samples span at least this long (``triton.testing.do_bench``'s 100 ms).
 STEADY_SETTLE_MS = 200.0
 STEADY_SPAN_MS = 100.0
-#: ``measure``'s methods, as the bench's and the tuner's ``--timing`` name them.
-TIMING_MODES = ("default", "steady")
 
 
 def measure(

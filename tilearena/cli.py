@@ -109,6 +109,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .autotune.store import TIMING_MODES
+
     parser = argparse.ArgumentParser(prog="tilearena", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser(
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--timing",
         default="default",
-        choices=("default", "steady"),
+        choices=TIMING_MODES,
         help="steady: long (event-timed) kernels run 200 ms before sampling and are sampled for "
         ">= 100 ms, so compute-bound GEMMs are timed at settled clocks; use the tuner's --timing",
     )
