@@ -44,7 +44,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--timing",
         default="default",
         choices=TIMING_MODES,
-        help="how the final is timed (bench.timing.measure); compare with a bench run with the same --timing",
+        help="how the final is timed (bench.timing.measure): default; steady (long kernels timed at "
+        "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines). "
+        "Compare with a bench run with the same --timing",
     )
     parser.add_argument(
         "--finalists",

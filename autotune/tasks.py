@@ -99,13 +99,16 @@ def time_candidates(
     configs: Sequence[Mapping[str, Any] | None],
     rounds: int = 2,
     repeats: int = 20,
-    steady: bool = False,
+    timing: str = "default",
 ) -> list[list[float]]:
     """Interleaved timing: each round times every config once (rotated start), so drift in
     clocks or temperature spreads over all of them. Returns each config's per-round medians.
-    ``steady`` is ``bench.timing.measure``'s (the bench's ``--timing steady``)."""
+    ``timing`` is one of ``store.TIMING_MODES`` (the bench's ``--timing``)."""
     from ..bench.timing import measure
     from ..kernels import registry
+    from .store import measure_kwargs
+
+    timing_kwargs = measure_kwargs(timing)
 
     b = registry.backend(op, backend)
     _, pairs = _inputs(op, shape, dtype_name, device)
@@ -122,10 +125,10 @@ def time_candidates(
             i = (offset + round_index) % len(configs)
             config = configs[i]
             graph_fns = [runner(config, a, o) for a, o in pairs] if len(pairs) > 1 else None
-            timing = measure(
-                runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats, steady=steady
+            measured = measure(
+                runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats, **timing_kwargs
             )
-            results[i].append(timing.median_ms)
+            results[i].append(measured.median_ms)
     return results
 
 

@@ -45,7 +45,7 @@ class TuneRequest:
     use_external: bool = False
     #: Longest a candidate may take to compile and check, or to time: a hang costs no more.
     candidate_timeout_s: float | None = None
-    #: How the final is timed: "default" or "steady" (``bench.timing.measure``); the search
+    #: How the final is timed: one of ``store.TIMING_MODES`` (``store.measure_kwargs``); the search
     #: itself always uses the default (short) measurement. A bench compared with the baked
     #: times must use the same method (``tilearena bench --timing``).
     timing: str = "default"
@@ -55,8 +55,7 @@ class TuneRequest:
     previous: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.timing not in store.TIMING_MODES:
-            raise ValueError(f"timing: expected one of {store.TIMING_MODES}, got {self.timing!r}")
+        store.measure_kwargs(self.timing)  # refuses an unknown mode here, not in the worker
         if self.effort == "retime" and not self.previous:
             raise ValueError("effort 'retime' needs the baked entry to re-time (previous)")
 
@@ -162,7 +161,7 @@ class WorkerEvaluator:
         return [outcomes[i] for i in range(len(configs))]
 
     def _time(
-        self, configs: Sequence[Config], rounds: int, steady: bool = False
+        self, configs: Sequence[Config], rounds: int, timing: str = "default"
     ) -> list[list[float] | Outcome]:
         reply = self.worker.call(
             tasks.time_candidates,
@@ -170,7 +169,7 @@ class WorkerEvaluator:
             list(configs),
             rounds,
             self.repeats,
-            steady,
+            timing,
             timeout_s=self.timeout_s * len(configs) * rounds,
         )
         if reply.ok:
@@ -178,11 +177,11 @@ class WorkerEvaluator:
         if len(configs) == 1:
             return [Outcome(configs[0], None, reply.failure, "timing: " + reply.detail)]
         # One of the batch broke the worker: time them one by one to find which.
-        return [self._time([c], rounds, steady)[0] for c in configs]
+        return [self._time([c], rounds, timing)[0] for c in configs]
 
     def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
-        """The final's head-to-head rounds, timed the request's way (default or steady)."""
-        results = self._time(configs, rounds, self.request.timing == "steady")
+        """The final's head-to-head rounds, timed the request's way (``TuneRequest.timing``)."""
+        results = self._time(configs, rounds, self.request.timing)
         return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..autotune.store import measure_kwargs
 from .timing import measure
 
 #: Datasheet numbers, for comparison beside the measured ceilings (dense bf16, no sparsity).
@@ -108,14 +109,15 @@ def _driver_version() -> str | None:
         return None
 
 
-def measure_ceilings(device: str, steady: bool = False) -> dict[str, Any]:
+def measure_ceilings(device: str, timing: str = "default") -> dict[str, Any]:
     """The speed of light measured on this GPU: device-to-device copy and a large bf16 GEMM,
-    timed the way the run times its kernels (``steady``: see ``bench.timing.measure``)."""
+    timed the way the run times its kernels (``timing``: ``autotune.store.TIMING_MODES``)."""
+    measure_kwargs(timing)  # an unknown mode is refused on a CPU too
     if torch.device(device).type != "cuda":
         return {"copy_gbps": None, "matmul_bf16_tflops": None, "datasheet": None}
     gpu = torch.cuda.get_device_properties(torch.device(device)).name
-    copy_gbps, copy = _copy_bandwidth(device, steady)
-    tflops, gemm = _gemm_tflops(device, steady)
+    copy_gbps, copy = _copy_bandwidth(device, timing)
+    tflops, gemm = _gemm_tflops(device, timing)
     torch.cuda.empty_cache()
     return {
         "copy_gbps": round(copy_gbps, 1),
@@ -126,17 +128,17 @@ def measure_ceilings(device: str, steady: bool = False) -> dict[str, Any]:
     }
 
 
-def _copy_bandwidth(device: str, steady: bool = False) -> tuple[float, Any]:
+def _copy_bandwidth(device: str, timing: str = "default") -> tuple[float, Any]:
     """Device-to-device copy of 1 GiB, counting bytes read plus written: far beyond the L2."""
     src = torch.randn(256 << 20, device=device, dtype=torch.float32)
     dst = torch.empty_like(src)
-    timing = measure(lambda: dst.copy_(src), device, steady=steady)
-    return 2 * src.numel() * 4 / (timing.median_ms * 1e-3) / 1e9, timing
+    measured = measure(lambda: dst.copy_(src), device, **measure_kwargs(timing))
+    return 2 * src.numel() * 4 / (measured.median_ms * 1e-3) / 1e9, measured
 
 
-def _gemm_tflops(device: str, steady: bool = False) -> tuple[float, Any]:
+def _gemm_tflops(device: str, timing: str = "default") -> tuple[float, Any]:
     """cuBLAS bf16 8192^3 on random data (zeros run faster than real data)."""
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    timing = measure(lambda: torch.mm(a, b), device, steady=steady)
-    return 2 * 8192**3 / (timing.median_ms * 1e-3) / 1e12, timing
+    measured = measure(lambda: torch.mm(a, b), device, **measure_kwargs(timing))
+    return 2 * 8192**3 / (measured.median_ms * 1e-3) / 1e12, measured

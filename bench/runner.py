@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..autotune.store import TIMING_MODES
+from ..autotune.store import measure_kwargs
 from ..dispatch import baked_config, why_not
 from ..kernels import registry
 from . import numerics
@@ -112,7 +112,7 @@ def bench_shape(
     results: ResultsFile,
     advance: Callable[[str], None],
     time_it: bool = True,
-    steady: bool = False,
+    timing: str = "default",
 ) -> None:
     seed = random.SystemRandom().randrange(1 << 31)
     args = op_spec.make_inputs(shape, dtype, device, seed)
@@ -153,7 +153,7 @@ def bench_shape(
         outputs[name] = out
         if check.ok and time_it:
             try:
-                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config, steady)
+                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config, timing)
             except Exception as exc:
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -206,9 +206,9 @@ class _RowTimer:
         device: str,
         seed: int,
         config: Any = None,
-        steady: bool = False,
+        timing: str = "default",
     ) -> None:
-        self.device, self.steady = device, steady
+        self.device, self.timing_kwargs = device, measure_kwargs(timing)
         self.call = _timed_call(op_spec, b, args, config)
         self.graph_calls = (
             _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
@@ -218,7 +218,7 @@ class _RowTimer:
     def measure_once(self) -> None:
         try:
             timing = measure(
-                self.call, self.device, graph_fns=self.graph_calls, repeats=20, steady=self.steady
+                self.call, self.device, graph_fns=self.graph_calls, repeats=20, **self.timing_kwargs
             )
         except RuntimeError as exc:
             if self.graph_calls is None or "graph" not in str(exc).lower():
@@ -226,7 +226,7 @@ class _RowTimer:
             # Some libraries cannot be captured in a CUDA graph: time them with events instead.
             torch.cuda.synchronize()
             self.graph_calls = None
-            timing = measure(self.call, self.device, repeats=20, steady=self.steady)
+            timing = measure(self.call, self.device, repeats=20, **self.timing_kwargs)
         self.measurements.append(timing)
 
     def disturbed(self) -> bool:
@@ -369,11 +369,10 @@ def run_bench(
     timing: str = "default",
 ) -> dict[str, Any]:
     """Check every (op, backend, shape, dtype) against float64 and time it; rows are written
-    to ``out_dir/results.json`` as they are measured. ``timing`` is "default" or "steady"
-    (``bench.timing.measure``): compare with baked times tuned with the same ``--timing``."""
-    if timing not in TIMING_MODES:
-        raise ValueError(f"timing: expected one of {TIMING_MODES}, got {timing!r}")
-    steady = timing == "steady"
+    to ``out_dir/results.json`` as they are measured. ``timing`` is one of
+    ``autotune.store.TIMING_MODES`` (``measure_kwargs``): compare with baked times tuned with the
+    same ``--timing``."""
+    timing_kwargs = measure_kwargs(timing)  # refuses an unknown mode before any work
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         console.print(
@@ -390,15 +389,17 @@ def run_bench(
         "repeats": "2 x 20 (median of each, averaged), in rounds interleaved across a shape's backends "
         "(A B C, then C B A); a third when the two differ by > 5%",
         "l2": "flushed" if device == "cuda" else "n/a",
+        # "write" zeroes a buffer (dirty lines left in the L2), "read" sums one (clean lines).
+        "flush": timing_kwargs["flush"] if device == "cuda" else "n/a",
         "mode": timing,
     }
-    if steady and device == "cuda":
+    if timing_kwargs["steady"] and device == "cuda":
         env["timing"]["steady"] = (
             f"event-timed kernels run {STEADY_SETTLE_MS:.0f} ms before sampling and are sampled for "
             f">= {STEADY_SPAN_MS:.0f} ms (clocks settled at the power limit); graph-timed ones as default"
         )
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
-        ceilings = measure_ceilings(device, steady=steady)
+        ceilings = measure_ceilings(device, timing=timing)
     results = ResultsFile(out_dir / "results.json", env, ceilings)
     plan = []
     for op in ops:
@@ -431,7 +432,7 @@ def run_bench(
             progress.update(task, advance=1, description=label)
 
         for op_spec, names, shape, dtype in plan:
-            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance, steady=steady)
+            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance, timing=timing)
     print_tables(results.data, console)
     if write_report:
         from .report import write_report as build

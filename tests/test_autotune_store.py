@@ -347,8 +347,20 @@ def test_an_entry_names_how_it_was_timed():
     assert store.validate_entry(entry) is None  # no "timing": the default method
     retimed = {**entry, "timing": "steady", "retimed_at": "2026-12-06T12:00:00+00:00"}
     assert store.validate_entry(retimed) is None
+    assert store.validate_entry({**retimed, "timing": "clean"}) is None
     assert "timing" in store.validate_entry({**entry, "timing": "fast"})
     assert "retimed_at" in store.validate_entry({**entry, "retimed_at": 5})
+
+
+def test_each_timing_mode_names_its_measure_keywords():
+    assert store.TIMING_MODES == ("default", "steady", "clean")
+    assert store.measure_kwargs("default") == {"steady": False, "flush": "write"}
+    assert store.measure_kwargs("steady") == {"steady": True, "flush": "write"}
+    assert store.measure_kwargs("clean") == {"steady": True, "flush": "read"}
+    store.measure_kwargs("clean")["flush"] = "write"  # a copy: the mode is unchanged
+    assert store.measure_kwargs("clean")["flush"] == "read"
+    with pytest.raises(ValueError, match=r"timing: expected one of .* got 'fast'"):
+        store.measure_kwargs("fast")
 
 
 def test_every_shipped_baked_config_is_valid_at_its_own_shape():

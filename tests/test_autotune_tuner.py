@@ -71,7 +71,7 @@ class InProcessWorker:
     def __init__(self):
         self.calls = Counter()
         self.timed = []  # every batch passed to the timer
-        self.steady = []  # how each batch was to be timed
+        self.timings = []  # how each batch was to be timed (a TIMING_MODES name)
 
     def call(self, task, *args, timeout_s=60.0, **kwargs):
         self.calls[task.__name__] += 1
@@ -101,11 +101,11 @@ class InProcessWorker:
         }
 
     def time_candidates(
-        self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20, steady=False
+        self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20, timing="default"
     ):
         assert (op, backend, shape) == (OP, BACKEND, SHAPE)
         self.timed.append([dict(c) for c in configs])
-        self.steady.append(steady)
+        self.timings.append(timing)
         if CRASHES in configs:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return [[fake_ms(c)] * rounds for c in configs]
@@ -375,22 +375,23 @@ class SlowerMachineWorker(InProcessWorker):
         return [[t * 1.07 for t in row] for row in times]
 
 
-def test_retime_rechecks_and_retimes_the_baked_winner_without_searching(fake_backend):
+@pytest.mark.parametrize("timing", ["steady", "clean"])
+def test_retime_rechecks_and_retimes_the_baked_winner_without_searching(fake_backend, timing):
     tuned = tune(_request(), InProcessWorker())
     previous = {**tuned.entry, "tuned_at": "2026-11-30T10:00:00+00:00"}
     assert previous["config"] == BEST and previous["timing"] == "default"
 
     worker = SlowerMachineWorker()
     request = TuneRequest(
-        OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu", timing="steady", previous=previous
+        OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu", timing=timing, previous=previous
     )
     result = tune(request, worker, finalists=1, final_rounds=3)
-    # No search: one check, then one timing call, the final, timed steady.
+    # No search: one check, then one timing call, the final, timed the way asked.
     assert worker.calls["check_candidate"] == 1
-    assert worker.timed == [[BEST]] and worker.steady == [True]
+    assert worker.timed == [[BEST]] and worker.timings == [timing]
     entry = result.entry
     assert entry["config"] == BEST and entry["time_ms"] == pytest.approx(1.07)
-    assert entry["timing"] == "steady" and entry["runner_ups"] == []
+    assert entry["timing"] == timing and entry["runner_ups"] == []
     # What the search found, and when, stays on record.
     assert (entry["evaluated"], entry["failed"], entry["source"]) == (
         previous["evaluated"],
@@ -420,14 +421,35 @@ def test_retime_lets_a_runner_up_win_when_the_baked_winner_now_fails_the_check(f
     assert result.entry["config"] == BEST
     assert [r["config"] for r in result.entry["runner_ups"]] == [DEFAULT]
     assert [o.failure for o in result.search.outcomes] == ["wrong", None, None]
-    assert worker.steady == [False]  # the default timing unless asked
+    assert worker.timings == ["default"]  # the default timing unless asked
 
 
 def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
     with pytest.raises(ValueError, match="retime"):
         TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu")
-    with pytest.raises(ValueError, match="timing"):
+    with pytest.raises(ValueError, match="timing: expected one of"):
         TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "quick", device="cpu", timing="fast")
+
+
+@pytest.mark.parametrize(
+    "timing, asked",
+    [("default", (False, "write")), ("steady", (True, "write")), ("clean", (True, "read"))],
+)
+def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):
+    """The worker's timing task is where a mode becomes ``measure``'s keywords."""
+    from tilearena.bench import timing as bench_timing
+
+    seen = []
+
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
+        seen.append((steady, flush))
+        return bench_timing.Timing(1.0, 0.0, repeats, "cpu-timer")
+
+    monkeypatch.setattr(bench_timing, "measure", fake_measure)
+    times = tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 2, 20, timing)
+    assert times == [[1.0, 1.0], [1.0, 1.0]] and seen == [asked] * 4
+    with pytest.raises(ValueError, match="timing: expected one of"):
+        tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST], 1, 20, "fast")
 
 
 def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatch, tmp_path):

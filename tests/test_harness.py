@@ -135,7 +135,7 @@ def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeyp
     medians = iter([1.0, 2.0, 1.02])
     calls = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False):
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
         calls.append(device)
         return Timing(next(medians), 0.01, repeats, "cpu-timer")
 
@@ -158,7 +158,9 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     monkeypatch.setattr(
         runner,
         "measure",
-        lambda fn, device, graph_fns=None, repeats=30, steady=False: Timing(next(medians), 0.0, 20, "x"),
+        lambda fn, device, graph_fns=None, repeats=30, steady=False, flush="write": Timing(
+            next(medians), 0.0, 20, "x"
+        ),
     )
     spec = registry.spec("softmax")
     b = registry.backend("softmax", "eager")
@@ -167,7 +169,11 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
 
 
-@pytest.mark.parametrize("timing", ["default", "steady"])
+#: What each --timing mode must ask of ``bench.timing.measure`` (steady, flush).
+MEASURE_ASKED = {"default": (False, "write"), "steady": (True, "write"), "clean": (True, "read")}
+
+
+@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
 def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timing) -> None:
     """--timing reaches every measurement, the ceilings' too, and the run's env records it."""
     from rich.console import Console
@@ -176,26 +182,63 @@ def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timin
 
     asked = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False):
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
         fn()
-        asked.append(steady)
+        asked.append((steady, flush))
         return Timing(1.0, 0.0, 20, "cpu-timer")
 
     monkeypatch.setattr(runner, "measure", fake_measure)
     ceilings = []
     monkeypatch.setattr(
-        runner, "measure_ceilings", lambda device, steady=False: ceilings.append(steady) or {}
+        runner, "measure_ceilings", lambda device, timing="default": ceilings.append(timing) or {}
     )
     data = runner.run_bench(
         ["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True), timing=timing
     )
-    assert asked and set(asked) == {timing == "steady"} and ceilings == [timing == "steady"]
+    assert asked and set(asked) == {MEASURE_ASKED[timing]} and ceilings == [timing]
     assert data["env"]["timing"]["mode"] == timing
-    with pytest.raises(ValueError, match="timing"):
+    assert data["env"]["timing"]["flush"] == "n/a"  # a CPU run flushes nothing
+    with pytest.raises(ValueError, match="timing: expected one of"):
         runner.run_bench(
             ["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True), timing="x"
         )
-    assert environment.measure_ceilings("cpu", steady=True)["copy_gbps"] is None
+    assert environment.measure_ceilings("cpu", timing=timing)["copy_gbps"] is None
+    with pytest.raises(ValueError, match="timing: expected one of"):
+        environment.measure_ceilings("cpu", timing="fast")
+
+
+@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
+def test_ceilings_are_timed_the_way_the_run_is(monkeypatch, timing) -> None:
+    """The copy and GEMM ceilings ask ``measure`` for the run's mode (on tiny stand-in tensors:
+    the real ones are 1 GiB and 8192^2)."""
+    from tilearena.bench import environment
+    from tilearena.bench.timing import Timing
+
+    asked = []
+
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
+        fn()
+        asked.append((steady, flush))
+        return Timing(1.0, 0.0, 20, "cpu-timer")
+
+    monkeypatch.setattr(environment, "measure", fake_measure)
+    monkeypatch.setattr(torch, "randn", lambda *shape, device=None, dtype=None: torch.ones(2, 2, dtype=dtype))
+    environment._copy_bandwidth("cpu", timing)
+    environment._gemm_tflops("cpu", timing)
+    assert asked == [MEASURE_ASKED[timing]] * 2
+
+
+@pytest.mark.parametrize("command", ["bench", "tune"])
+def test_cli_timing_choices_are_the_timing_modes(command, capsys) -> None:
+    from tilearena.cli import build_parser
+
+    parser = build_parser()
+    base = ["bench"] if command == "bench" else ["tune", "--op", "rmsnorm"]
+    for mode in MEASURE_ASKED:
+        assert parser.parse_args([*base, "--timing", mode]).timing == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--timing", "fast"])
+    assert "--timing" in capsys.readouterr().err
 
 
 def test_bench_takes_named_sets_or_explicit_shapes() -> None:

@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         choices=TIMING_MODES,
         help="steady: long (event-timed) kernels run 200 ms before sampling and are sampled for "
-        ">= 100 ms, so compute-bound GEMMs are timed at settled clocks; use the tuner's --timing",
+        ">= 100 ms, so compute-bound GEMMs are timed at settled clocks; clean: steady, with the L2 "
+        "emptied by reading a buffer, not writing one, so no dirty lines are left for the timed "
+        "kernel to write back; use the tuner's --timing",
     )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
