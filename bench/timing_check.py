@@ -12,15 +12,37 @@ with those keys changed, the same way (e.g. a kernel variant against the shipped
 the rounds, their spread (relative standard deviation: what a single measurement may be off by)
 and the ratio to the time the tuner baked.
 
+``--adopt STORE_PATH`` (only with ``--against override``) bakes the override where it wins: after
+the last round, a job whose override median is below the baked config's by more than the noise,
+
+    override_median < default_median * (1 - max(1%, 2 * max(spread_default, spread_override)))
+
+gets an entry in STORE_PATH for its (op, backend, dtype, shape bucket): the config exactly as
+timed (the baked one with the override keys; only the override keys where the kernel's default
+ran), the override's median as ``time_ms``, the previous config and its median as the runner-up,
+the larger spread as ``noise``, ``timing: "default"``.  Other jobs leave the store as it was, and
+so does a winner the store or the dispatcher would drop (a key outside the kernel's declared
+space: the kernel may take it, but a lookup would never return it).
+Each job's JSON row gets ``adopted`` and ``adoption_reason``, and one line is printed per job.
+STORE_PATH must be this GPU's baked file (or a new one): the bench reads
+``autotune/baked/<gpu-slug>.json`` (or ``$TILEARENA_BAKED_DIR``), which is also where the baked
+configs timed here come from.
+
 tilearena timing-check --op matmul --backend triton --shapes "M=4096,N=28672,K=4096,BT=1" --rounds 8
 tilearena timing-check --op matmul --backend cute,cublas --shapes "M=1,N=8192,K=8192,BT=1"
     --against clean-flush   (one command)
+tilearena timing-check --op softmax --backend triton --shapes "M=4096,N=32768;M=32768,N=4096"
+    --against override --override '{"keep_exp": true}' --adopt autotune/baked/h100-sxm.json
+    --out keep_exp.json   (one command)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
+import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +58,15 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "override": {},
 }
 
+#: ``--adopt``: the smallest gain that bakes an override, however quiet the rounds were.  Below
+#: about 1% a few rounds' medians are within a GPU's clock and thermal drift over minutes, and a
+#: store entry churned for less is not worth a config nobody tuned.
+ADOPT_MIN_GAIN = 0.01
+#: ``--adopt``: the gain must also exceed this many times the larger spread (relative standard
+#: deviation of one sample).  A median of a few samples is off by less than one spread, but
+#: interleaved rounds share drift, so two spreads leaves room for both medians being off.
+ADOPT_NOISE_FACTOR = 2.0
+
 
 @dataclass
 class Job:
@@ -48,6 +79,9 @@ class Job:
     against: str = "steady"
     override: dict[str, Any] | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
+    #: ``--adopt``'s verdict after the rounds (None: no --adopt, or not decided yet).
+    adopted: bool | None = None
+    adoption_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.against not in METHOD_OPTIONS or self.against == "default":
@@ -57,9 +91,20 @@ class Job:
         for method in ("default", self.against):
             self.samples.setdefault(method, [])
 
+    def timed_config(self, method: str) -> dict[str, Any] | None:
+        """The config ``method``'s rounds call the kernel with: the baked one (None: the
+        kernel's default), with the override keys on top for "override".  One definition for
+        the timer and for --adopt, so what is baked is exactly what was timed."""
+        if method == "override":
+            return {**(self.config or {}), **(self.override or {})}
+        return self.config
+
     def summary(self) -> dict[str, Any]:
-        hidden = ("samples", "against", "override")
+        hidden = ("samples", "against", "override", "adopted", "adoption_reason")
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in hidden}
+        if self.adopted is not None:
+            out["adopted"] = self.adopted
+            out["adoption_reason"] = self.adoption_reason
         out["methods"] = ["default", self.against]
         if self.override:
             out["config_override"] = self.override
@@ -73,6 +118,75 @@ class Job:
                 "vs_baked": median / self.baked_ms if median and self.baked_ms else None,
             }
         return out
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """``--adopt``'s verdict on one job: whether to bake the override, and why in one line."""
+
+    adopt: bool
+    reason: str
+    #: The larger of the two spreads (the entry's ``noise``); None when one is unknown.
+    noise: float | None = None
+
+
+def decide_adoption(
+    default_ms: float | None,
+    override_ms: float | None,
+    default_spread: float | None,
+    override_spread: float | None,
+    baseline: str = "baked",
+) -> Adoption:
+    """Adopt the override when its median beats the default's by more than the noise:
+    ``override_ms < default_ms * (1 - max(ADOPT_MIN_GAIN, ADOPT_NOISE_FACTOR * noise))`` where
+    ``noise`` is the larger spread.  Pure: no GPU, no store.  ``baseline`` names the default
+    config in the reason ("baked", or "kernel default" where nothing was baked)."""
+    default, override = _number(default_ms), _number(override_ms)
+    if default is None or override is None:
+        return Adoption(False, f"no usable median (override {override_ms}, {baseline} {default_ms})")
+    spreads = _number(default_spread, zero=True), _number(override_spread, zero=True)
+    if spreads[0] is None or spreads[1] is None:
+        # One sample has no spread: a difference that cannot be told from noise is not adopted.
+        return Adoption(False, f"spread unknown (override {override_spread}, {baseline} {default_spread})")
+    noise = max(spreads[0], spreads[1])
+    threshold = max(ADOPT_MIN_GAIN, ADOPT_NOISE_FACTOR * noise)
+    gain = 1.0 - override / default
+    verdict = f"{gain:.1%} faster" if gain >= 0 else f"{-gain:.1%} slower"
+    reason = (
+        f"override {override:.4f} ms vs {baseline} {default:.4f} ms: {verdict}, "
+        f"noise {noise:.1%} (adopts beyond {threshold:.1%})"
+    )
+    return Adoption(override < default * (1.0 - threshold), reason, noise)
+
+
+def _number(value: Any, zero: bool = False) -> float | None:
+    """``value`` as a float if it is a finite number above 0 (or at 0 with ``zero``), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if value > 0 or (zero and value == 0) else None
+
+
+def adoption_entry(job: Job, default_ms: float, override_ms: float, noise: float, now: str) -> dict[str, Any]:
+    """The baked entry an adopted override becomes, with the fields the tuner's entries carry
+    (``autotune.tuner.tune``) so ``store.validate_entry`` and ``--effort retime`` read it alike."""
+    return {
+        "op": job.op,
+        "backend": job.backend,
+        "dtype": job.dtype,
+        "shape": dict(job.shape),
+        "config": job.timed_config("override"),
+        "time_ms": override_ms,
+        "noise": min(noise, 100.0),
+        # The config it displaces, so a later re-time measures both again ({}: the kernel's
+        # default, as a re-time reads an empty config).
+        "runner_ups": [{"config": dict(job.config or {}), "time_ms": default_ms}],
+        "evaluated": 2,
+        "failed": 0,
+        "source": "timing-check",
+        # Both medians came from bench.timing.measure's default method (METHOD_OPTIONS).
+        "timing": "default",
+        "tuned_at": now,
+    }
 
 
 def run_rounds(
@@ -108,9 +222,8 @@ def _gpu_timer(device: str) -> Callable[[Job, str], float]:
             args = spec.make_inputs(dict(job.shape), dtype_from_name(job.dtype), device, 0)
             out = spec.empty_output(*args)
             # The config a bench row or a user's call gets here (None: the kernel's default).
-            job.config = config = baked_config(job.op, b, args, job.shape)
-            if key[1]:
-                config = {**(config or {}), **(job.override or {})}
+            job.config = baked_config(job.op, b, args, job.shape)
+            config = job.timed_config(method)
 
             def call(args: tuple = args, out: Any = out, config: Any = config) -> Any:
                 return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
@@ -119,6 +232,96 @@ def _gpu_timer(device: str) -> Callable[[Job, str], float]:
         return measure(calls[key], device, repeats=20, **METHOD_OPTIONS[method]).median_ms
 
     return timer
+
+
+def _adopt_gpu(path: str, device: str) -> dict[str, Any]:
+    """The ``gpu`` block to bake --adopt's entries with.  Checked before the rounds, not after
+    minutes of them: ``store.bake`` rewrites the file's GPU block and keeps only the entries it
+    can read, so another GPU's file, or one that does not parse, would be damaged."""
+    from ..autotune import store
+
+    if os.path.isdir(path):
+        raise ValueError(f"--adopt: {path} is a directory; expected a baked store file")
+    try:
+        gpu = store.gpu_record(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--adopt: {exc} (device {device})") from None
+    if os.path.exists(path):
+        data = store.read_file(path)
+        if data is None:
+            raise ValueError(f"--adopt: {path} is not a readable baked store; baking would replace it")
+        if data["gpu"]["slug"] != gpu["slug"]:
+            raise ValueError(
+                f"--adopt: {path} is the store of a {data['gpu']['name']}, this GPU is a {gpu['name']}"
+            )
+    return gpu
+
+
+def _unused_by_store(job: Job, config: dict[str, Any]) -> str | None:
+    """Why the store (when it loads the entry) or the dispatcher (at this shape) would drop
+    ``config``, or None.  The kernel ran it, but an entry either of them drops is a file change
+    that no call ever sees: e.g. a key the kernel takes that its declared space lacks."""
+    from ..autotune import store
+    from ..autotune.space import TuneContext, space_for
+    from ..autotune.tasks import dtype_from_name
+    from ..kernels import registry
+
+    reason = store.config_fits_kernel(job.op, job.backend, config)
+    if reason:
+        return reason
+    try:
+        import torch
+
+        space = space_for(registry.backend(job.op, job.backend))
+        if space is None:
+            return None
+        # The context dispatch._valid_here judges a baked config in.
+        itemsize = torch.empty((), dtype=dtype_from_name(job.dtype)).element_size()
+        return space.invalid_reason(config, TuneContext(shape=dict(job.shape), dtype_bytes=itemsize))
+    except Exception as exc:
+        return f"config space unreadable ({type(exc).__name__}: {exc})"
+
+
+def adopt(jobs: Sequence[Job], path: str, gpu: dict[str, Any]) -> None:
+    """--adopt after the rounds: bake each job's override that wins beyond the noise into
+    ``path``, one entry per bake (each under the store's lock, atomic), and record the verdict
+    on the job.  A job that loses, or whose entry cannot be baked, leaves the store as it was."""
+    from ..autotune import store
+
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    adopted_keys: dict[tuple[str, str, str, str], str] = {}
+    for job in jobs:
+        summary = job.summary()
+        default, override = summary["default"], summary["override"]
+        decision = decide_adoption(
+            default["median_ms"],
+            override["median_ms"],
+            default["spread"],
+            override["spread"],
+            "baked" if job.config else "kernel default",
+        )
+        job.adopted, job.adoption_reason = False, decision.reason
+        if not decision.adopt or decision.noise is None:
+            continue
+        entry = adoption_entry(job, default["median_ms"], override["median_ms"], decision.noise, now)
+        key = store.entry_key(entry)
+        label = ",".join(f"{k}={v}" for k, v in job.shape.items())
+        if key in adopted_keys:
+            # The store keeps one entry per shape bucket: the first job's stays.
+            job.adoption_reason = f"{decision.reason}; not baked: {adopted_keys[key]} took bucket {key[3]}"
+            continue
+        refusal = _unused_by_store(job, entry["config"])
+        if refusal:
+            config = json.dumps(entry["config"])
+            job.adoption_reason = f"{decision.reason}; not baked, the store would not use {config}: {refusal}"
+            continue
+        try:
+            store.bake([entry], gpu, path)
+        except (OSError, ValueError) as exc:
+            job.adoption_reason = f"{decision.reason}; not baked: {exc}"
+            continue
+        adopted_keys[key] = label
+        job.adopted = True
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -140,6 +343,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "baked config with --override's keys)",
     )
     parser.add_argument("--override", default=None, help="JSON object of config keys, for --against override")
+    parser.add_argument(
+        "--adopt",
+        default=None,
+        metavar="STORE_PATH",
+        help="with --against override: bake the override into this baked store file for every job "
+        "where it is faster than the baked config by more than the noise",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
     parser.set_defaults(func=run)
@@ -170,6 +380,15 @@ def run(args: argparse.Namespace) -> int:
                 "--override: expected a JSON object of config keys, given with --against override "
                 f"(got --against {args.against}, --override {args.override!r})"
             )
+    # Checked before any round: a refusal after minutes of timing would waste them.
+    gpu = None
+    if args.adopt is not None:
+        if args.against != "override":
+            raise ValueError(
+                "--adopt: only with --against override (it bakes the override where it wins), "
+                f"got --against {args.against}"
+            )
+        gpu = _adopt_gpu(args.adopt, args.device)
     spec = registry.spec(args.op)
     shapes = parse_shapes(args.shapes, dict(spec.shapes))
     dtype = store.normalise_dtype(args.dtype)
@@ -199,6 +418,9 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_json(Path(args.out), [j.summary() for j in jobs])
 
     run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
+    if gpu is not None:
+        adopt(jobs, args.adopt, gpu)
+        save(args.rounds)
     table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing)")
     for column in (
         "backend",
@@ -228,5 +450,15 @@ def run(args: argparse.Namespace) -> int:
             f"{job.baked_ms:.4f}" if job.baked_ms else "-",
             *cells,
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for job in jobs:
+        if job.adopted is None:
+            continue
+        verdict = f"adopted into {args.adopt}" if job.adopted else "not adopted"
+        label = ",".join(f"{k}={v}" for k, v in job.shape.items())
+        # Plain text (a config's brackets are not rich markup), one line however wide: a log
+        # grepped for "adopted" finds the whole verdict.
+        line = f"{job.backend} {label}: {verdict}: {job.adoption_reason}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -507,26 +507,30 @@ class HelionConfigSpace:
         self.default: dict[str, Any] = {}
         self._specs: dict[tuple, Any] = {}
 
-    def __call__(self, *op_args: Any) -> Any:
-        fn, args, static_shapes, settings = _backend_module(self.op).kernel_call(*op_args)
+    def __call__(self, *op_args: Any, variant: str | None = None) -> Any:
+        module = _backend_module(self.op)
+        options = {} if variant is None else {"variant": variant}
+        fn, args, static_shapes, settings = module.kernel_call(*op_args, **options)
         return helion_config_space(fn, args, static_shapes=static_shapes, **settings)
 
-    def config_spec(self, context: Any) -> Any:
+    def config_spec(self, context: Any, variant: str | None = None) -> Any:
+        """Helion's ConfigSpec at ``context``'s shape, for the kernel ``variant`` (default: the
+        one the shape selects)."""
         shape = dict(getattr(context, "shape", {}) or {})
         dtype = torch.float32 if getattr(context, "dtype_bytes", 2) == 4 else torch.bfloat16
-        key = (tuple(sorted(shape.items())), dtype)
+        key = (tuple(sorted(shape.items())), dtype, variant)
         if key not in self._specs:
             # Meta tensors: binding traces shapes only, so the sweep's GiB-sized inputs cost nothing.
             args = _backend_module(self.op).meta_args(shape, dtype)
             try:
-                self._specs[key] = self(*args)
+                self._specs[key] = self(*args, variant=variant)
             except Exception:
                 # On the H100 image (torch 2.11) binding meta tensors gave unbacked sizes that
                 # Helion's reduction lowering rejects (the 0d27b72 tune: every row-wise job failed
                 # there), while torch 2.13 here binds them.  CPU tensors of the same shape and
                 # strides are the fallback: torch.empty does not touch the pages, so they cost no
                 # memory either.
-                self._specs[key] = self(*[_on_cpu(a) for a in args])
+                self._specs[key] = self(*[_on_cpu(a) for a in args], variant=variant)
         return self._specs[key]
 
     # --- the tilearena ConfigSpace protocol ---------------------------------------------------
@@ -649,23 +653,40 @@ class HelionConfigSpace:
         return valid
 
     def invalid_reason(self, config: Mapping[str, Any], context: Any = None) -> str | None:
+        """Why ``config`` is not a config of this kernel (at ``context``'s shape when given), or
+        None.  A row-wise config may name its kernel ``"variant"`` (what the dispatcher, Helion's
+        own tuner and ``timing-check --adopt`` write); the rest is checked against that
+        variant's kernel."""
         if not isinstance(config, Mapping):
             return f"a config is a mapping, got {type(config).__name__}"
+        config = dict(config)
+        variant = config.pop("variant", None)
+        if variant is not None:
+            variants = getattr(_backend_module(self.op), "VARIANTS", ())
+            if variant not in variants:
+                return f"config: 'variant' must be one of {variants}, got {variant!r}"
         try:
             merge_config({}, config)
         except ValueError as exc:
             return str(exc)
         if context is None:
             return None
-        if self._required(context):
-            problem = split_config_problem(config)
-            if problem:
-                return problem
-        problem = self._tile_problem(config, context)
+        if variant is None:
+            if self._required(context):
+                problem = split_config_problem(config)
+                if problem:
+                    return problem
+            problem = self._tile_problem(config, context)
+        else:
+            if variant.startswith("split"):  # every split kernel walks its row's parts in order
+                problem = split_config_problem(config)
+                if problem:
+                    return problem
+            problem = row_tile_problem(variant, context.shape["N"], config)
         if problem:
             return problem
         try:
-            self.config_spec(context).normalize(dict(config))
+            self.config_spec(context, variant).normalize(config)
         except helion.exc.InvalidConfig as exc:
             return str(exc)
         return None

@@ -315,6 +315,24 @@ def test_split_config_space_keeps_the_launch_order(compile_only: None, op: str) 
     assert space.invalid_reason({"pid_type": "persistent_blocked"}, context) is not None
 
 
+def test_config_space_accepts_a_named_variant(compile_only: None) -> None:
+    """A baked config may name its kernel variant (timing-check --adopt and Helion's own tuner
+    write one): the store must keep it, checked against that variant's kernel."""
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.autotune.store import config_fits_kernel
+
+    space = space_for(registry.backend("softmax", "helion"))
+    context = TuneContext(shape={"M": 8192, "N": 65536}, dtype_bytes=2)
+    split = softmax_mod.shipped_config(torch.empty(8192, 65536, device="meta"))
+    assert split["variant"] == "split"
+    keep = {**split, "variant": "split_keep"}
+    assert space.invalid_reason(keep, context) is None
+    assert config_fits_kernel("softmax", "helion", keep) is None
+    assert "variant" in space.invalid_reason({**split, "variant": "fastest"}, context)
+    # The variant's own rules still apply: a split kernel's parts must launch in row order.
+    assert "pid_type" in space.invalid_reason({**keep, "pid_type": "persistent_blocked"}, context)
+
+
 MATMUL_CLASSES = ({"M": 1, "N": 4096, "K": 4096}, {"M": 16, "N": 28672, "K": 4096},
                   {"M": 128, "N": 6144, "K": 4096}, {"M": 4096, "N": 4096, "K": 14336},
                   {"M": 17, "N": 33, "K": 65})

@@ -99,3 +99,168 @@ def test_override_rounds_time_the_baked_config_with_the_keys_changed(monkeypatch
                 ["--override", '{"a": 1}']):
         assert main([*base, *bad]) != 0
         assert "--override" in capsys.readouterr().err
+
+
+# --- --adopt ---------------------------------------------------------------------------------
+
+#: The ``gpu`` block ``store.gpu_record`` would give on an H100 (the tests have no GPU).
+FAKE_GPU = {
+    "name": "NVIDIA H100 80GB HBM3",
+    "slug": "h100-sxm",
+    "compute_capability": [9, 0],
+    "driver": None,
+    "cuda": None,
+    "torch": "test",
+    "dsl_versions": {},
+}
+
+
+def test_adoption_needs_a_gain_beyond_the_noise() -> None:
+    """Adopt only when override < default * (1 - max(1%, 2 * the larger spread)), strictly."""
+    from tilearena.bench.timing_check import decide_adoption
+
+    faster = decide_adoption(1.0, 0.9, 0.01, 0.02)
+    assert faster.adopt and faster.noise == 0.02
+    assert faster.reason == (
+        "override 0.9000 ms vs baked 1.0000 ms: 10.0% faster, noise 2.0% (adopts beyond 4.0%)"
+    )
+    # Faster, but inside twice the noise (4%).
+    assert not decide_adoption(1.0, 0.97, 0.02, 0.005).adopt
+    # At the threshold exactly (values exact in binary): not beyond it.
+    assert not decide_adoption(1.0, 0.75, 0.125, 0.0).adopt
+    assert decide_adoption(1.0, 0.7499, 0.125, 0.0).adopt
+    # Quiet rounds: the 1% floor still applies.
+    assert not decide_adoption(1.0, 0.995, 0.0, 0.0).adopt
+    assert decide_adoption(1.0, 0.985, 0.0, 0.001).adopt
+    slower = decide_adoption(1.0, 1.05, 0.001, 0.001, baseline="kernel default")
+    assert not slower.adopt and "5.0% slower" in slower.reason and "kernel default 1.0000 ms" in slower.reason
+    # No spread (one sample) or no median: never adopted.
+    assert not decide_adoption(1.0, 0.5, None, 0.01).adopt
+    assert not decide_adoption(None, 0.5, 0.01, 0.01).adopt
+    assert not decide_adoption(1.0, float("nan"), 0.01, 0.01).adopt
+
+
+def _fake_timer(ms: dict[str, dict[str, float]], baked: dict[str, dict]):
+    """Stands in for ``_gpu_timer``: sets the job's baked config as it does (None: the kernel's
+    default) and gives each shape's method its time, +-0.5% on alternate samples."""
+    counts: dict[tuple[str, str], int] = {}
+
+    def timer(job: Job, method: str) -> float:
+        label = ",".join(f"{k}={v}" for k, v in job.shape.items())
+        job.config = baked.get(label)
+        n = counts[label, method] = counts.get((label, method), 0) + 1
+        return ms[label][method] * (1.005 if n % 2 else 0.995)
+
+    return timer
+
+
+def test_adopt_bakes_winning_overrides_into_the_store(monkeypatch, tmp_path, capsys) -> None:
+    """--adopt with a fake timer: the two shapes where the override wins beyond the noise get
+    valid entries holding the config as timed (baked + override, or the override alone where the
+    kernel's default ran); the shape inside the noise gets none; each row says which and why."""
+    from tilearena.autotune import store
+    from tilearena.bench import timing_check
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the Triton backend is "available" on the CPU
+    # The store written is the directory's file the dispatcher reads (no lookup before: no GPU).
+    baked_dir = tmp_path / "baked"
+    monkeypatch.setenv("TILEARENA_BAKED_DIR", str(baked_dir))
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
+    ms = {
+        "M=64,N=1024": {"default": 1.0, "override": 0.8},
+        "M=256,N=4096": {"default": 0.5, "override": 0.45},
+        "M=1024,N=16384": {"default": 2.0, "override": 1.99},
+    }
+    baked = {"M=64,N=1024": {"num_warps": 4, "chunk": 8192}}
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, baked))
+    path, out = baked_dir / "h100-sxm.json", tmp_path / "check.json"
+    args = ["timing-check", "--op", "softmax", "--backend", "triton", "--shapes", ";".join(ms)]
+    args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"keep_exp": true}']
+    assert main([*args, "--adopt", str(path), "--out", str(out)]) == 0
+
+    data = json.loads(path.read_text())
+    assert data["gpu"] == FAKE_GPU
+    entries = {store.shape_bucket(e["shape"]): e for e in data["entries"]}
+    assert sorted(entries) == ["M=256,N=4096", "M=64,N=1024"]
+    assert all(store.validate_entry(e) is None for e in data["entries"])
+    first, second = entries["M=64,N=1024"], entries["M=256,N=4096"]
+    assert first["config"] == {"num_warps": 4, "chunk": 8192, "keep_exp": True}
+    assert second["config"] == {"keep_exp": True}
+    assert first["runner_ups"] == [{"config": {"num_warps": 4, "chunk": 8192}, "time_ms": 1.0}]
+    assert second["runner_ups"] == [{"config": {}, "time_ms": 0.5}]
+    assert first["time_ms"] == pytest.approx(0.8) and second["time_ms"] == pytest.approx(0.45)
+    assert first["timing"] == "default" and first["tuned_at"] and first["dtype"] == "bfloat16"
+    assert first["noise"] == pytest.approx(0.005 * 2**0.5)
+    # What a lookup on this GPU returns now: the adopted config.
+    gpu = store.GpuIdentity(FAKE_GPU["name"], FAKE_GPU["slug"], (9, 0))
+    found = store.lookup_entry("softmax", "triton", "bf16", {"M": 64, "N": 1024}, gpu=gpu)
+    assert found is not None and found["config"] == first["config"]
+
+    rows = {",".join(f"{k}={v}" for k, v in r["shape"].items()): r for r in json.loads(out.read_text())}
+    assert [rows[s]["adopted"] for s in ms] == [True, True, False]
+    assert rows["M=64,N=1024"]["adoption_reason"].startswith(
+        "override 0.8000 ms vs baked 1.0000 ms: 20.0% faster"
+    )
+    assert "vs kernel default 0.5000 ms" in rows["M=256,N=4096"]["adoption_reason"]
+    assert "0.5% faster" in rows["M=1024,N=16384"]["adoption_reason"]
+    printed = capsys.readouterr().out
+    assert f"triton M=64,N=1024: adopted into {path}: override" in printed
+    assert "triton M=1024,N=16384: not adopted: override" in printed
+
+    # Nothing beyond the noise: the store is not written at all.
+    ms["M=64,N=1024"]["override"] = ms["M=256,N=4096"]["override"] = 2.0
+    before = path.read_bytes()
+    assert main([*args, "--adopt", str(path)]) == 0
+    assert path.read_bytes() == before
+    assert main([*args, "--adopt", str(tmp_path / "new.json")]) == 0
+    assert not (tmp_path / "new.json").exists()
+
+
+def test_adopt_bakes_nothing_the_store_would_drop(monkeypatch, tmp_path, capsys) -> None:
+    """A winning override the kernel takes but its declared space does not (here: a backend with
+    no config space) is reported, not baked: a lookup would drop the entry."""
+    from tilearena.autotune import store
+    from tilearena.bench import timing_check
+
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
+    ms = {"M=2,N=32": {"default": 1.0, "override": 0.5}}
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, {}))
+    path, out = tmp_path / "h100-sxm.json", tmp_path / "check.json"
+    args = ["timing-check", "--op", "softmax", "--backend", "eager", "--shapes", "M=2,N=32"]
+    args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"variant": "x"}']
+    assert main([*args, "--adopt", str(path), "--out", str(out)]) == 0
+    assert not path.exists()
+    (row,) = json.loads(out.read_text())
+    assert row["adopted"] is False
+    assert "50.0% faster" in row["adoption_reason"]
+    assert "not baked, the store would not use" in row["adoption_reason"]
+    assert "not adopted" in capsys.readouterr().out
+
+
+def test_adopt_is_refused_before_any_round(monkeypatch, tmp_path, capsys) -> None:
+    """--adopt needs --against override, and a store file it would not damage (another GPU's is
+    refused); both are checked before the first round."""
+    from tilearena.autotune import store
+    from tilearena.bench import timing_check
+
+    def no_rounds(device):
+        raise AssertionError("timed before refusing")
+
+    monkeypatch.setattr(timing_check, "_gpu_timer", no_rounds)
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
+    path = tmp_path / "h100-sxm.json"
+    base = ["timing-check", "--op", "softmax", "--backend", "eager", "--shapes", "M=2,N=32"]
+    base += ["--device", "cpu"]
+    for against in ([], ["--against", "steady"], ["--against", "clean-flush"]):
+        assert main([*base, *against, "--adopt", str(path)]) != 0
+        err = capsys.readouterr().err
+        assert "--adopt: only with --against override" in err
+    other = {**FAKE_GPU, "name": "NVIDIA H200", "slug": "h200"}
+    store.write_atomic(str(path), {"schema": store.SCHEMA, "gpu": other, "entries": []})
+    override = ["--against", "override", "--override", '{"variant": "x"}']
+    assert main([*base, *override, "--adopt", str(path)]) != 0
+    assert "--adopt: " in capsys.readouterr().err and "H200" in path.read_text()
+    path.write_text("{not json")
+    with pytest.warns(store.BakedStoreWarning):
+        assert main([*base, *override, "--adopt", str(path)]) != 0
+    assert "not a readable baked store" in capsys.readouterr().err
