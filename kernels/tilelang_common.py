@@ -163,6 +163,11 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # each holding its slice in registers and swapping partial results through distributed
     # shared memory (x read once, several CTAs per SM); 1: the resident/chunked kernels.
     "cluster_size": (1, 2, 4, 8),
+    # Where a cluster CTA holds its slice: "registers" (fp32, one load, no shared memory; a
+    # 1024-thread CTA per SM at 32768 columns) or "shared" (the input dtype in shared memory,
+    # walked in ``chunk``-column steps by ``chunk_threads`` threads: 64 KiB of bf16 per CTA
+    # at 32768 columns, so 3 CTAs per SM overlap one's loads with another's exchange).
+    "cluster_slice": ("registers", "shared"),
 }
 
 ROW_DEFAULT_CONFIG: dict[str, Any] = {
@@ -174,6 +179,7 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
     "num_stages": 2,
     "max_resident_bytes": 196608,
     "cluster_size": 1,
+    "cluster_slice": "registers",
 }
 
 
@@ -186,7 +192,71 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
 ROW_SEED_CONFIGS: tuple[dict[str, Any], ...] = tuple(
     {**ROW_DEFAULT_CONFIG, "cluster_size": size, "max_row_in_registers": 32768, "elements_per_thread": 32}
     for size in (2, 4, 8)
+) + tuple(
+    {**ROW_DEFAULT_CONFIG, "cluster_size": size, "cluster_slice": "shared", "chunk": 4096,
+     "chunk_threads": 256}
+    for size in (2, 4, 8)
 )
+
+#: The most shared memory a cluster CTA's slice may take (bytes): one CTA per SM at most.
+MAX_SLICE_BYTES = 196608
+
+
+#: float32 values per CTA in a cluster's exchange: 16 bytes, the smallest bulk copy between SMs.
+PARTIAL_WIDTH = 4
+
+
+def padded_row(n: int) -> int:
+    """The row length the row-wise kernels lay out: N padded to a power of two, >= 32."""
+    return max(next_power_of_2(n), 32)
+
+
+def cluster_swap_macros(cluster: int, width: int) -> tuple[Any, Any]:
+    """``(prologue, swap)``: two ``T.macro`` that swap every cluster CTA's partials with every other's.
+
+    ``prologue(slots)`` starts the kernel (inside ``T.Kernel``); ``swap(own_shared, slots,
+    received, rank)`` does the exchange; the kernel ends with ``T.cluster_wait()`` (a CTA leaves
+    only when no peer's copy may still read its shared memory).  ``own_shared`` is a (1, width)
+    float32 shared buffer with this CTA's partials, ``slots`` a (cluster, width) one that receives
+    CTA r's in row r, ``received`` a barrier of ``cluster`` arrivals (``T.alloc_barrier([cluster])``:
+    TileLang's cluster barrier would add a cluster-wide sync before the loads).
+
+    One thread sends ``width`` floats to each peer as one bulk copy that completes on the peer's
+    barrier (cp.async.bulk.shared::cluster): no cluster-wide barrier between the partials and
+    their use; a receiver waits for exactly its ``cluster`` arrivals.
+    """
+    import tilelang.language as T
+
+    @T.macro
+    def prologue(slots: Any) -> None:
+        # Peers write ``slots`` from the moment they pass their cluster_wait, which may be long
+        # before this CTA reads them.  TileLang's shared-memory planner cannot see remote writes:
+        # a buffer first written at the swap may share bytes with scratch used earlier (the
+        # all-reduce's), which a fast peer's partial would overwrite.  Writing ``slots`` here
+        # makes them live from the start, so nothing else is placed on them.
+        T.clear(slots)
+        T.sync_threads()
+        # "My shared memory and barrier exist" (release: the clear is ordered before any peer's
+        # write).  Peers wait for it only before writing, so the slice's loads go out first.
+        T.cluster_arrive()
+
+    @T.macro
+    def swap(own_shared: Any, slots: Any, received: Any, rank: Any) -> None:
+        # The partial is in shared memory (tma_store_cluster fences the async proxy itself).
+        T.sync_threads()
+        # Every peer has arrived, so its barrier is initialised and its shared memory exists.
+        T.cluster_wait()
+        if T.get_thread_binding() == 0:
+            for peer in T.serial(cluster):
+                T.copy_cluster(
+                    own_shared[0:1, 0:width], slots[rank : rank + 1, 0:width],
+                    dst_block=peer, remote_barrier=received[0],
+                )
+        T.mbarrier_wait_parity(received[0], 0)
+        # Paired with the kernel's last cluster_wait.
+        T.cluster_arrive()
+
+    return prologue, swap
 
 
 def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
@@ -204,14 +274,32 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
     cluster of ``cluster_size`` CTAs (returned as rows_per_block), each holding a slice of
     ``block_n`` = padded row / cluster_size elements in registers; the CTAs swap their partial
     reductions through distributed shared memory, then each finishes its slice (x read once).
+    ``cluster_shared`` (``cluster_slice`` "shared"): the same exchange, but each CTA copies its
+    slice (padded row / cluster_size elements) into shared memory and walks it in ``block_n``-column
+    chunks, twice (reduce, then finish); rows not 16-byte aligned take ``cluster`` instead.
     """
     cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
-    padded = max(next_power_of_2(n), 32)
+    padded = padded_row(n)
     if padded <= cfg["max_row_in_registers"]:
         rows = max(1, cfg["elements_per_block"] // padded)
         threads = min(1024, max(128, rows * padded // cfg["elements_per_thread"]))
         return ("rows", padded, rows, threads, 0)
     cluster = cfg["cluster_size"]
+    aligned = (n * itemsize) % 16 == 0
+    if cluster > 1 and cfg["cluster_slice"] == "shared" and aligned:
+        slice_n = padded // cluster
+        if slice_n * itemsize > MAX_SLICE_BYTES:
+            raise ValueError(
+                f"cluster_size: {cluster} CTAs leave {slice_n * itemsize} bytes of a row to each, more "
+                f"than the {MAX_SLICE_BYTES} bytes of shared memory a slice may take"
+            )
+        chunk = min(cfg["chunk"], slice_n)
+        if chunk // cfg["chunk_threads"] < 4:
+            raise ValueError(
+                f"chunk_threads: {cfg['chunk_threads']} threads leave fewer than 4 columns each of a "
+                f"{chunk}-column chunk"
+            )
+        return ("cluster_shared", chunk, cluster, cfg["chunk_threads"], 0)
     if cluster > 1:
         slice_n = padded // cluster
         if slice_n > cfg["max_row_in_registers"]:
@@ -228,6 +316,6 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
         )
     row_bytes = -(-n // chunk) * chunk * itemsize
     # 16-byte aligned rows keep the global -> shared copy vectorised (cp.async of 16 bytes).
-    if row_bytes <= cfg["max_resident_bytes"] and (n * itemsize) % 16 == 0:
+    if row_bytes <= cfg["max_resident_bytes"] and aligned:
         return ("resident", chunk, 1, cfg["chunk_threads"], cfg["num_stages"])
     return ("chunked", chunk, 1, cfg["chunk_threads"], cfg["num_stages"])

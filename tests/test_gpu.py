@@ -197,17 +197,37 @@ def test_tilelang_swap_ab_matches_float64(shape: dict) -> None:
     assert result.ok, result
 
 
-@pytest.mark.parametrize(("n", "cluster"), [(65536, 4), (65536 + 40, 4), (131072, 8), (262144, 8)])
+@pytest.mark.parametrize(
+    ("n", "cluster", "held", "m"),
+    [
+        (65536, 4, "registers", 37),
+        (65536 + 40, 4, "registers", 37),
+        (131072, 8, "registers", 37),
+        (262144, 8, "registers", 37),
+        (65536, 2, "shared", 37),
+        # Many rows: clusters race through their exchanges while others still load.
+        (65536, 4, "shared", 3000),
+        (65536 + 40, 4, "shared", 37),  # not 16-byte aligned: the registers kernel instead
+        (65536 + 64, 4, "shared", 37),  # the last CTA's slice lies wholly past N
+        (131072, 8, "shared", 37),
+        (262144, 8, "shared", 300),
+        (262144, 4, "shared", 37),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
-def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int) -> None:
-    """TileLang's cluster kernel (a row per cluster, partials through distributed shared memory):
-    against float64 on a ragged N too, and, for softmax, with a masked slice."""
+def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int, held: str, m: int) -> None:
+    """TileLang's cluster kernels (a row per cluster, partials through distributed shared memory,
+    the slice held in registers or in shared memory): against float64 on a ragged N too, and,
+    for softmax, with masked slices."""
     b = registry.backend(op, "tilelang")
     reason = b.unavailable_reason("cuda")
     if reason:
         pytest.skip(reason)
-    config = {"cluster_size": cluster}
-    shape = {"M": 37, "N": n}
+    config = {"cluster_size": cluster, "cluster_slice": held}
+    if held == "shared":
+        config |= {"chunk": 4096, "chunk_threads": 256}
+    shape = {"M": m, "N": n}
     result = numerics.check_backend(op, "tilelang", shape, torch.bfloat16, "cuda", seed=5, config=config)
     assert result.ok, result
     if op == "softmax":

@@ -56,6 +56,14 @@ ROWWISE_CASES = {
     "softmax_cluster": lambda: softmax_tl.build_softmax(
         *softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8})
     ),
+    # The slice in shared memory, partials sent as bulk copies between SMs.
+    "rmsnorm_cluster_shared": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 65536 + 64, {"cluster_size": 4, "cluster_slice": "shared"})
+    ),
+    "softmax_cluster_shared": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8, "cluster_slice": "shared", "chunk": 4096,
+                                              "chunk_threads": 256})
+    ),
 }
 
 MATMUL_SHAPES = {
@@ -161,6 +169,12 @@ def test_row_plans() -> None:
     # cluster: (kind, slice per CTA, CTAs per cluster, threads)
     assert softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8})[2:6] == ("cluster", 32768, 8, 1024)
     assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, {"cluster_size": 4})[3:7] == ("cluster", 16384, 4, 512)
+    # cluster_shared: (kind, chunk, CTAs per cluster, threads); a ragged row takes registers.
+    shared = {"cluster_size": 8, "cluster_slice": "shared", "chunk": 4096, "chunk_threads": 256}
+    assert softmax_tl.kernel_key(BF16, 262144, shared)[2:6] == ("cluster_shared", 4096, 8, 256)
+    assert softmax_tl.kernel_key(BF16, 262144 - 4, shared)[2] == "cluster"
+    wide = {**shared, "chunk": 16384}  # a chunk no longer than the slice
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, wide)[3:5] == ("cluster_shared", 8192)
     # Rows that fit in registers ignore the cluster size.
     assert softmax_tl.kernel_key(BF16, 4096, {"cluster_size": 8})[2] == "rows"
 
@@ -169,7 +183,10 @@ def test_row_plans() -> None:
     ("config", "parameter"),
     [({"chunk": 1000}, "chunk"), ({"num_stages": 9}, "num_stages"), ({"block": 64}, "block"),
      ({"chunk": 2048, "chunk_threads": 1024}, "chunk_threads"), ({"cluster_size": 3}, "cluster_size"),
-     ({"cluster_size": 2}, "cluster_size")],  # 131072 per CTA: more than max_row_in_registers
+     ({"cluster_size": 2}, "cluster_size"),  # 131072 per CTA: more than max_row_in_registers
+     ({"cluster_size": 2, "cluster_slice": "shared"}, "cluster_size"),  # 256 KiB of shared memory
+     ({"cluster_slice": "global"}, "cluster_slice"),
+     ({"cluster_size": 8, "cluster_slice": "shared", "chunk": 2048, "chunk_threads": 1024}, "chunk_threads")],
 )
 def test_bad_row_config_raises(config: dict, parameter: str) -> None:
     with pytest.raises(ValueError, match=parameter):
@@ -267,11 +284,21 @@ def test_cluster_kernels_swap_partials_through_distributed_shared_memory(
         source = sources[name]
         # Launched as clusters; writes into peers' shared memory between two cluster barriers.
         assert "map_shared_rank" in source and source.count("tl::cluster_sync()") == 2, name
+    for name in ("rmsnorm_cluster_shared", "softmax_cluster_shared"):
+        source = sources[name]
+        # One bulk copy per peer completing on the peer's barrier; no full cluster sync; the
+        # remotely written slots placed apart from every other buffer (the all-reduce scratch).
+        assert "tl::tma_store_cluster(" in source and "tl::cluster_sync()" not in source, name
+        assert source.count("tl::cluster_arrive()") == 2 and source.count("tl::cluster_wait()") == 2, name
+        placed = r"void\* (\w+) = \(\(void\*\)\(\(char\*\)buf_dyn_shmem \+ (\d+)\)\)"
+        offsets = dict(re.findall(placed, source))
+        assert offsets["slots"] not in {v for k, v in offsets.items() if k != "slots"}, offsets
     status, messages, ptx = compiled["rowwise"]
     assert status == 0, messages[-4000:]
     assert "barrier.cluster.arrive" in ptx and "barrier.cluster.wait" in ptx
     # A peer CTA's shared address, mapped into the cluster window (the stores then go through it).
     assert re.search(r"mapa(\.shared::cluster)?\.u(32|64)", ptx), "no DSMEM address mapping"
+    assert "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes" in ptx
 
 
 def test_nvcc_is_found_when_installed() -> None:

@@ -26,11 +26,14 @@ import torch
 
 from ..registry import Backend
 from ..tilelang_common import (
+    PARTIAL_WIDTH,
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    cluster_swap_macros,
     compiled_kernel,
     misaligned,
+    padded_row,
     row_kernel_key,
     tilelang_dtype,
 )
@@ -70,6 +73,8 @@ def build_rmsnorm(
 
     if kind == "cluster":
         return _build_rmsnorm_cluster(n, dtype, weight_dtype, block_n, rows, threads)
+    if kind == "cluster_shared":
+        return _build_rmsnorm_cluster_shared(n, dtype, weight_dtype, block_n, rows, threads)
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -162,6 +167,61 @@ def _build_rmsnorm_cluster(
             T.copy(x_slice, y[row, rank * slice_n])
 
     return rmsnorm_cluster
+
+
+def _build_rmsnorm_cluster_shared(
+    n: int, dtype: str, weight_dtype: str, chunk: int, cluster: int, threads: int
+) -> Any:
+    m = T.dynamic("M")
+    accum = "float32"
+    slice_n = padded_row(n) // cluster
+    num_chunks = slice_n // chunk
+    swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
+
+    @T.prim_func
+    def rmsnorm_cluster_shared(
+        x: T.Tensor((m, n), dtype),
+        weight: T.Tensor((n,), weight_dtype),
+        y: T.Tensor((m, n), dtype),
+        eps: T.float32,
+    ):
+        with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
+            row = block // cluster
+            rank = T.block_rank_in_cluster()
+            slice_shared = T.alloc_shared((slice_n,), dtype)
+            x_chunk = T.alloc_fragment((chunk,), accum)
+            sum_squares = T.alloc_fragment((chunk,), accum)
+            own = T.alloc_fragment((1,), accum)
+            # own_shared[0, 0]: this CTA's sum of squares; slots[r, 0]: CTA r's (16-byte rows,
+            # the unit of a bulk copy between SMs).
+            own_shared = T.alloc_shared((1, PARTIAL_WIDTH), accum)
+            slots = T.alloc_shared((cluster, PARTIAL_WIDTH), accum)
+            received = T.alloc_barrier([cluster])
+            total = T.alloc_var(accum)
+            swap_prologue(slots)
+            # Columns past N load as zeros (the copy's bounds check): they add nothing.
+            T.copy(x[row, rank * slice_n], slice_shared)
+            T.clear(sum_squares)
+            for step in T.serial(num_chunks):
+                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    sum_squares[j] += x_chunk[j] * x_chunk[j]
+            T.reduce_sum(sum_squares, own, dim=0)
+            own_shared[0, 0] = own[0]
+            swap_partials(own_shared, slots, received, rank)
+            total = 0.0
+            for r in T.serial(cluster):
+                total += slots[r, 0]
+            total = T.rsqrt(total / n + eps)
+            for step in T.serial(num_chunks):
+                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    x_chunk[j] = x_chunk[j] * total * weight[rank * slice_n + step * chunk + j]
+                T.copy(x_chunk, y[row, rank * slice_n + step * chunk])
+            # No CTA leaves while a peer's copy may still read its shared memory.
+            T.cluster_wait()
+
+    return rmsnorm_cluster_shared
 
 
 def kernel_key(

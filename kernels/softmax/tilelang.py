@@ -28,11 +28,14 @@ import torch
 
 from ..registry import Backend
 from ..tilelang_common import (
+    PARTIAL_WIDTH,
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    cluster_swap_macros,
     compiled_kernel,
     misaligned,
+    padded_row,
     row_kernel_key,
     tilelang_dtype,
 )
@@ -73,6 +76,8 @@ def build_softmax(
 
     if kind == "cluster":
         return _build_softmax_cluster(n, dtype, block_n, rows, threads)
+    if kind == "cluster_shared":
+        return _build_softmax_cluster_shared(n, dtype, block_n, rows, threads)
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -193,6 +198,82 @@ def _build_softmax_cluster(n: int, dtype: str, slice_n: int, cluster: int, threa
             T.copy(x_slice, y[row, rank * slice_n])
 
     return softmax_cluster
+
+
+def _build_softmax_cluster_shared(n: int, dtype: str, chunk: int, cluster: int, threads: int) -> Any:
+    m = T.dynamic("M")
+    accum = "float32"
+    neg_inf = -T.infinity(accum)
+    slice_n = padded_row(n) // cluster
+    num_chunks = slice_n // chunk
+    swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
+
+    @T.prim_func
+    def softmax_cluster_shared(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
+        with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
+            row = block // cluster
+            rank = T.block_rank_in_cluster()
+            slice_shared = T.alloc_shared((slice_n,), dtype)
+            x_chunk = T.alloc_fragment((chunk,), accum)
+            sum_exp = T.alloc_fragment((chunk,), accum)
+            chunk_max = T.alloc_fragment((1,), accum)
+            running_max = T.alloc_fragment((1,), accum)
+            previous_max = T.alloc_fragment((1,), accum)
+            safe_max = T.alloc_fragment((1,), accum)
+            own_sum = T.alloc_fragment((1,), accum)
+            # own_shared[0, :2]: this CTA's (max, sum of exp against it); slots[r, :2]: CTA r's.
+            own_shared = T.alloc_shared((1, PARTIAL_WIDTH), accum)
+            slots = T.alloc_shared((cluster, PARTIAL_WIDTH), accum)
+            received = T.alloc_barrier([cluster])
+            row_max = T.alloc_var(accum)
+            row_sum = T.alloc_var(accum)
+            swap_prologue(slots)
+            # Columns past N load as zeros here and are masked to -inf below.
+            T.copy(x[row, rank * slice_n], slice_shared)
+            T.clear(sum_exp)
+            T.fill(running_max, neg_inf)
+            # The online softmax of the resident kernel (see there), over this CTA's slice.
+            for step in T.serial(num_chunks):
+                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    x_chunk[j] = T.if_then_else(
+                        rank * slice_n + step * chunk + j < n, x_chunk[j] * LOG2_E, neg_inf
+                    )
+                T.reduce_max(x_chunk, chunk_max, dim=0)
+                for j in T.Parallel(1):
+                    previous_max[j] = running_max[j]
+                    running_max[j] = T.max(running_max[j], chunk_max[j])
+                    safe_max[j] = T.if_then_else(running_max[j] == neg_inf, 0.0, running_max[j])
+                for j in T.Parallel(chunk):
+                    sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - safe_max[0]) + T.exp2(
+                        x_chunk[j] - safe_max[0]
+                    )
+            T.reduce_sum(sum_exp, own_sum, dim=0)
+            own_shared[0, 0] = running_max[0]
+            own_shared[0, 1] = own_sum[0]
+            swap_partials(own_shared, slots, received, rank)
+            row_max = neg_inf
+            for r in T.serial(cluster):
+                row_max = T.max(row_max, slots[r, 0])
+            row_sum = 0.0
+            for r in T.serial(cluster):
+                # A slice of only -inf summed nothing; exp2(0 - row max) could overflow, 0 * inf
+                # is NaN.  (A row of only -inf gets a NaN sum, as torch gives.)
+                row_sum += T.if_then_else(
+                    (slots[r, 0] == neg_inf) & (row_max != neg_inf),
+                    0.0,
+                    slots[r, 1] * T.exp2(slots[r, 0] - row_max),
+                )
+            row_sum = 1.0 / row_sum  # so the walk multiplies instead of dividing
+            for step in T.serial(num_chunks):
+                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                for j in T.Parallel(chunk):
+                    x_chunk[j] = T.exp2(x_chunk[j] * LOG2_E - row_max) * row_sum
+                T.copy(x_chunk, y[row, rank * slice_n + step * chunk])
+            # No CTA leaves while a peer's copy may still read its shared memory.
+            T.cluster_wait()
+
+    return softmax_cluster_shared
 
 
 def kernel_key(x_dtype: torch.dtype, n: int, config: Mapping[str, Any] | None) -> tuple:
