@@ -1,6 +1,6 @@
 """RMSNorm forward in TileLang.
 
-Four kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
+Five kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
 
 * ``rows``: a block holds ``rows`` whole rows, padded to a power of two ``block_n``, in
   register fragments; one vectorised read of x, a block all-reduce per row, one write of y.
@@ -12,6 +12,10 @@ Four kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
   ``resident`` first copies the whole row into shared memory and both loops read it from there
   (x read once); ``chunked`` reads x from global memory in both loops (x read twice; the second,
   backwards walk starts with what is most likely still in L2).
+* ``cluster`` / ``cluster_shared`` (``cluster_size`` > 1): a row per thread-block cluster, a
+  slice per CTA, held in registers (``cluster``) or in shared memory and walked in chunks
+  (``cluster_shared``: fewer registers, so several CTAs per SM); the CTAs swap their sums of
+  squares through distributed shared memory (x read once).
 
 M is symbolic: one compile per (dtype, weight dtype, N, plan) serves every M.
 """

@@ -14,6 +14,9 @@
   CTA in registers. Each CTA exponentiates its slice against its own max and sums, swaps
   (max, sum) with its peers through distributed shared memory, then rescales its held
   exponentials by exp(own max - row max) / row sum: x read once, one exp per element.
+  ``cluster_shared`` holds the slice in shared memory instead (several CTAs per SM): an online
+  softmax over its chunks gives the CTA's (max, sum), swapped as bulk copies between SMs; a
+  second walk writes exp(x - row max) / row sum (two exps per element, x still read once).
 
 Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
 """
