@@ -80,10 +80,13 @@ def rowwise_config(n: int, *, looped_chunk: int = 8192) -> dict[str, Any]:
 # Split rows (the "split" variants): a long row is shared by up to MAX_SPLIT_PARTS programs,
 # each holding its chunk in registers; they swap partial reductions through global memory.
 #: Most programs one row is split over: the partial-reduction slots of a row are summed in a
-#: fixed, unrolled order (deterministic), one slot per part.
-MAX_SPLIT_PARTS = 16
-#: float32 slots per row in the exchange buffer: 32 x 4 bytes is one 128-byte line, so no two
-#: rows share a cache line and no program can hold a stale copy of another row's slots in L1.
+#: fixed, unrolled order (deterministic), one slot per part.  32 lets a 262144-column row take
+#: 8192-column parts (16 KiB of bf16, 8 warps: the size that reaches ~0.97x quack at 65536);
+#: with 16 it needed 16384-column parts at 16 warps, two programs an SM.
+MAX_SPLIT_PARTS = 32
+#: float32 slots per row and partial in the exchange buffer: 32 x 4 bytes is one 128-byte line,
+#: so no two rows share a cache line and no program can hold a stale copy of another row's
+#: slots in L1 (RMSNorm: one line a row; softmax: two, its maxes then its sums).
 SPLIT_SLOTS_PER_ROW = 32
 
 #: Config values the split kernels need, because the parts of a row spin until all of them have
@@ -209,9 +212,9 @@ def split_block_range(n: int) -> tuple[int, int]:
 def split_config(n: int) -> dict[str, Any]:
     """Shipped config of a split-row kernel: ``block_sizes`` = [columns per part].
 
-    8192 columns per part where the part count allows it (8 parts at 65536; 262144 needs 16
-    parts of 16384), with a warp per 1024 columns: 32 float32 values per thread, no spills, and
-    several programs per SM to keep bytes in flight.  The autotuner refines both.
+    8192 columns per part where the part count allows it (8 parts at 65536, 32 at 262144),
+    with a warp per 1024 columns: 32 float32 values per thread, no spills, and several programs
+    per SM to keep bytes in flight.  The autotuner refines both.
     """
     low, high = split_block_range(n)
     block = min(high, max(low, 8192))

@@ -252,6 +252,8 @@ def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int, held
         ({"M": 1000, "N": 65536}, 4096),  # 16 parts per row
         ({"M": 37, "N": 65537}, 8192),  # ragged: 9 parts, the last one column wide
         ({"M": 256, "N": 262144}, 16384),
+        ({"M": 300, "N": 262144}, 8192),  # 32 parts per row, the most
+        ({"M": 33, "N": 262144 - 100}, 8192),  # 32 parts, the last one ragged
         ({"M": 1, "N": 131072}, 32768),
         ({"M": 5000, "N": 40000}, 4096),  # more rows than can be resident at once
     ],

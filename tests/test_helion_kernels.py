@@ -500,7 +500,7 @@ def test_matmul_register_cap_matches_what_ptxas_refused(blocks, warps, cap, refu
 @pytest.mark.parametrize("n", [65536, 262144])
 def test_softmax_split_keep_halves_the_exponentials(compile_only: None, n: int, tmp_path: Path) -> None:
     """``split_keep`` holds exp(x - chunk max) where ``split`` holds x, so its PTX has about half
-    the ex2 of ``split`` (one per element, not two, plus the 16-slot rescale), in no more
+    the ex2 of ``split`` (one per element, not two, plus the 32-slot rescale), in no more
     registers and with no stack; the exchange is the same relaxed one (no fence)."""
     import re
 

@@ -3,7 +3,7 @@
 ``_rmsnorm_rows`` (N <= 32768): one ``hl.tile(m)`` loop over blocks of rows; each program
 reduces its rows over all N columns.  Whether a row sits in registers (x read once) or is walked
 in chunks (x read twice) is Helion's ``reduction_loops`` config.
-``_rmsnorm_split`` (longer rows): a row is shared by up to 16 programs, each holding its chunk in
+``_rmsnorm_split`` (longer rows): a row is shared by up to 32 programs, each holding its chunk in
 registers; each publishes its sum of squares to a slot in global memory, waits until every part
 of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
 result does not depend on which part finished first.  ``_rmsnorm_split_fenced`` is the same
@@ -56,7 +56,7 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
-    # Row r's parts publish their sums of squares into slots[r, :16], one 128-byte line per row
+    # Row r's parts publish their sums of squares into slots[r, :32], one 128-byte line per row
     # (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion passes module globals as
     # kernel arguments).  -1 marks "not yet published": a sum of squares is never negative (a
     # NaN one is published too, and propagates to its row).
@@ -69,7 +69,7 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
         # A release atomic (or a counter with acquire polls) makes ptxas fence every thread's
         # loads and stores in flight (MEMBAR.ALL.GPU) and invalidate L1 on each poll.
         hl.atomic_xchg(slots, [tile_m, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
-        part = hl.arange(16)
+        part = hl.arange(32)
         used = (part < parts)[None, :]
         # A compare-and-swap of the empty mark with itself: an atomic read (at L2) that never
         # changes a published value.
@@ -94,7 +94,7 @@ def _rmsnorm_split_fenced(
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
-    # Row r's parts publish into slots [32 r, 32 r + 16): a 128-byte line per row (see
+    # Row r's parts publish into slots [32 r, 32 r + 32): a 128-byte line per row (see
     # helion_configs.SPLIT_SLOTS_PER_ROW;
     # written as literals: Helion passes module globals as kernel arguments, and
     # hl.static_range needs a constant); ``arrivals`` counts the parts that have published.
@@ -113,7 +113,7 @@ def _rmsnorm_split_fenced(
             seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
         # Every part adds the same slots in the same order: all agree on rstd, run after run.
         total = hl.zeros([tile_m], dtype=torch.float32)
-        for part in hl.static_range(16):
+        for part in hl.static_range(32):
             valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts  # slots past the last part
             total = total + hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
         rstd = torch.rsqrt(total / n + eps)

@@ -5,7 +5,7 @@ in one pass over x.  ``_softmax_online`` (longer rows): the two-pass online soft
 (max, sum of exp) per row updated chunk by chunk, then a second pass writes exp(x - max) * (1 / sum);
 x is read twice.  (Helion's ``reduction_loops`` could roll ``_softmax_rows`` over chunks too,
 but its max and sum are then separate loops: x would be read three times.)  ``_softmax_split``
-(the default for longer rows): a row is shared by up to 16 programs, each holding its chunk in
+(the default for longer rows): a row is shared by up to 32 programs, each holding its chunk in
 registers; each publishes its chunk's max and sum of exp to slots in global memory, waits for
 every part of its row, combines the slots in a fixed order and writes its chunk: x is read once.
 ``_softmax_split_fenced`` is the same exchange through a release/acquire arrival counter (the
@@ -85,12 +85,12 @@ def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
-    # Row r's part p publishes its max into slots[r, p] and its sum of exp into slots[r, 16 + p]:
-    # one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion
+    # Row r's part p publishes its max into slots[r, p] and its sum of exp into slots[r, 32 + p]:
+    # two 128-byte lines per row (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion
     # passes module globals as kernel arguments).  NaN marks "not yet published", so a NaN
     # partial (a NaN or +inf in the chunk) is published as +inf instead: the row's sum is then
     # inf * exp(inf - inf) = NaN, and the whole row is NaN, as in the float64 reference.
-    slots = torch.full([m, 32], float("nan"), dtype=torch.float32, device=x.device)
+    slots = torch.full([m, 64], float("nan"), dtype=torch.float32, device=x.device)
     # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
         parts = (n + tile_n.block_size - 1) // tile_n.block_size
@@ -104,18 +104,18 @@ def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         published_max = torch.where(chunk_max != chunk_max, float("inf"), chunk_max)
         published_sum = torch.where(chunk_sum != chunk_sum, float("inf"), chunk_sum)
         hl.atomic_xchg(slots, [tile_m, tile_n.id], published_max, sem="relaxed")
-        hl.atomic_xchg(slots, [tile_m, tile_n.id + 16], published_sum, sem="relaxed")
-        part = hl.arange(16)
+        hl.atomic_xchg(slots, [tile_m, tile_n.id + 32], published_sum, sem="relaxed")
+        part = hl.arange(32)
         used = (part < parts)[None, :]
         # Compare-and-swap of the empty mark with itself: an atomic read (at L2) that never
         # changes a published value.
         empty = torch.where(used, float("nan"), float("nan"))
         maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-        sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+        sums = hl.atomic_cas(slots, [tile_m, part + 32], empty, empty, sem="relaxed")
         waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
         while waiting.sum() > 0:
             maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-            sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+            sums = hl.atomic_cas(slots, [tile_m, part + 32], empty, empty, sem="relaxed")
             waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
         # Every part combines the same slots in the same order: all agree, run after run.
         row_max = torch.amax(torch.where(used, maxes, float("-inf")), dim=-1)
@@ -125,7 +125,7 @@ def _softmax_split(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         rescaled = sums * torch.exp(part_safe - safe_row_max[:, None])
         row_sum = torch.sum(torch.where(used, rescaled, 0.0), dim=-1)
         inv_sum = 1.0 / row_sum  # one division per row, then a multiply per element
-        # As 0-d scalars (a tile_m is one row): broadcast as [1] tensors, the 16-slot vectors'
+        # As 0-d scalars (a tile_m is one row): broadcast as [1] tensors, the 32-slot vectors'
         # layout would spread to the chunk, 512 values per thread, and spill.
         out[tile_m, tile_n] = (torch.exp(chunk - row_max.sum()) * inv_sum.sum()).to(out.dtype)
     return out
@@ -139,7 +139,7 @@ def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     # The slots and the exchange are _softmax_split's (see there), written out again: Helion
     # refuses closures, so one body with a keep flag would need a constexpr kernel argument,
     # changing the shipped kernel's signature for a variant not yet timed.
-    slots = torch.full([m, 32], float("nan"), dtype=torch.float32, device=x.device)
+    slots = torch.full([m, 64], float("nan"), dtype=torch.float32, device=x.device)
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
         parts = (n + tile_n.block_size - 1) // tile_n.block_size
         chunk = x[tile_m, tile_n].to(torch.float32)
@@ -151,16 +151,16 @@ def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         published_max = torch.where(chunk_max != chunk_max, float("inf"), chunk_max)
         published_sum = torch.where(chunk_sum != chunk_sum, float("inf"), chunk_sum)
         hl.atomic_xchg(slots, [tile_m, tile_n.id], published_max, sem="relaxed")
-        hl.atomic_xchg(slots, [tile_m, tile_n.id + 16], published_sum, sem="relaxed")
-        part = hl.arange(16)
+        hl.atomic_xchg(slots, [tile_m, tile_n.id + 32], published_sum, sem="relaxed")
+        part = hl.arange(32)
         used = (part < parts)[None, :]
         empty = torch.where(used, float("nan"), float("nan"))
         maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-        sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+        sums = hl.atomic_cas(slots, [tile_m, part + 32], empty, empty, sem="relaxed")
         waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
         while waiting.sum() > 0:
             maxes = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-            sums = hl.atomic_cas(slots, [tile_m, part + 16], empty, empty, sem="relaxed")
+            sums = hl.atomic_cas(slots, [tile_m, part + 32], empty, empty, sem="relaxed")
             waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
         row_max = torch.amax(torch.where(used, maxes, float("-inf")), dim=-1)
         safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
@@ -184,11 +184,11 @@ def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
-    # Row r's parts publish their max into slots [32 r, 32 r + 16) and their sum of exp into
-    # [32 r + 16, 32 r + 32): one 128-byte line per row (helion_configs.SPLIT_SLOTS_PER_ROW;
+    # Row r's parts publish their max into slots [64 r, 64 r + 32) and their sum of exp into
+    # [64 r + 32, 64 r + 64): two 128-byte lines per row (helion_configs.SPLIT_SLOTS_PER_ROW;
     # written as literals: Helion passes module globals as kernel arguments, and
     # hl.static_range needs a constant).
-    slots = torch.empty([m * 32], dtype=torch.float32, device=x.device)
+    slots = torch.empty([m * 64], dtype=torch.float32, device=x.device)
     arrivals = torch.zeros([m], dtype=torch.int32, device=x.device)
     # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
@@ -198,8 +198,8 @@ def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         # A chunk of only -inf (masked scores) exponentiates against 0: its sum is 0, not NaN.
         safe_max = torch.where(chunk_max == float("-inf"), 0.0, chunk_max)
         chunk_sum = torch.sum(torch.exp(chunk - safe_max[:, None]), dim=-1)
-        hl.store(slots, [tile_m.index * 32 + tile_n.id], chunk_max)
-        hl.store(slots, [tile_m.index * 32 + 16 + tile_n.id], chunk_sum)
+        hl.store(slots, [tile_m.index * 64 + tile_n.id], chunk_max)
+        hl.store(slots, [tile_m.index * 64 + 32 + tile_n.id], chunk_sum)
         # Release: the slots' stores are visible to whoever sees the incremented count.
         hl.atomic_add(arrivals, [tile_m], 1, sem="release")
         seen = hl.atomic_add(arrivals, [tile_m], 0, sem="acquire")
@@ -208,16 +208,16 @@ def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         # Every part reads the same slots in the same order: all agree, run after run.
         row_max = hl.full([tile_m], float("-inf"), dtype=torch.float32)
         row_sum = hl.zeros([tile_m], dtype=torch.float32)
-        for part in hl.static_range(16):
+        for part in hl.static_range(32):
             valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts  # slots past the last part
-            part_max = hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
+            part_max = hl.load(slots, [tile_m.index * 64 + part], extra_mask=valid)
             # A masked slot loads 0, which must not count as a max: -inf instead.
             row_max = torch.maximum(row_max, torch.where(valid, part_max, float("-inf")))
         safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
-        for part in hl.static_range(16):
+        for part in hl.static_range(32):
             valid = hl.zeros([tile_m], dtype=torch.int32) + part < parts
-            part_max = hl.load(slots, [tile_m.index * 32 + part], extra_mask=valid)
-            part_sum = hl.load(slots, [tile_m.index * 32 + 16 + part], extra_mask=valid)
+            part_max = hl.load(slots, [tile_m.index * 64 + part], extra_mask=valid)
+            part_sum = hl.load(slots, [tile_m.index * 64 + 32 + part], extra_mask=valid)
             # Each part's sum was taken against its own max: rescale it to the row's.  Slots
             # past the last part are masked out by the where (their exp may overflow).
             part_safe = torch.where(part_max == float("-inf"), 0.0, part_max)
