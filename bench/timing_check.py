@@ -205,6 +205,24 @@ def run_rounds(
         after_round(r)
 
 
+def _float64_check(device: str) -> Callable[[Job], str | None]:
+    """The override's config checked the way the tuner checks a candidate: fresh random inputs
+    (a seed of its own), the output poisoned with NaN, compared with float64; why it fails, or None."""
+    import random
+
+    from ..autotune.tasks import dtype_from_name
+    from .numerics import check_backend
+
+    def check(job: Job) -> str | None:
+        config = job.timed_config("override")
+        seed = random.randrange(1 << 30)
+        dtype = dtype_from_name(job.dtype)
+        result = check_backend(job.op, job.backend, job.shape, dtype, device, seed, config)
+        return None if result.ok else f"seed {seed}: {result}"
+
+    return check
+
+
 def _gpu_timer(device: str) -> Callable[[Job, str], float]:
     """Times a job's call with ``bench.timing.measure``; inputs are built once per job."""
     from ..autotune.tasks import dtype_from_name
@@ -282,10 +300,17 @@ def _unused_by_store(job: Job, config: dict[str, Any]) -> str | None:
         return f"config space unreadable ({type(exc).__name__}: {exc})"
 
 
-def adopt(jobs: Sequence[Job], path: str, gpu: dict[str, Any]) -> None:
+def adopt(
+    jobs: Sequence[Job],
+    path: str,
+    gpu: dict[str, Any],
+    check: Callable[[Job], str | None] | None = None,
+) -> None:
     """--adopt after the rounds: bake each job's override that wins beyond the noise into
     ``path``, one entry per bake (each under the store's lock, atomic), and record the verdict
-    on the job.  A job that loses, or whose entry cannot be baked, leaves the store as it was."""
+    on the job.  A job that loses, whose override ``check`` refuses (the reason it gives: a
+    wrong answer must never be baked, however fast), or whose entry cannot be baked, leaves the
+    store as it was."""
     from ..autotune import store
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -314,6 +339,10 @@ def adopt(jobs: Sequence[Job], path: str, gpu: dict[str, Any]) -> None:
         if refusal:
             config = json.dumps(entry["config"])
             job.adoption_reason = f"{decision.reason}; not baked, the store would not use {config}: {refusal}"
+            continue
+        failure = check(job) if check is not None else None
+        if failure:
+            job.adoption_reason = f"{decision.reason}; not baked, it fails the float64 check: {failure}"
             continue
         try:
             store.bake([entry], gpu, path)
@@ -419,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
     if gpu is not None:
-        adopt(jobs, args.adopt, gpu)
+        adopt(jobs, args.adopt, gpu, _float64_check(args.device))
         save(args.rounds)
     table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing)")
     for column in (

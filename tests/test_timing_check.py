@@ -237,6 +237,35 @@ def test_adopt_bakes_nothing_the_store_would_drop(monkeypatch, tmp_path, capsys)
     assert "not adopted" in capsys.readouterr().out
 
 
+def test_adopt_bakes_no_override_that_fails_float64(monkeypatch, tmp_path) -> None:
+    """However much faster, an override whose output disagrees with float64 is not baked."""
+    from tilearena.autotune import store
+    from tilearena.bench import timing_check
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
+    ms = {"M=64,N=1024": {"default": 1.0, "override": 0.5}}
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, {}))
+    checked = []
+
+    def wrong_answers(device: str):
+        def check(job):
+            checked.append(job.timed_config("override"))
+            return "rel_err 0.5 > tol 0.01"
+
+        return check
+
+    monkeypatch.setattr(timing_check, "_float64_check", wrong_answers)
+    path, out = tmp_path / "h100-sxm.json", tmp_path / "check.json"
+    args = ["timing-check", "--op", "softmax", "--backend", "triton", "--shapes", "M=64,N=1024"]
+    args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"keep_exp": true}']
+    assert main([*args, "--adopt", str(path), "--out", str(out)]) == 0
+    assert checked == [{"keep_exp": True}]
+    assert not path.exists()
+    (row,) = json.loads(out.read_text())
+    assert row["adopted"] is False and "fails the float64 check: rel_err 0.5" in row["adoption_reason"]
+
+
 def test_adopt_is_refused_before_any_round(monkeypatch, tmp_path, capsys) -> None:
     """--adopt needs --against override, and a store file it would not damage (another GPU's is
     refused); both are checked before the first round."""
