@@ -554,7 +554,8 @@ class HelionConfigSpace:
 
     def _required(self, context: Any) -> dict[str, Any]:
         """Values every config must take at this shape: the split-row kernels' launch order."""
-        return copy.deepcopy(SPLIT_REQUIRED) if self._variant(context) == "split" else {}
+        variant = self._variant(context)
+        return copy.deepcopy(SPLIT_REQUIRED) if variant is not None and variant.startswith("split") else {}
 
     def _tile_problem(self, config: Mapping[str, Any], context: Any) -> str | None:
         if self.op == "matmul":

@@ -1,17 +1,17 @@
-"""Softmax forward in Helion: two kernels, chosen by row length.
+"""Softmax forward in Helion: kernels chosen by row length.
 
 ``_softmax_rows`` (N <= 32768): a program holds its rows in registers; max, exp, sum and scale
-in one pass over x.  ``_softmax_online`` (longer rows): the two-pass online softmax, a running
-(max, sum of exp) per row updated chunk by chunk, then a second pass writes exp(x - max) * (1 / sum);
-x is read twice.  (Helion's ``reduction_loops`` could roll ``_softmax_rows`` over chunks too,
-but its max and sum are then separate loops: x would be read three times.)  ``_softmax_split``
-(the default for longer rows): a row is shared by up to 32 programs, each holding its chunk in
-registers; each publishes its chunk's max and sum of exp to slots in global memory, waits for
-every part of its row, combines the slots in a fixed order and writes its chunk: x is read once.
-``_softmax_split_fenced`` is the same exchange through a release/acquire arrival counter (the
-first design, kept to measure against).  ``_softmax_split_keep`` is the split kernel holding
-exp(x - chunk max) instead of x, so that the output is that times one per-part factor: one exp
-per element instead of two, in the same registers (not yet run on a GPU; see NOTES.md).  The
+in one pass over x.  ``_softmax_online``: the two-pass online softmax, a running (max, sum of
+exp) per row updated chunk by chunk, then a second pass writes exp(x - max) * (1 / sum); x is
+read twice.  (Helion's ``reduction_loops`` could roll ``_softmax_rows`` over chunks too, but its
+max and sum are then separate loops: x would be read three times.)  ``_softmax_split``: a row
+is shared by up to 32 programs, each holding its chunk in registers; each publishes its chunk's
+max and sum of exp to slots in global memory, waits for every part of its row, combines the
+slots in a fixed order and writes its chunk: x is read once.  ``_softmax_split_keep`` (the
+default for longer rows since session 9: 6-10 % faster than ``split`` on the H100) holds
+exp(x - chunk max) instead of x, so the output is that times one per-part factor: one exp per
+element instead of two, in the same registers.  ``_softmax_split_fenced`` is the split exchange
+through a release/acquire arrival counter (the first design, kept to measure against).  The
 config key ``"variant"`` ("rows", "online", "split", "split_fenced" or "split_keep") overrides
 the choice; the rest are Helion config keys.
 """
@@ -137,8 +137,7 @@ def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
     # The slots and the exchange are _softmax_split's (see there), written out again: Helion
-    # refuses closures, so one body with a keep flag would need a constexpr kernel argument,
-    # changing the shipped kernel's signature for a variant not yet timed.
+    # refuses closures, so one body with a keep flag would need a constexpr kernel argument.
     slots = torch.full([m, 64], float("nan"), dtype=torch.float32, device=x.device)
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
         parts = (n + tile_n.block_size - 1) // tile_n.block_size
@@ -229,7 +228,9 @@ def _softmax_split_fenced(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def shipped_variant(n: int) -> str:
-    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split"
+    # split_keep: one exp an element instead of two; on the H100 (d526df4) 6.2 % faster than
+    # split at 8192x65536 and 9.8 % at 4096x262144, numerics alike (NOTES.md, Session 9).
+    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split_keep"
 
 
 def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any, dict[str, Any]]:
