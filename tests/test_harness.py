@@ -173,19 +173,27 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
 MEASURE_ASKED = {"default": (False, "write"), "steady": (True, "write"), "clean": (True, "read")}
 
 
-@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
-def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timing) -> None:
-    """--timing reaches every measurement, the ceilings' too, and the run's env records it."""
-    from rich.console import Console
-    from tilearena.bench import environment, runner
+def _recording_measure(asked: list[tuple[bool, str]]):
+    """A stand-in for ``bench.timing.measure`` that runs the call once and records the
+    (steady, flush) it was asked for."""
     from tilearena.bench.timing import Timing
-
-    asked = []
 
     def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
         fn()
         asked.append((steady, flush))
         return Timing(1.0, 0.0, 20, "cpu-timer")
+
+    return fake_measure
+
+
+@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
+def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timing) -> None:
+    """--timing reaches every measurement, the ceilings' too, and the run's env records it."""
+    from rich.console import Console
+    from tilearena.bench import environment, runner
+
+    asked: list[tuple[bool, str]] = []
+    fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(runner, "measure", fake_measure)
     ceilings = []
@@ -212,14 +220,9 @@ def test_ceilings_are_timed_the_way_the_run_is(monkeypatch, timing) -> None:
     """The copy and GEMM ceilings ask ``measure`` for the run's mode (on tiny stand-in tensors:
     the real ones are 1 GiB and 8192^2)."""
     from tilearena.bench import environment
-    from tilearena.bench.timing import Timing
 
-    asked = []
-
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
-        fn()
-        asked.append((steady, flush))
-        return Timing(1.0, 0.0, 20, "cpu-timer")
+    asked: list[tuple[bool, str]] = []
+    fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(environment, "measure", fake_measure)
     monkeypatch.setattr(torch, "randn", lambda *shape, device=None, dtype=None: torch.ones(2, 2, dtype=dtype))
