@@ -62,8 +62,8 @@ class MeasureKwargs(TypedDict):
 #: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
 #: an entry records how its final was timed (absent means "default"). Defined here, the one
 #: place: the store is read without torch. "clean" is "steady" with the L2 emptied by a read,
-#: not a write, so the timed kernel finds no dirty lines to write back (suspected to add ~10 us
-#: to event-timed kernels near 50 us).
+#: not a write, so the timed kernel finds no dirty lines to write back (measured on the H100 at
+#: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
     "default": {"steady": False, "flush": "write"},
     "steady": {"steady": True, "flush": "write"},
