@@ -280,24 +280,15 @@ def _unused_by_store(job: Job, config: dict[str, Any]) -> str | None:
     ``config``, or None.  The kernel ran it, but an entry either of them drops is a file change
     that no call ever sees: e.g. a key the kernel takes that its declared space lacks."""
     from ..autotune import store
-    from ..autotune.space import TuneContext, space_for
     from ..autotune.tasks import dtype_from_name
+    from ..dispatch import config_problem_here
     from ..kernels import registry
 
     reason = store.config_fits_kernel(job.op, job.backend, config)
     if reason:
         return reason
-    try:
-        import torch
-
-        space = space_for(registry.backend(job.op, job.backend))
-        if space is None:
-            return None
-        # The context dispatch._valid_here judges a baked config in.
-        itemsize = torch.empty((), dtype=dtype_from_name(job.dtype)).element_size()
-        return space.invalid_reason(config, TuneContext(shape=dict(job.shape), dtype_bytes=itemsize))
-    except Exception as exc:
-        return f"config space unreadable ({type(exc).__name__}: {exc})"
+    backend = registry.backend(job.op, job.backend)
+    return config_problem_here(backend, dtype_from_name(job.dtype), job.shape, config)
 
 
 def adopt(

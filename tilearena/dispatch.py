@@ -95,24 +95,33 @@ def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) ->
 _BAKED_VALID: dict[tuple, bool] = {}
 
 
+def config_problem_here(
+    b: registry.Backend, dtype: torch.dtype | None, shape: Mapping[str, int], config: Mapping[str, Any]
+) -> str | None:
+    """Why ``config`` is outside ``b``'s declared space at this shape and dtype, or None: what a
+    baked config (tuned at the nearest baked shape, maybe not this one) must pass before the
+    dispatcher uses it, e.g. a CuTe cluster of 16 CTAs tuned on 4096 columns leaves too few
+    threads per row at 1024.  A space that cannot judge is a problem too."""
+    try:
+        from .autotune.space import TuneContext, space_for
+
+        space = space_for(b)
+        if space is None:
+            return None
+        itemsize = torch.empty((), dtype=dtype).element_size() if dtype is not None else 2
+        return space.invalid_reason(config, TuneContext(shape=dict(shape), dtype_bytes=itemsize))
+    except Exception as exc:
+        return f"config space unreadable ({type(exc).__name__}: {exc})"
+
+
 def _valid_here(
     op: str, b: registry.Backend, args: Sequence[Any], shape: Mapping[str, int], config: Any
 ) -> bool:
-    """Whether a baked config (tuned at the nearest baked shape, maybe not this one) is valid for
-    this shape in the backend's declared space: e.g. a CuTe cluster of 16 CTAs tuned on 4096
-    columns leaves too few threads per row at 1024.  Cached: the dispatcher runs it per call."""
+    """``config_problem_here`` is None for these arguments.  Cached: the dispatcher runs it per call."""
     dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
     key = (op, b.name, str(dtype), tuple(sorted(shape.items())), repr(sorted(config.items())))
     if key not in _BAKED_VALID:
-        try:
-            from .autotune.space import TuneContext, space_for
-
-            space = space_for(b)
-            itemsize = torch.empty((), dtype=dtype).element_size() if dtype is not None else 2
-            context = TuneContext(shape=dict(shape), dtype_bytes=itemsize)
-            _BAKED_VALID[key] = space is None or space.invalid_reason(config, context) is None
-        except Exception:
-            _BAKED_VALID[key] = False
+        _BAKED_VALID[key] = config_problem_here(b, dtype, shape, config) is None
     return _BAKED_VALID[key]
 
 
