@@ -386,12 +386,14 @@ def _cute_row_plannable(config: Mapping[str, Any], context: TuneContext) -> str 
     e.g. a cluster that leaves a row fewer than 32 threads per CTA), for 16-byte aligned rows."""
     if "N" not in context.shape:
         return None
-    from ..kernels.cute_rows import DEFAULT_CONFIG, plan_rows, vector_elements
+    from ..kernels.cute_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows, vector_elements
 
     n, bits = int(context.shape["N"]), 8 * context.dtype_bytes
+    # Op-specific keys (RMSNorm's weight_load) do not change the tiling.
+    plan_config = {key: value for key, value in config.items() if key in CONFIG_SPACE}
     try:
-        vec = vector_elements(n, {**DEFAULT_CONFIG, **config}["vector_bits"], ((bits, 0),))
-        plan_rows(n, vec, bits, config)
+        vec = vector_elements(n, {**DEFAULT_CONFIG, **plan_config}["vector_bits"], ((bits, 0),))
+        plan_rows(n, vec, bits, plan_config)
     except ValueError as exc:
         return str(exc)
     return None

@@ -145,6 +145,51 @@ def test_sm90_ptx(op: str, n: int, clustered: bool, tmp_path: Path) -> None:
         assert "0 bytes spill stores" in report, report
 
 
+def _registers(report: str) -> int:
+    return int(re.search(r"Used (\d+) registers", report).group(1))
+
+
+def test_late_weight_load_frees_registers_at_long_rows(tmp_path: Path) -> None:
+    """weight_load "late" exists to keep the weight's registers dead across x's loads and the
+    cluster exchange: at 262144 columns over 16 CTAs of 256 threads (64 elements a thread) the
+    kernel must need fewer registers than with the weight loaded beside x, and spill nothing."""
+    config = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64}
+    plan = rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16, config=config)
+    reports = {}
+    for weight_load in ("early", "late"):
+        ptx_dir = tmp_path / weight_load
+        ptx_dir.mkdir()
+        compiled = rmsnorm_cute.compile_rmsnorm(torch.bfloat16, torch.bfloat16, plan, gpu_arch="sm_90a",
+                                                ptx_dir=str(ptx_dir), weight_load=weight_load)
+        ptx = _ptx(compiled)
+        assert WIDE_LOAD.search(ptx) or ".v2.b32" in ptx
+        reports[weight_load] = _assemble(ptx, ptx_dir / "k.ptx")
+    if reports["early"] is None:
+        pytest.skip("no ptxas to count registers with")
+    assert "0 bytes spill stores" in reports["late"], reports["late"]
+    assert _registers(reports["late"]) < _registers(reports["early"]), reports
+
+
+def test_weight_load_is_validated() -> None:
+    with pytest.raises(ValueError, match="weight_load: expected one of"):
+        rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"weight_load": "eager"})
+    plan = rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"weight_load": "late"})
+    assert plan == rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16)
+    assert rmsnorm_cute.RMSNORM_CONFIG_SPACE["weight_load"] == ("early", "late")
+
+
+def test_tuner_space_takes_weight_load() -> None:
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.kernels import registry
+
+    space = space_for(registry.backend("rmsnorm", "cute"))
+    context = TuneContext(shape={"M": 4096, "N": 262144}, dtype_bytes=2)
+    good = {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32, "vector_bits": 64,
+            "weight_load": "late"}
+    assert space.invalid_reason(good, context) is None
+    assert "weight_load" in space.invalid_reason({**good, "weight_load": "never"}, context)
+
+
 def test_odd_n_compiles_with_scalar_accesses(tmp_path: Path) -> None:
     ptx = _compile("softmax", 4097, tmp_path / "ptx")
     assert not WIDE_LOAD.search(ptx)
@@ -177,6 +222,29 @@ def test_gpu_matches_float64(m: int, n: int, dtype: torch.dtype) -> None:
         ref = spec.reference(*args)
         err = ((out.double() - ref).norm() / ref.norm()).item()
         assert err <= spec.SPEC.tolerance[dtype], (spec.SPEC.name, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs a Hopper (sm_90+) GPU")
+@pytest.mark.parametrize(
+    ("shape", "config"),
+    [
+        ({"M": 37, "N": 5000}, {}),
+        ({"M": 3, "N": 262144}, {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32}),
+        ({"M": 5, "N": 262144}, {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16,
+                                 "vector_bits": 64}),
+        ({"M": 9, "N": 65536 + 8}, {"cluster_size": 8, "threads_per_cta": 256}),  # ragged last CTA
+        ({"M": 1000, "N": 512}, {}),  # several rows per CTA
+    ],
+    ids=["ragged", "cluster16-128t", "cluster16-256t", "cluster8-ragged", "rows-per-cta"],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_late_weight_load_matches_float64(shape: dict, config: dict, dtype: torch.dtype) -> None:
+    from tilearena.bench import numerics  # fresh inputs, a NaN-poisoned output, float64
+
+    result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 11,
+                                  config={**config, "weight_load": "late"})
+    assert result.ok, result
 
 
 @pytest.mark.gpu

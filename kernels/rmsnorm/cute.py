@@ -22,6 +22,26 @@ from .. import cute_rows as rows
 from ..cute_rows import CONFIG_SPACE, DEFAULT_CONFIG, RowPlan, plan_rows, vector_elements
 from ..registry import Backend
 
+#: When the weight is loaded into registers: "early" beside x (its latency hidden under x's),
+#: or "late", after the row's sum of squares (fewer registers live across the exchange, which
+#: lets long rows take more elements per thread).  The op's config space is the shared row
+#: plan's plus this key.
+WEIGHT_LOADS = ("early", "late")
+DEFAULT_WEIGHT_LOAD = "early"
+RMSNORM_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {**CONFIG_SPACE, "weight_load": WEIGHT_LOADS}
+
+
+def check_weight_load(weight_load: Any) -> str:
+    if weight_load not in WEIGHT_LOADS:
+        raise ValueError(f"weight_load: expected one of {WEIGHT_LOADS}, got {weight_load!r}")
+    return weight_load
+
+
+def split_config(config: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """(the row plan's part of ``config``, its weight_load)."""
+    plan_config = dict(config or {})
+    return plan_config, check_weight_load(plan_config.pop("weight_load", DEFAULT_WEIGHT_LOAD))
+
 
 @cute.kernel
 def _rmsnorm_kernel(
@@ -30,6 +50,7 @@ def _rmsnorm_kernel(
     mY: cute.Tensor,
     eps: Float32,
     plan: cutlass.Constexpr[RowPlan],
+    late_weight: cutlass.Constexpr[bool],
 ):
     tidx, _, _ = cute.arch.thread_idx()
     row_block, rank, _ = cute.arch.block_idx()  # grid y is the rank in the (1, cluster, 1) cluster
@@ -65,26 +86,23 @@ def _rmsnorm_kernel(
     tXrX.fill(0.0)
     tXrW.fill(0.0)
     in_row = tXcX[0][0] < m
-    if const_expr(plan.needs_column_predicate):
-        in_cols = rows.column_predicate(tXcX, n)
-        if in_row:
-            cute.copy(x_atom, tXgX, tXrX, pred=in_cols)
+    in_cols = rows.column_predicate(tXcX, n) if const_expr(plan.needs_column_predicate) else None
+    if in_row:
+        cute.copy(x_atom, tXgX, tXrX, pred=in_cols)
+    if const_expr(not late_weight):
         cute.copy(w_atom, tXgW, tXrW, pred=in_cols)
-    else:
-        if in_row:
-            cute.copy(x_atom, tXgX, tXrX)
-        cute.copy(w_atom, tXgW, tXrW)
 
     x = tXrX.load().to(Float32)
     sum_sq = rows.row_sum((x * x).reduce(cute.ReductionOp.ADD, Float32(0.0), 0), partials, mbar_ptr, plan)
     rstd = cute.math.rsqrt(sum_sq / n + eps, fastmath=True)
+    if const_expr(late_weight):
+        # The weight's registers are not live across the loads of x and the exchange; its
+        # latency (an L2 hit: every row reads the same weight) is paid after the exchange.
+        cute.copy(w_atom, tXgW, tXrW, pred=in_cols)
     y = x * rstd * tXrW.load().to(Float32)
     tXrY.store(y.to(tXrY.element_type))
     if in_row:
-        if const_expr(plan.needs_column_predicate):
-            cute.copy(x_atom, tXrY, tXgY, pred=in_cols)
-        else:
-            cute.copy(x_atom, tXrY, tXgY)
+        cute.copy(x_atom, tXrY, tXgY, pred=in_cols)
 
 
 @cute.jit
@@ -95,8 +113,9 @@ def _rmsnorm_launch(
     eps: Float32,
     stream: Any,
     plan: cutlass.Constexpr[RowPlan],
+    late_weight: cutlass.Constexpr[bool],
 ):
-    _rmsnorm_kernel(mX, mW, mY, eps, plan).launch(
+    _rmsnorm_kernel(mX, mW, mY, eps, plan, late_weight).launch(
         grid=[cute.ceil_div(mX.shape[0], plan.rows_per_cta), plan.cluster_size, 1],
         block=[plan.threads_per_cta, 1, 1],
         cluster=[1, plan.cluster_size, 1] if const_expr(plan.cluster_size > 1) else None,
@@ -113,9 +132,11 @@ def compile_rmsnorm(
     plan: RowPlan,
     gpu_arch: str | None = None,
     ptx_dir: str | None = None,
+    weight_load: str = DEFAULT_WEIGHT_LOAD,
 ) -> Any:
     """Compile (once per key) for any M; the result takes (x2d, weight, y2d, eps) torch arguments."""
-    key = (x_dtype, w_dtype, plan, gpu_arch, ptx_dir)
+    check_weight_load(weight_load)
+    key = (x_dtype, w_dtype, plan, gpu_arch, ptx_dir, weight_load)
     if key not in _COMPILED:
         x_type, w_type = rows.cute_dtype(x_dtype), rows.cute_dtype(w_dtype)
         _COMPILED[key] = cute.compile(
@@ -126,6 +147,7 @@ def compile_rmsnorm(
             Float32(0.0),
             cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True),
             plan,
+            weight_load == "late",
             options=rows.compile_options(gpu_arch, ptx_dir),
         )
     return _COMPILED[key]
@@ -138,7 +160,10 @@ def rmsnorm_plan(
     pointers: tuple[int, int, int] = (0, 0, 0),
     config: Mapping[str, Any] | None = None,
 ) -> RowPlan:
-    """The tiling for rows of ``n``; ``pointers`` are x's, y's and the weight's data pointers."""
+    """The tiling for rows of ``n``; ``pointers`` are x's, y's and the weight's data pointers.
+
+    ``config`` may hold ``weight_load`` too (it does not change the tiling)."""
+    config, _ = split_config(config)
     x_bits, w_bits = torch.finfo(x_dtype).bits, torch.finfo(w_dtype).bits
     vector_bits = (config or {}).get("vector_bits", DEFAULT_CONFIG["vector_bits"])
     # One vector width (in elements) for x and the weight, so one thread layout serves both.
@@ -159,9 +184,10 @@ def rmsnorm_cute(
     y = torch.empty_like(x) if out is None else out
     y2 = y.view(-1, n)
     plan = rmsnorm_plan(n, x.dtype, weight.dtype, (x2.data_ptr(), y2.data_ptr(), weight.data_ptr()), config)
+    _, weight_load = split_config(config)
     if x2.shape[0] == 0:
         return y
-    compile_rmsnorm(x.dtype, weight.dtype, plan)(x2, weight, y2, eps)
+    compile_rmsnorm(x.dtype, weight.dtype, plan, weight_load=weight_load)(x2, weight, y2, eps)
     return y
 
 
@@ -173,7 +199,14 @@ BACKENDS = [
         rmsnorm_cute,
         requires=("cutlass",),
         min_cc=(9, 0),
-        config_space=CONFIG_SPACE,
-        default_config=DEFAULT_CONFIG,
+        config_space=RMSNORM_CONFIG_SPACE,
+        default_config={**DEFAULT_CONFIG, "weight_load": DEFAULT_WEIGHT_LOAD},
+        # Long rows with the weight loaded late (as many elements a thread as the softmax's).
+        seed_configs=(
+            {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32, "vector_bits": 64,
+             "weight_load": "late"},
+            {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64,
+             "weight_load": "late"},
+        ),
     ),
 ]
