@@ -30,6 +30,8 @@ class Reproduction(JobId):
     #: Whether the bench row ran the baked config (the dispatcher may refuse one at a shape).
     config_in_use: bool
     commit: str | None
+    #: How the tuner timed its final (store.TIMING_MODES); the bench's mode is the run's.
+    tuned_timing: str = "default"
 
     @property
     def ratio(self) -> float:
@@ -68,6 +70,7 @@ def compare_with_baked(
                 # An empty baked config is the kernel's own choice, which a row records as None.
                 config_in_use=(row.get("config") or {}) == (entry["config"] or {}),
                 commit=row.get("commit"),
+                tuned_timing=str(entry.get("timing", "default")),
             )
         )
     return found
@@ -147,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for r in results["rows"] if args.op is None or r.get("op") == args.op]
     found = compare_with_baked(rows, data["entries"])
     in_use = [r for r in found if r.config_in_use]
-    table = Table(title=f"bench ({args.results}) against baked times ({path})")
-    for column in ("op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config"):
+    bench_timing = str(((results.get("env") or {}).get("timing") or {}).get("mode", "default"))
+    table = Table(title=f"bench ({args.results}, --timing {bench_timing}) against baked times ({path})")
+    for column in ("op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config", "tuned timing"):
         table.add_column(column)
     for r in sorted(found, key=lambda r: (r.op, r.backend, sorted(r.shape.items()))):
         colour = "green" if r.within(args.tolerance) else "red"
@@ -160,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             f"{r.bench_ms:.4f}",
             f"[{colour}]{r.ratio:.3f}[/]",
             "baked" if r.config_in_use else "[yellow]other[/]",
+            r.tuned_timing if r.tuned_timing == bench_timing else f"[yellow]{r.tuned_timing}[/]",
         )
     console = Console()
     console.print(table)
@@ -168,6 +173,15 @@ def run(args: argparse.Namespace) -> int:
         f"{within}/{len(in_use)} rows running their baked config within {args.tolerance:.0%} of the tuned "
         f"time; {len(found) - len(in_use)} row(s) ran another config"
     )
+    # A different timing mode measures a different thing (e.g. a write flush leaves ~10 us of dirty
+    # L2 lines behind a short kernel): such rows are not like for like.
+    unlike = [r for r in in_use if r.tuned_timing != bench_timing]
+    if unlike:
+        within_unlike = sum(r.within(args.tolerance) for r in unlike)
+        console.print(
+            f"[yellow]{len(unlike)} of those rows were tuned with another --timing than this bench's "
+            f"({bench_timing}); {within_unlike} of them within {args.tolerance:.0%}[/]"
+        )
     uncovered = 0
     if args.coverage:
         for (op, backend, dtype), (baked, missing) in coverage(

@@ -114,3 +114,31 @@ def test_an_empty_baked_config_is_the_kernels_own_which_a_row_records_as_none() 
     other = [bench_row({"M": 4096, "N": 8192}, 0.1005, {"block_m": 64}, backend="tilelang")]
     (found,) = compare_with_baked(other, entries)
     assert not found.config_in_use
+
+
+def test_rows_tuned_with_another_timing_mode_are_flagged(tmp_path, capsys) -> None:
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [
+            {**baked_entry({"M": 4096, "N": 8192}, 0.100, {"num_warps": 8}), "timing": "clean"},
+            baked_entry({"M": 8192, "N": 8192}, 0.200, {"num_warps": 8}),
+        ],
+        GPU,
+        path,
+    )
+    (found_clean, found_default) = sorted(
+        compare_with_baked(
+            [bench_row({"M": 4096, "N": 8192}, 0.1, {"num_warps": 8}),
+             bench_row({"M": 8192, "N": 8192}, 0.2, {"num_warps": 8})],
+            store.read_file(path)["entries"],
+        ),
+        key=lambda r: r.shape["M"],
+    )
+    assert (found_clean.tuned_timing, found_default.tuned_timing) == ("clean", "default")
+    results = tmp_path / "results.json"
+    rows = [bench_row({"M": 4096, "N": 8192}, 0.101, {"num_warps": 8}),
+            bench_row({"M": 8192, "N": 8192}, 0.201, {"num_warps": 8})]
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"], "timing": {"mode": "clean"}}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 0
+    out = capsys.readouterr().out
+    assert "1 of those rows were tuned with another --timing than this bench's (clean)" in out
