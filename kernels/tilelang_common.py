@@ -44,6 +44,19 @@ def misaligned(**tensors: torch.Tensor) -> str | None:
     return None
 
 
+def check_bulk_alignment(kind: str, **tensors: torch.Tensor) -> None:
+    """Raise ValueError naming the tensor when ``kind`` bulk-copies from one not 16-byte aligned.
+
+    The backends' ``supports`` already refuses such views before dispatch; a direct call that
+    bypasses it would otherwise fault inside the bulk copy (a sticky CUDA error that ends the
+    process's use of the device), not fail here with a message.
+    """
+    if kind == "cluster_bulk":
+        reason = misaligned(**tensors)
+        if reason:
+            raise ValueError(f"{reason} (cluster_slice 'bulk' copies it with cp.async.bulk)")
+
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -166,8 +179,10 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # Where a cluster CTA holds its slice: "registers" (fp32, one load, no shared memory; a
     # 1024-thread CTA per SM at 32768 columns) or "shared" (the input dtype in shared memory,
     # walked in ``chunk``-column steps by ``chunk_threads`` threads: 64 KiB of bf16 per CTA
-    # at 32768 columns, so 3 CTAs per SM overlap one's loads with another's exchange).
-    "cluster_slice": ("registers", "shared"),
+    # at 32768 columns, so 3 CTAs per SM overlap one's loads with another's exchange), or
+    # "bulk" (as "shared", but the slice arrives as one asynchronous bulk copy issued by one
+    # thread, with no registers staging it; rows whose padded slices overrun N take "shared").
+    "cluster_slice": ("registers", "shared", "bulk"),
 }
 
 ROW_DEFAULT_CONFIG: dict[str, Any] = {
@@ -193,13 +208,18 @@ ROW_SEED_CONFIGS: tuple[dict[str, Any], ...] = tuple(
     {**ROW_DEFAULT_CONFIG, "cluster_size": size, "max_row_in_registers": 32768, "elements_per_thread": 32}
     for size in (2, 4, 8)
 ) + tuple(
-    {**ROW_DEFAULT_CONFIG, "cluster_size": size, "cluster_slice": "shared", "chunk": 4096,
+    {**ROW_DEFAULT_CONFIG, "cluster_size": size, "cluster_slice": held, "chunk": 4096,
      "chunk_threads": 256}
+    for held in ("shared", "bulk")
     for size in (2, 4, 8)
 )
 
 #: The most shared memory a cluster CTA's slice may take (bytes): one CTA per SM at most.
 MAX_SLICE_BYTES = 196608
+
+#: The most bytes one mbarrier phase can expect: PTX keeps an mbarrier's tx-count within
+#: 2**20 - 1, so a larger slice would need its bulk copy split over several phases or barriers.
+MAX_TX_BYTES = (1 << 20) - 1
 
 
 #: float32 values per CTA in a cluster's exchange: 16 bytes, the smallest bulk copy between SMs.
@@ -259,6 +279,60 @@ def cluster_swap_macros(cluster: int, width: int) -> tuple[Any, Any]:
     return prologue, swap
 
 
+def slice_bulk_load_macros(n: int, cluster: int, dtype: str) -> tuple[Any, Any]:
+    """``(issue, wait)``: two ``T.macro`` that bring a cluster CTA's slice of a row into shared memory
+    as one asynchronous bulk copy (TMA without a tensor map: cp.async.bulk global -> shared).
+
+    ``issue(x, row, rank, slice_shared, loaded)``: one elected thread arms ``loaded`` (a barrier of
+    one arrival, ``T.alloc_barrier([1])``) with the slice's byte count (mbarrier.arrive.expect_tx)
+    and starts the copy of ``x[row, rank * slice_n : (rank + 1) * slice_n]`` (``slice_n`` =
+    ``padded_row(n) // cluster`` elements of ``dtype``, ``x`` being (M, n)) into ``slice_shared``,
+    which completes on ``loaded``.  ``wait(loaded)``: every thread waits for it (parity 0: the
+    barrier completes once per kernel), after which the slice is visible to ordinary loads.  Work
+    between the two (the exchange's prologue) overlaps the copy.
+
+    Unlike the element-wise copy, which stages every byte in registers (ld.global, then
+    st.shared), the whole slice is in flight from one instruction and costs no registers.  A bulk
+    copy has no bounds check, so the caller guarantees what the lowering also needs to prove: the
+    slice lies inside the row (``rank`` must be provably below the cluster size, e.g.
+    ``block % cluster`` rather than the opaque ``T.block_rank_in_cluster()``; otherwise TileLang
+    silently picks a tensor-map TMA of 256-column boxes instead).  Both addresses must be 16-byte
+    aligned and the size a multiple of 16 bytes.  Checked here: N fills its padded row (then
+    every slice is inside it, and row * N + rank * slice_n elements is a multiple of 16 bytes)
+    and the slice's size.  The caller's: x's base pointer 16-byte aligned (``misaligned``).
+    """
+    import tilelang.language as T
+
+    if n != padded_row(n):
+        raise ValueError(f"n: a bulk-copied slice must lie inside the row (N a power of two >= 32), got {n}")
+    slice_n = n // cluster
+    size = slice_n * T.dtype(dtype).bits // 8
+    if size % 16 or size > MAX_TX_BYTES:
+        raise ValueError(
+            f"cluster: {cluster} CTAs leave each a slice of {size} bytes; one bulk copy must be a "
+            f"multiple of 16 bytes and at most {MAX_TX_BYTES} bytes (one mbarrier phase)"
+        )
+
+    @T.macro
+    def issue(x: Any, row: Any, rank: Any, slice_shared: Any, loaded: Any) -> None:
+        # row = block // cluster < M holds for every block of the launch, but TileLang's analyser
+        # cannot derive it from the symbolic grid (M * cluster); without the bound the copy is not
+        # provably in bounds and TileLang will not emit the 1-D bulk copy.
+        T.assume(row < x.shape[0])
+        # emit_arrive: the elected thread's arrival completes the barrier's single expected
+        # arrival; TileLang fuses it with expect_tx into one mbarrier.arrive.expect_tx.
+        T.tma_copy(
+            x[row, rank * slice_n : (rank + 1) * slice_n], slice_shared,
+            barrier=loaded[0], annotations={"emit_arrive": 1},
+        )
+
+    @T.macro
+    def wait(loaded: Any) -> None:
+        T.mbarrier_wait_parity(loaded[0], 0)
+
+    return issue, wait
+
+
 def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> tuple[str, int, int, int, int]:
     """(kind, block_n, rows_per_block, threads, num_stages) for rows of ``n`` elements of ``itemsize`` bytes.
 
@@ -277,6 +351,11 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
     ``cluster_shared`` (``cluster_slice`` "shared"): the same exchange, but each CTA copies its
     slice (padded row / cluster_size elements) into shared memory and walks it in ``block_n``-column
     chunks, twice (reduce, then finish); rows not 16-byte aligned take ``cluster`` instead.
+    ``cluster_bulk`` (``cluster_slice`` "bulk"): ``cluster_shared`` with the slice brought in by
+    one asynchronous bulk copy per CTA (``slice_bulk_load_macros``).  A bulk copy cannot zero the
+    columns past N, so only a row that fills its padded row (N a power of two, so every slice
+    lies inside it) takes it; any other row takes ``cluster_shared`` (or ``cluster``) as "shared"
+    would, under the same limits.
     """
     cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
     padded = padded_row(n)
@@ -286,7 +365,7 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
         return ("rows", padded, rows, threads, 0)
     cluster = cfg["cluster_size"]
     aligned = (n * itemsize) % 16 == 0
-    if cluster > 1 and cfg["cluster_slice"] == "shared" and aligned:
+    if cluster > 1 and cfg["cluster_slice"] in ("shared", "bulk") and aligned:
         slice_n = padded // cluster
         if slice_n * itemsize > MAX_SLICE_BYTES:
             raise ValueError(
@@ -299,7 +378,10 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
                 f"chunk_threads: {cfg['chunk_threads']} threads leave fewer than 4 columns each of a "
                 f"{chunk}-column chunk"
             )
-        return ("cluster_shared", chunk, cluster, cfg["chunk_threads"], 0)
+        # Decided here, at build time: the bulk kernel has no bounds checks to fall back on.
+        in_bounds = n == padded
+        kind = "cluster_bulk" if cfg["cluster_slice"] == "bulk" and in_bounds else "cluster_shared"
+        return (kind, chunk, cluster, cfg["chunk_threads"], 0)
     if cluster > 1:
         slice_n = padded // cluster
         if slice_n > cfg["max_row_in_registers"]:

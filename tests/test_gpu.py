@@ -207,11 +207,20 @@ def test_tilelang_swap_ab_matches_float64(shape: dict) -> None:
         (65536, 2, "shared", 37),
         # Many rows: clusters race through their exchanges while others still load.
         (65536, 4, "shared", 3000),
-        (65536 + 40, 4, "shared", 37),  # not 16-byte aligned: the registers kernel instead
+        (65536 + 40, 4, "shared", 37),  # ragged (80 bytes past 65536: still 16-byte aligned rows)
         (65536 + 64, 4, "shared", 37),  # the last CTA's slice lies wholly past N
         (131072, 8, "shared", 37),
         (262144, 8, "shared", 300),
         (262144, 4, "shared", 37),
+        # The slice as one bulk copy (cp.async.bulk onto an mbarrier) instead of element-wise.
+        (65536, 2, "bulk", 37),
+        (65536, 4, "bulk", 3000),
+        (65536 + 36, 4, "bulk", 37),  # rows not 16-byte aligned: the registers kernel instead
+        (65536 + 40, 4, "bulk", 37),  # slices past N: the element-wise "shared" kernel instead
+        (65536 + 64, 4, "bulk", 37),  # the last CTA's slice wholly past N: "shared" too
+        (131072, 8, "bulk", 37),
+        (262144, 8, "bulk", 300),
+        (262144, 4, "bulk", 37),
     ],
     ids=str,
 )
@@ -225,7 +234,7 @@ def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int, held
     if reason:
         pytest.skip(reason)
     config = {"cluster_size": cluster, "cluster_slice": held}
-    if held == "shared":
+    if held in ("shared", "bulk"):
         config |= {"chunk": 4096, "chunk_threads": 256}
     shape = {"M": m, "N": n}
     result = numerics.check_backend(op, "tilelang", shape, torch.bfloat16, "cuda", seed=5, config=config)

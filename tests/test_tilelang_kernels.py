@@ -26,12 +26,16 @@ from tilearena.kernels.rmsnorm import tilelang as rmsnorm_tl
 from tilearena.kernels.softmax import tilelang as softmax_tl
 from tilearena.kernels.tilelang_common import (
     HOPPER_ARCH,
+    ROW_SEED_CONFIGS,
     lower_to_cuda_source,
     nvcc_command,
     nvcc_path,
 )
 
 BF16 = torch.bfloat16
+
+#: cluster_slice "bulk" with the chunking of the adopted "shared" configs (cluster_size added).
+BULK = {"cluster_slice": "bulk", "chunk": 4096, "chunk_threads": 256}
 
 #: name -> (prim_func factory, pass configs, features the source must show).
 ROWWISE_CASES = {
@@ -64,6 +68,27 @@ ROWWISE_CASES = {
         *softmax_tl.kernel_key(BF16, 262144, {"cluster_size": 8, "cluster_slice": "shared", "chunk": 4096,
                                               "chunk_threads": 256})
     ),
+    # The same, the slice brought into shared memory by one bulk copy (cp.async.bulk) per CTA.
+    "rmsnorm_cluster_bulk": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 262144, {**BULK, "cluster_size": 8})
+    ),
+    "rmsnorm_cluster_bulk_65536": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 65536, {**BULK, "cluster_size": 4})
+    ),
+    "softmax_cluster_bulk": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 262144, {**BULK, "cluster_size": 8})
+    ),
+    "softmax_cluster_bulk_65536": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 65536, {**BULK, "cluster_size": 4})
+    ),
+}
+
+#: The bulk-copy cluster kernels among ROWWISE_CASES -> the slice's size in bytes.
+BULK_CASES = {
+    "rmsnorm_cluster_bulk": 65536,
+    "rmsnorm_cluster_bulk_65536": 32768,
+    "softmax_cluster_bulk": 65536,
+    "softmax_cluster_bulk_65536": 32768,
 }
 
 MATMUL_SHAPES = {
@@ -185,12 +210,64 @@ def test_row_plans() -> None:
      ({"chunk": 2048, "chunk_threads": 1024}, "chunk_threads"), ({"cluster_size": 3}, "cluster_size"),
      ({"cluster_size": 2}, "cluster_size"),  # 131072 per CTA: more than max_row_in_registers
      ({"cluster_size": 2, "cluster_slice": "shared"}, "cluster_size"),  # 256 KiB of shared memory
+     ({"cluster_size": 2, "cluster_slice": "bulk"}, "cluster_size"),  # the same limits as "shared"
+     ({"cluster_size": 8, "cluster_slice": "bulk", "chunk": 2048, "chunk_threads": 1024}, "chunk_threads"),
      ({"cluster_slice": "global"}, "cluster_slice"),
      ({"cluster_size": 8, "cluster_slice": "shared", "chunk": 2048, "chunk_threads": 1024}, "chunk_threads")],
 )
 def test_bad_row_config_raises(config: dict, parameter: str) -> None:
     with pytest.raises(ValueError, match=parameter):
         rmsnorm_tl.kernel_key(BF16, BF16, 262144, config)
+
+
+def test_bulk_row_plans() -> None:
+    # cluster_bulk: (kind, chunk, CTAs per cluster, threads), as cluster_shared.
+    assert softmax_tl.kernel_key(BF16, 262144, {**BULK, "cluster_size": 8})[2:6] == (
+        "cluster_bulk", 4096, 8, 256
+    )
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 65536, {**BULK, "cluster_size": 4})[3:7] == (
+        "cluster_bulk", 4096, 4, 256
+    )
+    # A bulk copy cannot zero the columns past N: a row whose padded slices overrun it (the last
+    # CTA's slice partly or wholly past N) takes the kernel "shared" gives, decided at build time.
+    for n in (65536 + 64, 131072 - 64):
+        bulk = rmsnorm_tl.kernel_key(BF16, BF16, n, {**BULK, "cluster_size": 4})
+        shared = rmsnorm_tl.kernel_key(BF16, BF16, n, {**BULK, "cluster_size": 4, "cluster_slice": "shared"})
+        assert bulk == shared and bulk[3] == "cluster_shared", n
+    assert softmax_tl.kernel_key(BF16, 65536 + 36, {**BULK, "cluster_size": 4})[2] == "cluster"  # not 16-byte
+    # Rows that fit in registers ignore it, as every cluster setting.
+    assert softmax_tl.kernel_key(BF16, 4096, {**BULK, "cluster_size": 8})[2] == "rows"
+    # The builders refuse a ragged row outright rather than copy past its end.
+    with pytest.raises(ValueError, match="n: a bulk-copied slice"):
+        rmsnorm_tl.build_rmsnorm(65536 + 64, "bfloat16", "bfloat16", "cluster_bulk", 4096, 4, 256, 0)
+    with pytest.raises(ValueError, match="n: a bulk-copied slice"):
+        softmax_tl.build_softmax(65536 + 64, "bfloat16", "cluster_bulk", 4096, 4, 256, 0)
+
+
+def test_bulk_seeds_mirror_the_shared_seeds() -> None:
+    seeds = {(s["cluster_slice"], s["cluster_size"]): s for s in ROW_SEED_CONFIGS if s["cluster_size"] > 1}
+    for size in (2, 4, 8):
+        assert seeds[("bulk", size)] == {**seeds[("shared", size)], "cluster_slice": "bulk"}
+    # Where the rows fit the bulk kernel, its seeds reach it; cluster 2 leaves 256 KiB slices at
+    # 262144 columns and is refused, as the "shared" seed is.
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 262144, seeds[("bulk", 8)])[3] == "cluster_bulk"
+    with pytest.raises(ValueError, match="cluster_size"):
+        rmsnorm_tl.kernel_key(BF16, BF16, 262144, seeds[("bulk", 2)])
+
+
+def test_bulk_kernel_refuses_misaligned_rows() -> None:
+    """A view 2 bytes off a 16-byte boundary: the dispatcher's ``supports`` refuses it, and a
+    direct call fails with the argument's name before any kernel (a bulk copy from it would fault)."""
+    n = 65536
+    x = torch.randn(2 * n + 8, dtype=BF16)[1 : 1 + 2 * n].view(2, n)
+    weight = torch.ones(n, dtype=BF16)
+    config = {**BULK, "cluster_size": 4}
+    with pytest.raises(ValueError, match="x is not 16-byte aligned"):
+        rmsnorm_tl.rmsnorm_tilelang(x, weight, 1e-6, config=config)
+    with pytest.raises(ValueError, match="x is not 16-byte aligned"):
+        softmax_tl.softmax_tilelang(x, config=config)
+    assert "16-byte" in registry.backend("rmsnorm", "tilelang").supports(x, weight, 1e-6)
+    assert "16-byte" in registry.backend("softmax", "tilelang").supports(x)
 
 
 def test_empty_input_needs_no_kernel() -> None:
@@ -284,7 +361,7 @@ def test_cluster_kernels_swap_partials_through_distributed_shared_memory(
         source = sources[name]
         # Launched as clusters; writes into peers' shared memory between two cluster barriers.
         assert "map_shared_rank" in source and source.count("tl::cluster_sync()") == 2, name
-    for name in ("rmsnorm_cluster_shared", "softmax_cluster_shared"):
+    for name in ("rmsnorm_cluster_shared", "softmax_cluster_shared", *BULK_CASES):
         source = sources[name]
         # One bulk copy per peer completing on the peer's barrier; no full cluster sync; the
         # remotely written slots placed apart from every other buffer (the all-reduce scratch).
@@ -299,6 +376,60 @@ def test_cluster_kernels_swap_partials_through_distributed_shared_memory(
     # A peer CTA's shared address, mapped into the cluster window (the stores then go through it).
     assert re.search(r"mapa(\.shared::cluster)?\.u(32|64)", ptx), "no DSMEM address mapping"
     assert "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes" in ptx
+
+
+#: A store into the slice in shared memory (the element-wise copy's st.shared), and a load of x
+#: from global memory, as TileLang writes them in CUDA C++.
+SLICE_STORE = re.compile(r"\(\(bfloat16_t\*\)slice_shared\) \+[^;]*\) = ")
+X_LOAD = re.compile(r"\(x \+ ")
+
+
+def test_cluster_bulk_sources_load_the_slice_in_one_bulk_copy(sources: dict[str, str]) -> None:
+    # The element-wise kernel, as a control that the patterns find what they look for.
+    for name in ("rmsnorm_cluster_shared", "softmax_cluster_shared"):
+        assert SLICE_STORE.search(sources[name]) and X_LOAD.search(sources[name]), name
+        assert "tl::tma_load(" not in sources[name], name
+    for name, size in BULK_CASES.items():
+        source = sources[name]
+        # One elected thread arms the barrier with the slice's bytes (mbarrier.arrive.expect_tx)
+        # and issues one 1-D bulk copy (no tensor map: not a TMA of 256-column boxes) of x into it.
+        assert source.count("arrive_and_expect_tx(") == 1, name
+        assert f"loaded[0].arrive_and_expect_tx({size});" in source, name
+        loads = re.findall(r"tl::tma_load\((.*)\);", source)
+        assert len(loads) == 1, loads
+        assert loads[0].startswith("(&(((bfloat16_t*)slice_shared)[0])), (&(x[") and loads[0].endswith(
+            f"loaded[0], {size}"
+        ), loads[0]
+        assert "CUtensorMap" not in source
+        # Every thread waits for the copy; nothing else writes the slice and nothing else reads x.
+        assert source.count("loaded[0].wait(0);") == 1
+        assert not SLICE_STORE.search(source) and not X_LOAD.search(source), name
+
+
+def _ptx_entries(ptx: str) -> dict[str, str]:
+    """Kernel name -> its PTX, from the ``.entry`` directives of one module."""
+    parts = re.split(r"^\.visible \.entry (\w+)\(", ptx, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_cluster_bulk_ptx_has_one_global_bulk_copy(compiled: dict[str, tuple[int, str, str]]) -> None:
+    status, messages, ptx = compiled["rowwise"]
+    assert status == 0, messages[-4000:]
+    entries = _ptx_entries(ptx)
+    # nvcc >= 12.8 takes TileLang's shared::cta form; older nvcc the shared::cluster form.
+    bulk_load = re.compile(r"cp\.async\.bulk\.shared::(cta|cluster)\.global\.mbarrier::complete_tx::bytes")
+    for name in (*BULK_CASES, "rmsnorm_cluster_shared", "softmax_cluster_shared"):
+        [body] = [body for entry, body in entries.items() if entry.endswith(f"_kernel_{name}")]
+        if name in BULK_CASES:
+            assert len(bulk_load.findall(body)) == 1, name
+            assert "mbarrier.arrive.expect_tx.shared::cta" in body, name
+            # No element-wise copy: no 16-byte stores into shared memory at all.
+            assert "st.shared.v4" not in body, name
+        else:
+            assert not bulk_load.search(body) and "st.shared.v4" in body, name
+        if name.startswith("softmax"):
+            # Softmax reads x only: with the bulk copy, no global load remains.
+            assert ("ld.global" in body) == (name not in BULK_CASES), name
 
 
 def test_nvcc_is_found_when_installed() -> None:

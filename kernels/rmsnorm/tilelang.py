@@ -12,9 +12,10 @@ Five kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
   ``resident`` first copies the whole row into shared memory and both loops read it from there
   (x read once); ``chunked`` reads x from global memory in both loops (x read twice; the second,
   backwards walk starts with what is most likely still in L2).
-* ``cluster`` / ``cluster_shared`` (``cluster_size`` > 1): a row per thread-block cluster, a
-  slice per CTA, held in registers (``cluster``) or in shared memory and walked in chunks
-  (``cluster_shared``: fewer registers, so several CTAs per SM); the CTAs swap their sums of
+* ``cluster`` / ``cluster_shared`` / ``cluster_bulk`` (``cluster_size`` > 1): a row per
+  thread-block cluster, a slice per CTA, held in registers (``cluster``) or in shared memory and
+  walked in chunks (``cluster_shared``: fewer registers, so several CTAs per SM; ``cluster_bulk``:
+  the same, the slice brought in by one asynchronous bulk copy); the CTAs swap their sums of
   squares through distributed shared memory (x read once).
 
 M is symbolic: one compile per (dtype, weight dtype, N, plan) serves every M.
@@ -34,11 +35,13 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    check_bulk_alignment,
     cluster_swap_macros,
     compiled_kernel,
     misaligned,
     padded_row,
     row_kernel_key,
+    slice_bulk_load_macros,
     tilelang_dtype,
 )
 
@@ -77,8 +80,10 @@ def build_rmsnorm(
 
     if kind == "cluster":
         return _build_rmsnorm_cluster(n, dtype, weight_dtype, block_n, rows, threads)
-    if kind == "cluster_shared":
-        return _build_rmsnorm_cluster_shared(n, dtype, weight_dtype, block_n, rows, threads)
+    if kind in ("cluster_shared", "cluster_bulk"):
+        return _build_rmsnorm_cluster_shared(
+            n, dtype, weight_dtype, block_n, rows, threads, bulk=kind == "cluster_bulk"
+        )
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -174,13 +179,20 @@ def _build_rmsnorm_cluster(
 
 
 def _build_rmsnorm_cluster_shared(
-    n: int, dtype: str, weight_dtype: str, chunk: int, cluster: int, threads: int
+    n: int, dtype: str, weight_dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False
 ) -> Any:
+    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy)."""
     m = T.dynamic("M")
     accum = "float32"
     slice_n = padded_row(n) // cluster
     num_chunks = slice_n // chunk
     swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
+    issue_load, wait_load = slice_bulk_load_macros(n, cluster, dtype) if bulk else (None, None)
+
+    def cta_rank(block: Any) -> Any:
+        # The bulk copy's bounds must be provable: blockIdx.x % cluster is the rank of a 1-D
+        # cluster, with a known range.  The element-wise copy keeps the hardware's register.
+        return block % cluster if bulk else T.block_rank_in_cluster()
 
     @T.prim_func
     def rmsnorm_cluster_shared(
@@ -191,7 +203,7 @@ def _build_rmsnorm_cluster_shared(
     ):
         with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
             row = block // cluster
-            rank = T.block_rank_in_cluster()
+            rank = cta_rank(block)
             slice_shared = T.alloc_shared((slice_n,), dtype)
             x_chunk = T.alloc_fragment((chunk,), accum)
             sum_squares = T.alloc_fragment((chunk,), accum)
@@ -202,9 +214,16 @@ def _build_rmsnorm_cluster_shared(
             slots = T.alloc_shared((cluster, PARTIAL_WIDTH), accum)
             received = T.alloc_barrier([cluster])
             total = T.alloc_var(accum)
+            if bulk:
+                loaded = T.alloc_barrier([1])
+                # Started before the prologue, which then runs while the slice is in flight.
+                issue_load(x, row, rank, slice_shared, loaded)
             swap_prologue(slots)
-            # Columns past N load as zeros (the copy's bounds check): they add nothing.
-            T.copy(x[row, rank * slice_n], slice_shared)
+            if bulk:
+                wait_load(loaded)
+            else:
+                # Columns past N load as zeros (the copy's bounds check): they add nothing.
+                T.copy(x[row, rank * slice_n], slice_shared)
             T.clear(sum_squares)
             for step in T.serial(num_chunks):
                 T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
@@ -244,6 +263,7 @@ def rmsnorm_tilelang(
 ) -> torch.Tensor:
     n = x.shape[-1]
     key = kernel_key(x.dtype, weight.dtype, n, config)  # validates config even when M == 0
+    check_bulk_alignment(key[3], x=x)
     y = torch.empty_like(x) if out is None else out
     x2 = x.view(-1, n)
     if x2.shape[0] == 0:

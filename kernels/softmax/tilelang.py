@@ -17,6 +17,7 @@
   ``cluster_shared`` holds the slice in shared memory instead (several CTAs per SM): an online
   softmax over its chunks gives the CTA's (max, sum), swapped as bulk copies between SMs; a
   second walk writes exp(x - row max) / row sum (two exps per element, x still read once).
+  ``cluster_bulk`` is ``cluster_shared`` with the slice brought in by one asynchronous bulk copy.
 
 Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
 """
@@ -35,11 +36,13 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    check_bulk_alignment,
     cluster_swap_macros,
     compiled_kernel,
     misaligned,
     padded_row,
     row_kernel_key,
+    slice_bulk_load_macros,
     tilelang_dtype,
 )
 
@@ -79,8 +82,8 @@ def build_softmax(
 
     if kind == "cluster":
         return _build_softmax_cluster(n, dtype, block_n, rows, threads)
-    if kind == "cluster_shared":
-        return _build_softmax_cluster_shared(n, dtype, block_n, rows, threads)
+    if kind in ("cluster_shared", "cluster_bulk"):
+        return _build_softmax_cluster_shared(n, dtype, block_n, rows, threads, bulk=kind == "cluster_bulk")
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -203,19 +206,28 @@ def _build_softmax_cluster(n: int, dtype: str, slice_n: int, cluster: int, threa
     return softmax_cluster
 
 
-def _build_softmax_cluster_shared(n: int, dtype: str, chunk: int, cluster: int, threads: int) -> Any:
+def _build_softmax_cluster_shared(
+    n: int, dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False
+) -> Any:
+    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy)."""
     m = T.dynamic("M")
     accum = "float32"
     neg_inf = -T.infinity(accum)
     slice_n = padded_row(n) // cluster
     num_chunks = slice_n // chunk
     swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
+    issue_load, wait_load = slice_bulk_load_macros(n, cluster, dtype) if bulk else (None, None)
+
+    def cta_rank(block: Any) -> Any:
+        # The bulk copy's bounds must be provable: blockIdx.x % cluster is the rank of a 1-D
+        # cluster, with a known range.  The element-wise copy keeps the hardware's register.
+        return block % cluster if bulk else T.block_rank_in_cluster()
 
     @T.prim_func
     def softmax_cluster_shared(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
         with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
             row = block // cluster
-            rank = T.block_rank_in_cluster()
+            rank = cta_rank(block)
             slice_shared = T.alloc_shared((slice_n,), dtype)
             x_chunk = T.alloc_fragment((chunk,), accum)
             sum_exp = T.alloc_fragment((chunk,), accum)
@@ -230,9 +242,16 @@ def _build_softmax_cluster_shared(n: int, dtype: str, chunk: int, cluster: int, 
             received = T.alloc_barrier([cluster])
             row_max = T.alloc_var(accum)
             row_sum = T.alloc_var(accum)
+            if bulk:
+                loaded = T.alloc_barrier([1])
+                # Started before the prologue, which then runs while the slice is in flight.
+                issue_load(x, row, rank, slice_shared, loaded)
             swap_prologue(slots)
-            # Columns past N load as zeros here and are masked to -inf below.
-            T.copy(x[row, rank * slice_n], slice_shared)
+            if bulk:
+                wait_load(loaded)
+            else:
+                # Columns past N load as zeros here and are masked to -inf below.
+                T.copy(x[row, rank * slice_n], slice_shared)
             T.clear(sum_exp)
             T.fill(running_max, neg_inf)
             # The online softmax of the resident kernel (see there), over this CTA's slice.
@@ -290,6 +309,7 @@ def softmax_tilelang(
 ) -> torch.Tensor:
     n = x.shape[-1]
     key = kernel_key(x.dtype, n, config)  # validates config even when M == 0
+    check_bulk_alignment(key[2], x=x)
     y = torch.empty_like(x) if out is None else out
     x2 = x.view(-1, n)
     if x2.shape[0] == 0:
