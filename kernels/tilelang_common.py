@@ -174,8 +174,9 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     "max_resident_bytes": (0, 65536, 131072, 196608),
     # Rows longer than max_row_in_registers split over a thread-block cluster of this many CTAs,
     # each holding its slice in registers and swapping partial results through distributed
-    # shared memory (x read once, several CTAs per SM); 1: the resident/chunked kernels.
-    "cluster_size": (1, 2, 4, 8),
+    # shared memory (x read once, several CTAs per SM); 1: the resident/chunked kernels.  16 is
+    # a "non-portable" cluster size: TileLang's launcher allows it on every cluster kernel.
+    "cluster_size": (1, 2, 4, 8, 16),
     # Where a cluster CTA holds its slice: "registers" (fp32, one load, no shared memory; a
     # 1024-thread CTA per SM at 32768 columns) or "shared" (the input dtype in shared memory,
     # walked in ``chunk``-column steps by ``chunk_threads`` threads: 64 KiB of bf16 per CTA
@@ -211,7 +212,7 @@ ROW_SEED_CONFIGS: tuple[dict[str, Any], ...] = tuple(
     {**ROW_DEFAULT_CONFIG, "cluster_size": size, "cluster_slice": held, "chunk": 4096,
      "chunk_threads": 256}
     for held in ("shared", "bulk")
-    for size in (2, 4, 8)
+    for size in (2, 4, 8, 16)
 )
 
 #: The most shared memory a cluster CTA's slice may take (bytes): one CTA per SM at most.

@@ -221,6 +221,10 @@ def test_tilelang_swap_ab_matches_float64(shape: dict) -> None:
         (131072, 8, "bulk", 37),
         (262144, 8, "bulk", 300),
         (262144, 4, "bulk", 37),
+        # 16 CTAs a row: a non-portable cluster size.
+        (262144, 16, "bulk", 300),
+        (262144, 16, "shared", 37),
+        (262144 - 64, 16, "shared", 37),
     ],
     ids=str,
 )

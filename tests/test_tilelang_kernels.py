@@ -81,6 +81,10 @@ ROWWISE_CASES = {
     "softmax_cluster_bulk_65536": lambda: softmax_tl.build_softmax(
         *softmax_tl.kernel_key(BF16, 65536, {**BULK, "cluster_size": 4})
     ),
+    # 16 CTAs a row (a non-portable cluster): 32 KiB slices, six CTAs an SM.
+    "softmax_cluster_bulk_16": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 262144, {**BULK, "cluster_size": 16})
+    ),
 }
 
 #: The bulk-copy cluster kernels among ROWWISE_CASES -> the slice's size in bytes.
@@ -89,6 +93,7 @@ BULK_CASES = {
     "rmsnorm_cluster_bulk_65536": 32768,
     "softmax_cluster_bulk": 65536,
     "softmax_cluster_bulk_65536": 32768,
+    "softmax_cluster_bulk_16": 32768,
 }
 
 MATMUL_SHAPES = {
