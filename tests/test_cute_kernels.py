@@ -224,22 +224,39 @@ def test_gpu_matches_float64(m: int, n: int, dtype: torch.dtype) -> None:
         assert err <= spec.SPEC.tolerance[dtype], (spec.SPEC.name, err)
 
 
+#: The late weight load on the GPU: (shape, plan config); ids name what each case covers.
+LATE_WEIGHT_CASES = {
+    "ragged": ({"M": 37, "N": 5000}, {}),
+    "cluster16-128t": (
+        {"M": 3, "N": 262144},
+        {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32, "vector_bits": 64},
+    ),
+    "cluster16-256t": (
+        {"M": 5, "N": 262144},
+        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64},
+    ),
+    # The last CTA's columns end inside it: the column predicate.
+    "cluster4-ragged": ({"M": 9, "N": 65536 + 8}, {"cluster_size": 4, "threads_per_cta": 256}),
+    "rows-per-cta": ({"M": 1000, "N": 512}, {}),  # several rows per CTA
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("case", LATE_WEIGHT_CASES)
+def test_late_weight_cases_are_plannable(case: str, dtype: torch.dtype) -> None:
+    """The GPU cases below must be valid plans for both dtypes (the 95bf897 GPU run found two
+    that were not: they failed on the plan, not on the numerics)."""
+    shape, config = LATE_WEIGHT_CASES[case]
+    plan = rmsnorm_cute.rmsnorm_plan(shape["N"], dtype, dtype, config={**config, "weight_load": "late"})
+    assert plan.cluster_size == config.get("cluster_size", plan.cluster_size)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _hopper(), reason="needs a Hopper (sm_90+) GPU")
-@pytest.mark.parametrize(
-    ("shape", "config"),
-    [
-        ({"M": 37, "N": 5000}, {}),
-        ({"M": 3, "N": 262144}, {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32}),
-        ({"M": 5, "N": 262144}, {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16,
-                                 "vector_bits": 64}),
-        ({"M": 9, "N": 65536 + 8}, {"cluster_size": 8, "threads_per_cta": 256}),  # ragged last CTA
-        ({"M": 1000, "N": 512}, {}),  # several rows per CTA
-    ],
-    ids=["ragged", "cluster16-128t", "cluster16-256t", "cluster8-ragged", "rows-per-cta"],
-)
+@pytest.mark.parametrize("case", LATE_WEIGHT_CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gpu_late_weight_load_matches_float64(shape: dict, config: dict, dtype: torch.dtype) -> None:
+def test_gpu_late_weight_load_matches_float64(case: str, dtype: torch.dtype) -> None:
+    shape, config = LATE_WEIGHT_CASES[case]
     from tilearena.bench import numerics  # fresh inputs, a NaN-poisoned output, float64
 
     result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 11,
