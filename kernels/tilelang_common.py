@@ -280,6 +280,17 @@ def cluster_swap_macros(cluster: int, width: int) -> tuple[Any, Any]:
     return prologue, swap
 
 
+def cluster_cta_rank(block: Any, cluster: int, provable: bool) -> Any:
+    """A 1-D cluster CTA's rank, inside a ``T.Kernel`` whose block index is ``block``.
+
+    ``provable``: as ``block % cluster``, whose range TileLang can bound (the bulk copy's bounds
+    must be provable, see ``slice_bulk_load_macros``); otherwise the hardware's register.
+    """
+    import tilelang.language as T
+
+    return block % cluster if provable else T.block_rank_in_cluster()
+
+
 def slice_bulk_load_macros(n: int, cluster: int, dtype: str) -> tuple[Any, Any]:
     """``(issue, wait)``: two ``T.macro`` that bring a cluster CTA's slice of a row into shared memory
     as one asynchronous bulk copy (TMA without a tensor map: cp.async.bulk global -> shared).

@@ -37,6 +37,7 @@ from ..tilelang_common import (
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
     check_bulk_alignment,
+    cluster_cta_rank,
     cluster_swap_macros,
     compiled_kernel,
     misaligned,
@@ -218,16 +219,11 @@ def _build_softmax_cluster_shared(
     swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
     issue_load, wait_load = slice_bulk_load_macros(n, cluster, dtype) if bulk else (None, None)
 
-    def cta_rank(block: Any) -> Any:
-        # The bulk copy's bounds must be provable: blockIdx.x % cluster is the rank of a 1-D
-        # cluster, with a known range.  The element-wise copy keeps the hardware's register.
-        return block % cluster if bulk else T.block_rank_in_cluster()
-
     @T.prim_func
     def softmax_cluster_shared(x: T.Tensor((m, n), dtype), y: T.Tensor((m, n), dtype)):
         with T.Kernel(m * cluster, threads=threads, cluster_dims=cluster) as block:
             row = block // cluster
-            rank = cta_rank(block)
+            rank = cluster_cta_rank(block, cluster, provable=bulk)
             slice_shared = T.alloc_shared((slice_n,), dtype)
             x_chunk = T.alloc_fragment((chunk,), accum)
             sum_exp = T.alloc_fragment((chunk,), accum)
