@@ -32,6 +32,10 @@ class Reproduction(JobId):
     commit: str | None
     #: How the tuner timed its final (store.TIMING_MODES); the bench's mode is the run's.
     tuned_timing: str = "default"
+    #: The median SM clock (MHz) over the tuner's final and over the bench row's samples, where
+    #: NVML was read (``bench.gpu_state``).
+    tuned_clock_mhz: float | None = None
+    bench_clock_mhz: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -39,6 +43,19 @@ class Reproduction(JobId):
 
     def within(self, tolerance: float) -> bool:
         return abs(self.ratio - 1.0) <= tolerance
+
+    @property
+    def clock_ratio(self) -> float | None:
+        if not (self.tuned_clock_mhz and self.bench_clock_mhz):
+            return None
+        return self.bench_clock_mhz / self.tuned_clock_mhz
+
+    @property
+    def cycles_ratio(self) -> float | None:
+        """bench / tuned in SM cycles (time x clock): what a compute-bound kernel's ratio would
+        be had both run at one clock.  A diagnosis of a miss, not the reproduction itself."""
+        clocks = self.clock_ratio
+        return None if clocks is None else self.ratio * clocks
 
 
 def _key(op: str, backend: str, dtype: str, shape: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -71,9 +88,17 @@ def compare_with_baked(
                 config_in_use=(row.get("config") or {}) == (entry["config"] or {}),
                 commit=row.get("commit"),
                 tuned_timing=str(entry.get("timing", "default")),
+                tuned_clock_mhz=_clock(entry.get("sm_clock_mhz")),
+                bench_clock_mhz=_clock((row.get("gpu_state") or {}).get("sm_clock_mhz")),
             )
         )
     return found
+
+
+def _clock(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def coverage(
@@ -152,11 +177,13 @@ def run(args: argparse.Namespace) -> int:
     in_use = [r for r in found if r.config_in_use]
     bench_timing = str(((results.get("env") or {}).get("timing") or {}).get("mode", "default"))
     table = Table(title=f"bench ({args.results}, --timing {bench_timing}) against baked times ({path})")
-    for column in ("op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config", "tuned timing"):
+    columns = ("op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config", "tuned timing")
+    clocked = any(r.clock_ratio is not None for r in found)
+    for column in columns + (("SM MHz tuned/bench", "cycles bench/tuned") if clocked else ()):
         table.add_column(column)
     for r in sorted(found, key=lambda r: (r.op, r.backend, sorted(r.shape.items()))):
         colour = "green" if r.within(args.tolerance) else "red"
-        table.add_row(
+        cells = [
             r.op,
             r.backend,
             "x".join(str(v) for v in r.shape.values()),
@@ -165,7 +192,14 @@ def run(args: argparse.Namespace) -> int:
             f"[{colour}]{r.ratio:.3f}[/]",
             "baked" if r.config_in_use else "[yellow]other[/]",
             r.tuned_timing if r.tuned_timing == bench_timing else f"[yellow]{r.tuned_timing}[/]",
-        )
+        ]
+        if clocked:
+            cycles = r.cycles_ratio
+            cells += [
+                f"{r.tuned_clock_mhz or 0:.0f}/{r.bench_clock_mhz or 0:.0f}" if cycles is not None else "-",
+                f"{cycles:.3f}" if cycles is not None else "-",
+            ]
+        table.add_row(*cells)
     console = Console()
     console.print(table)
     within = sum(r.within(args.tolerance) for r in in_use)
@@ -181,6 +215,15 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"[yellow]{len(unlike)} of those rows were tuned with another --timing than this bench's "
             f"({bench_timing}); {within_unlike} of them within {args.tolerance:.0%}[/]"
+        )
+    missed = [r for r in in_use if not r.within(args.tolerance) and r.cycles_ratio is not None]
+    if missed:
+        # Diagnosis only: the bar is the time.  A miss that is within tolerance in cycles ran at
+        # another SM clock (power limit, temperature) rather than doing more work.
+        in_cycles = sum(abs(r.cycles_ratio - 1.0) <= args.tolerance for r in missed)
+        console.print(
+            f"of the {len(missed)} rows outside {args.tolerance:.0%} with both SM clocks recorded, "
+            f"{in_cycles} are within it in SM cycles (time x clock): those ran at another clock"
         )
     uncovered = 0
     if args.coverage:

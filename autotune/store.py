@@ -49,6 +49,7 @@ _ENTRY_KEYS = {
     "source",
     "timing",
     "retimed_at",
+    "sm_clock_mhz",
 }
 
 
@@ -276,6 +277,8 @@ def validate_entry(entry: Any) -> str | None:
         return "time_ms is not a positive finite number"
     if "noise" in entry and not _finite_number(entry["noise"], 0.0, 100.0):
         return "noise is not a finite fraction"
+    if "sm_clock_mhz" in entry and not _finite_number(entry["sm_clock_mhz"], 1.0, 10000.0):
+        return "sm_clock_mhz is not a clock in MHz"
     if entry.get("timing", "default") not in TIMING_MODES:
         return f"timing is not one of {TIMING_MODES}"
     for key in ("tuned_at", "retimed_at"):

@@ -100,10 +100,14 @@ def time_candidates(
     rounds: int = 2,
     repeats: int = 20,
     timing: str = "default",
-) -> list[list[float]]:
+    with_state: bool = False,
+) -> list[list[float]] | dict[str, Any]:
     """Interleaved timing: each round times every config once (rotated start), so drift in
     clocks or temperature spreads over all of them. Returns each config's per-round medians.
-    ``timing`` is one of ``store.TIMING_MODES`` (the bench's ``--timing``)."""
+    ``timing`` is one of ``store.TIMING_MODES`` (the bench's ``--timing``).  ``with_state``:
+    ``{"ms": those medians, "gpu_state": [each config's SM clock, power ... over its rounds
+    (bench.gpu_state.combine), or None]}``."""
+    from ..bench.gpu_state import combine
     from ..bench.timing import measure
     from ..kernels import registry
     from .store import measure_kwargs
@@ -120,6 +124,7 @@ def time_candidates(
         return lambda: b.fn(*call_args, out=call_out)
 
     results: list[list[float]] = [[] for _ in configs]
+    states: list[list[dict[str, Any] | None]] = [[] for _ in configs]
     for round_index in range(rounds):
         for offset in range(len(configs)):
             i = (offset + round_index) % len(configs)
@@ -129,6 +134,9 @@ def time_candidates(
                 runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats, **timing_kwargs
             )
             results[i].append(measured.median_ms)
+            states[i].append(measured.gpu_state)
+    if with_state:
+        return {"ms": results, "gpu_state": [combine(s) for s in states]}
     return results
 
 

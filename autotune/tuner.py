@@ -114,6 +114,8 @@ class WorkerEvaluator:
         self.repeats = repeats
         #: How many compile workers may run at once (see ``compile_workers_that_fit``).
         self.compile_parallel: int | None = None
+        #: The final's GPU state (SM clock, power; ``bench.gpu_state``) per config's store_key.
+        self.final_states: dict[str, dict[str, Any] | None] = {}
 
     def _common(self) -> tuple:
         r = self.request
@@ -161,7 +163,7 @@ class WorkerEvaluator:
         return [outcomes[i] for i in range(len(configs))]
 
     def _time(
-        self, configs: Sequence[Config], rounds: int, timing: str = "default"
+        self, configs: Sequence[Config], rounds: int, timing: str = "default", with_state: bool = False
     ) -> list[list[float] | Outcome]:
         reply = self.worker.call(
             tasks.time_candidates,
@@ -170,18 +172,24 @@ class WorkerEvaluator:
             rounds,
             self.repeats,
             timing,
+            with_state=with_state,
             timeout_s=self.timeout_s * len(configs) * rounds,
         )
         if reply.ok:
-            return reply.value
+            if not with_state:
+                return reply.value
+            for config, state in zip(configs, reply.value["gpu_state"]):
+                self.final_states[store_key(config)] = state
+            return reply.value["ms"]
         if len(configs) == 1:
             return [Outcome(configs[0], None, reply.failure, "timing: " + reply.detail)]
         # One of the batch broke the worker: time them one by one to find which.
-        return [self._time([c], rounds, timing)[0] for c in configs]
+        return [self._time([c], rounds, timing, with_state)[0] for c in configs]
 
     def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
-        """The final's head-to-head rounds, timed the request's way (``TuneRequest.timing``)."""
-        results = self._time(configs, rounds, self.request.timing)
+        """The final's head-to-head rounds, timed the request's way (``TuneRequest.timing``);
+        each config's GPU state over them lands in ``final_states``."""
+        results = self._time(configs, rounds, self.request.timing, with_state=True)
         return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
 
 
@@ -317,6 +325,11 @@ def tune(
             "source": sources.get(store_key(decision.winner), "search"),
             "timing": request.timing,
         }
+        # The SM clock the winner's final ran at: a later bench at another clock explains a
+        # compute-bound kernel's different time (tilearena baked-check shows both).
+        winner_state = evaluator.final_states.get(store_key(decision.winner)) or {}
+        if winner_state.get("sm_clock_mhz"):
+            entry["sm_clock_mhz"] = float(winner_state["sm_clock_mhz"])
         if request.effort == "retime" and request.previous:
             # Re-timed, not re-searched: what the search found and when stays on record.
             previous = request.previous

@@ -26,6 +26,7 @@ from ..dispatch import baked_config, why_not
 from ..kernels import registry
 from . import numerics
 from .environment import environment, measure_ceilings
+from .gpu_state import combine as combine_gpu_states
 from .results import ResultsFile
 from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
 
@@ -243,6 +244,7 @@ class _RowTimer:
             max(first.iqr_ms, second.iqr_ms),
             first.samples + second.samples,
             best.method,
+            combine_gpu_states([first.gpu_state, second.gpu_state]),
         )
         return combined, noise_floor(first, second)
 
@@ -312,6 +314,8 @@ def _speed(timing: Timing, cost: registry.Cost, bound: str, ceilings: dict[str, 
         "tflops": tflops,
         "sol_pct": sol,
         "sol_bound": limit,
+        # The SM clock over the samples: a compute-bound row's time moves with it.
+        "gpu_state": timing.gpu_state,
     }
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from .gpu_state import StateSampler, nvml_for_current_device
+
 #: Samples below this many microseconds are re-measured as CUDA-graph replays.
 GRAPH_BELOW_US = 50.0
 
@@ -36,6 +38,9 @@ class Timing:
     iqr_ms: float
     samples: int
     method: str  # "cuda-events" | "cuda-graph" | "cpu-timer"
+    #: The GPU's SM clock, power and temperature while the samples ran (``gpu_state.summarise``),
+    #: or None where NVML cannot be read.
+    gpu_state: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,9 +54,9 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def _summary(samples_ms: Sequence[float], method: str) -> Timing:
+def _summary(samples_ms: Sequence[float], method: str, gpu_state: dict[str, Any] | None = None) -> Timing:
     q1, q2, q3 = _quartiles(samples_ms)
-    return Timing(median_ms=q2, iqr_ms=q3 - q1, samples=len(samples_ms), method=method)
+    return Timing(median_ms=q2, iqr_ms=q3 - q1, samples=len(samples_ms), method=method, gpu_state=gpu_state)
 
 
 #: How ``L2Flusher`` evicts the L2: "write" zeroes its buffer, which leaves the L2 full of dirty
@@ -162,35 +167,39 @@ def time_cuda(
 
     enqueue_s = repeats * (cpu_s + 2e-5)
     for _attempt in range(3):
-        samples, spin_s, enqueue_s = _event_samples(fn, flusher, repeats, enqueue_s)
+        samples, spin_s, enqueue_s, state = _event_samples(fn, flusher, repeats, enqueue_s)
         # If the CPU took longer to queue the samples than the GPU spun, the GPU caught up and
         # idled inside some samples (a stall in Python, another process on the CPU): again, with
         # a spin sized from what queueing actually took.
         if enqueue_s <= spin_s:
             break
         enqueue_s *= 2
-    return _summary(samples, "cuda-events")
+    return _summary(samples, "cuda-events", state)
 
 
 def _event_samples(
     fn: Callable[[], Any], flusher: L2Flusher | None, repeats: int, expected_enqueue_s: float
-) -> tuple[list[float], float, float]:
+) -> tuple[list[float], float, float, dict[str, Any] | None]:
     """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin; returns the samples (ms),
-    the spin's length and how long the CPU took to queue them (s)."""
+    the spin's length and how long the CPU took to queue them (s), and the GPU's state while
+    they ran."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     torch.cuda.synchronize()
-    spin_s = _run_ahead(expected_enqueue_s)
-    begin = time.perf_counter()
-    for i in range(repeats):
-        if flusher is not None:
-            flusher()
-        starts[i].record()
-        fn()
-        ends[i].record()
-    enqueue_s = time.perf_counter() - begin
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)], spin_s, enqueue_s
+    with StateSampler(nvml_for_current_device()) as sampler:
+        spin_s = _run_ahead(expected_enqueue_s)
+        begin = time.perf_counter()
+        for i in range(repeats):
+            if flusher is not None:
+                flusher()
+            starts[i].record()
+            fn()
+            ends[i].record()
+        enqueue_s = time.perf_counter() - begin
+        torch.cuda.synchronize()
+    # The GPU spins (at low power, clocks up) until about begin + spin_s: read from there on.
+    state = sampler.summary(from_s=begin + spin_s)
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)], spin_s, enqueue_s, state
 
 
 def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
@@ -209,14 +218,16 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    _run_ahead(repeats * 3e-5)  # a replay's launch costs the CPU ~10 us
-    for i in range(repeats):
-        starts[i].record()
-        graph.replay()
-        ends[i].record()
-    torch.cuda.synchronize()
+    with StateSampler(nvml_for_current_device()) as sampler:
+        spin_s = _run_ahead(repeats * 3e-5)  # a replay's launch costs the CPU ~10 us
+        begin = time.perf_counter()
+        for i in range(repeats):
+            starts[i].record()
+            graph.replay()
+            ends[i].record()
+        torch.cuda.synchronize()
     per_call = [s.elapsed_time(e) / len(fns) for s, e in zip(starts, ends)]
-    return _summary(per_call, "cuda-graph")
+    return _summary(per_call, "cuda-graph", sampler.summary(from_s=begin + spin_s))
 
 
 #: ``steady`` timing (see :func:`measure`): kernels timed with events run this long before the

@@ -142,3 +142,36 @@ def test_rows_tuned_with_another_timing_mode_are_flagged(tmp_path, capsys) -> No
     assert main(["baked-check", str(results), "--store", path]) == 0
     out = capsys.readouterr().out
     assert "1 of those rows were tuned with another --timing than this bench's (clean)" in out
+
+
+def test_a_miss_at_another_sm_clock_is_told_apart_in_cycles(tmp_path, capsys, monkeypatch) -> None:
+    """Both clocks recorded: the table shows them, and a miss explained by the clock alone (the
+    same cycles) is counted as such; the bar itself stays on the time (exit code 1)."""
+    monkeypatch.setenv("COLUMNS", "240")  # rich wraps a narrow table's cells
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [
+            {**baked_entry({"M": 4096, "N": 8192}, 1.000, {"num_warps": 8}), "sm_clock_mhz": 1800.0},
+            {**baked_entry({"M": 8192, "N": 8192}, 2.000, {"num_warps": 8}), "sm_clock_mhz": 1800.0},
+            baked_entry({"M": 16384, "N": 8192}, 4.000, {"num_warps": 8}),  # tuned before clocks were kept
+        ],
+        GPU,
+        path,
+    )
+    rows = [
+        # 6 % slower at a 6 % lower clock: the same cycles.
+        {**bench_row({"M": 4096, "N": 8192}, 1.06, {"num_warps": 8}), "gpu_state": {"sm_clock_mhz": 1698.1}},
+        # 6 % slower at the same clock: the kernel did more work.
+        {**bench_row({"M": 8192, "N": 8192}, 2.12, {"num_warps": 8}), "gpu_state": {"sm_clock_mhz": 1800.0}},
+        {**bench_row({"M": 16384, "N": 8192}, 4.4, {"num_warps": 8}), "gpu_state": {"sm_clock_mhz": 1800.0}},
+    ]
+    found = sorted(compare_with_baked(rows, store.read_file(path)["entries"]), key=lambda r: r.shape["M"])
+    assert abs(found[0].cycles_ratio - 1.0) < 1e-3 and abs(found[1].cycles_ratio - 1.06) < 1e-9
+    assert found[2].clock_ratio is None and found[2].cycles_ratio is None
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    out = capsys.readouterr().out
+    assert "0/3 rows running their baked config within 3%" in out
+    assert "1800/1698" in out
+    assert "of the 2 rows outside 3% with both SM clocks recorded, 1 are within it" in out

@@ -352,6 +352,15 @@ def test_an_entry_names_how_it_was_timed():
     assert "retimed_at" in store.validate_entry({**entry, "retimed_at": 5})
 
 
+def test_an_entry_may_record_the_sm_clock_of_its_final():
+    entry = {"op": "rmsnorm", "backend": "triton", "dtype": "bfloat16", "shape": {"M": 8, "N": 64},
+             "config": {"BLOCK": 64}, "time_ms": 1.0}
+    assert store.validate_entry({**entry, "sm_clock_mhz": 1755.0}) is None
+    assert store.validate_entry({**entry, "sm_clock_mhz": 1980}) is None
+    for bad in (0.0, -5.0, float("nan"), float("inf"), 1e6, "1755", True, None):
+        assert "sm_clock_mhz" in store.validate_entry({**entry, "sm_clock_mhz": bad}), bad
+
+
 def test_each_timing_mode_names_its_measure_keywords():
     assert store.TIMING_MODES == ("default", "steady", "clean")
     assert store.measure_kwargs("default") == {"steady": False, "flush": "write"}

@@ -101,14 +101,32 @@ class InProcessWorker:
         }
 
     def time_candidates(
-        self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20, timing="default"
+        self,
+        op,
+        backend,
+        shape,
+        dtype_name,
+        device,
+        configs,
+        rounds=2,
+        repeats=20,
+        timing="default",
+        with_state=False,
     ):
         assert (op, backend, shape) == (OP, BACKEND, SHAPE)
         self.timed.append([dict(c) for c in configs])
         self.timings.append(timing)
         if CRASHES in configs:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return [[fake_ms(c)] * rounds for c in configs]
+        times = [[self.clock_factor * fake_ms(c)] * rounds for c in configs]
+        if not with_state:
+            return times
+        # The final reports the SM clock it ran at (as bench.gpu_state.combine does).
+        return {"ms": times, "gpu_state": [{"sm_clock_mhz": self.sm_clock_mhz} for _ in configs]}
+
+    #: The fake's GPU: its SM clock in the final, and how much slower every config runs.
+    sm_clock_mhz = 1755.0
+    clock_factor = 1.0
 
 
 @pytest.fixture
@@ -368,11 +386,10 @@ def test_cli_keeps_the_log_when_the_store_refuses_a_winner(fake_backend, monkeyp
 
 
 class SlowerMachineWorker(InProcessWorker):
-    """Another board: every config runs 7 % slower than where it was tuned."""
+    """Another board: every config runs 7 % slower than where it was tuned, at a lower clock."""
 
-    def time_candidates(self, *args, **kwargs):
-        times = super().time_candidates(*args, **kwargs)
-        return [[t * 1.07 for t in row] for row in times]
+    clock_factor = 1.07
+    sm_clock_mhz = 1640.0
 
 
 @pytest.mark.parametrize("timing", ["steady", "clean"])
@@ -392,6 +409,8 @@ def test_retime_rechecks_and_retimes_the_baked_winner_without_searching(fake_bac
     entry = result.entry
     assert entry["config"] == BEST and entry["time_ms"] == pytest.approx(1.07)
     assert entry["timing"] == timing and entry["runner_ups"] == []
+    # The clock of this machine's final, not the tuning machine's (1755 MHz).
+    assert previous["sm_clock_mhz"] == 1755.0 and entry["sm_clock_mhz"] == 1640.0
     # What the search found, and when, stays on record.
     assert (entry["evaluated"], entry["failed"], entry["source"]) == (
         previous["evaluated"],

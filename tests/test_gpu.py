@@ -383,6 +383,26 @@ def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     assert short.method == "cuda-graph"
 
 
+def test_timing_records_the_sm_clock_the_samples_ran_at() -> None:
+    """Both timing paths read NVML while their samples run: a GEMM's SM clock is a real clock
+    (the H100's boost is 1980 MHz), read several times over >= 100 ms of steady samples."""
+    from tilearena.bench.timing import measure
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    long = measure(lambda: a @ a, "cuda", repeats=20, steady=True)
+    small = torch.zeros(1 << 16, device="cuda")
+    short = measure(lambda: small.add_(1.0), "cuda", graph_fns=[lambda: small.add_(1.0)])
+    assert long.method == "cuda-events" and short.method == "cuda-graph"
+    for timing in (long, short):
+        state = timing.gpu_state
+        assert state is not None, timing
+        assert 200.0 <= state["sm_clock_mhz"] <= 3000.0, state
+        low, high = state["sm_clock_range_mhz"]
+        assert low <= state["sm_clock_mhz"] <= high and state["readings"] >= 1
+        assert state["power_w"] is None or 10.0 < state["power_w"] < 2000.0
+    assert long.gpu_state["readings"] >= 10, long.gpu_state  # 5 ms apart over >= 100 ms
+
+
 def test_retime_rechecks_and_retimes_baked_winners_on_this_gpu(tmp_path) -> None:
     """``tilearena tune --effort retime``: every baked entry asked for is checked and re-timed
     here (steady), keeps its config and search record, and says when and how it was timed."""
