@@ -51,10 +51,18 @@ def check_bulk_alignment(kind: str, **tensors: torch.Tensor) -> None:
     bypasses it would otherwise fault inside the bulk copy (a sticky CUDA error that ends the
     process's use of the device), not fail here with a message.
     """
-    if kind == "cluster_bulk":
+    if kind in BULK_KINDS:
         reason = misaligned(**tensors)
         if reason:
             raise ValueError(f"{reason} (cluster_slice 'bulk' copies it with cp.async.bulk)")
+
+
+#: The row kernels whose slice arrives by one bulk copy (``cluster_slice`` "bulk"), either walk.
+BULK_KINDS = ("cluster_bulk", "cluster_bulk_lean")
+
+#: The cluster kernels that hold their slice in shared memory (``cluster_slice`` "shared" or
+#: "bulk"), with ``cluster_walk`` "plain" or "lean" (the kind's "_lean" suffix).
+SHARED_SLICE_KINDS = ("cluster_shared", "cluster_bulk", "cluster_shared_lean", "cluster_bulk_lean")
 
 
 def next_power_of_2(n: int) -> int:
@@ -184,6 +192,16 @@ ROW_CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # "bulk" (as "shared", but the slice arrives as one asynchronous bulk copy issued by one
     # thread, with no registers staging it; rows whose padded slices overrun N take "shared").
     "cluster_slice": ("registers", "shared", "bulk"),
+    # How a "shared"/"bulk" cluster CTA walks its slice.  "plain": softmax's online softmax takes
+    # a block-wide max all-reduce per chunk (about 7 CTA barriers each, 8 chunks at 262144/8);
+    # RMSNorm's finishing walk loads each chunk's weight from global memory where it first
+    # needs it, so every chunk waits out an L2 round trip before its stores.  "lean": softmax
+    # takes a per-element max walk, then a walk summing exp2 against the CTA's max (one
+    # all-reduce after each; one more walk of shared memory, no barrier inside any walk, the
+    # same two exps per element); RMSNorm loads chunk s + 1's weight before finishing chunk s
+    # (the first chunk's before the partials' exchange), two register buffers.  Other kernels
+    # ignore it.
+    "cluster_walk": ("plain", "lean"),
 }
 
 ROW_DEFAULT_CONFIG: dict[str, Any] = {
@@ -196,6 +214,7 @@ ROW_DEFAULT_CONFIG: dict[str, Any] = {
     "max_resident_bytes": 196608,
     "cluster_size": 1,
     "cluster_slice": "registers",
+    "cluster_walk": "plain",
 }
 
 
@@ -368,6 +387,9 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
     columns past N, so only a row that fills its padded row (N a power of two, so every slice
     lies inside it) takes it; any other row takes ``cluster_shared`` (or ``cluster``) as "shared"
     would, under the same limits.
+    ``cluster_shared_lean`` / ``cluster_bulk_lean`` (``cluster_walk`` "lean"): the same two
+    kernels, their walks over the slice rearranged so that none waits on a block barrier or a
+    global load (see ``ROW_CONFIG_SPACE``); the same limits, the same fallbacks.
     """
     cfg = merged_config(ROW_DEFAULT_CONFIG, ROW_CONFIG_SPACE, config)
     padded = padded_row(n)
@@ -393,6 +415,9 @@ def row_kernel_key(n: int, itemsize: int, config: Mapping[str, Any] | None) -> t
         # Decided here, at build time: the bulk kernel has no bounds checks to fall back on.
         in_bounds = n == padded
         kind = "cluster_bulk" if cfg["cluster_slice"] == "bulk" and in_bounds else "cluster_shared"
+        # A None (the tuner's "derive it") is the default walk.
+        if cfg["cluster_walk"] == "lean":
+            kind += "_lean"
         return (kind, chunk, cluster, cfg["chunk_threads"], 0)
     if cluster > 1:
         slice_n = padded // cluster

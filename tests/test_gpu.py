@@ -256,6 +256,60 @@ def test_tilelang_cluster_rows_match_float64(op: str, n: int, cluster: int, held
 
 
 @pytest.mark.parametrize(
+    ("n", "cluster", "held", "m", "chunking"),
+    [
+        # The shipped 262144-column kernel's shape, and one row.
+        (262144, 8, "bulk", 300, (4096, 256)),
+        (262144, 8, "bulk", 1, (4096, 256)),
+        (65536, 4, "bulk", 3000, (4096, 256)),
+        (65536, 4, "bulk", 37, (16384, 1024)),  # one chunk a slice: no pairs of chunks
+        (131072, 8, "shared", 37, (4096, 256)),
+        (65536 + 40, 4, "shared", 37, (4096, 256)),  # ragged: the padded slice past N masked
+        (65536 + 64, 4, "shared", 1, (4096, 256)),  # the last CTA's slice wholly past N, one row
+        (262144 - 64, 16, "shared", 37, (4096, 256)),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_tilelang_lean_cluster_rows_match_float64(
+    op: str, n: int, cluster: int, held: str, m: int, chunking: tuple[int, int]
+) -> None:
+    """``cluster_walk`` "lean" (softmax: max and sum walks without a barrier; RMSNorm: the weight
+    loaded a chunk ahead): against float64, for softmax with masked slices; RMSNorm's arithmetic
+    is the plain kernel's, so its output is bitwise the plain kernel's."""
+    b = registry.backend(op, "tilelang")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    chunk, threads = chunking
+    plain = {"cluster_size": cluster, "cluster_slice": held, "chunk": chunk, "chunk_threads": threads}
+    config = {**plain, "cluster_walk": "lean"}
+    shape = {"M": m, "N": n}
+    seed = random.randrange(1 << 30)
+    result = numerics.check_backend(op, "tilelang", shape, torch.bfloat16, "cuda", seed=seed, config=config)
+    assert result.ok, (seed, result)
+    spec = registry.spec(op)
+    args = spec.make_inputs(shape, torch.bfloat16, "cuda", seed)
+    if op == "rmsnorm":
+        assert torch.equal(b.fn(*args, config=config), b.fn(*args, config=plain))
+        # An fp32 weight (16-byte loads of 4 floats into the buffers).
+        x, weight, eps = args
+        y = b.fn(x, weight.float(), eps, config=config)
+        assert numerics.compare(y, spec.reference(x, weight.float(), eps), spec.tolerance[torch.bfloat16]).ok
+    else:
+        from tilearena.kernels.softmax.tilelang import softmax_tilelang
+
+        x = torch.randn(3, n, device="cuda", dtype=torch.bfloat16)
+        masked = n * 5 // 8  # whole slices of -inf, and one slice partly masked
+        x[:, :masked] = -float("inf")
+        y = softmax_tilelang(x, config=config)
+        assert torch.equal(y[:, :masked].float(), torch.zeros(3, masked, device="cuda"))
+        assert numerics.compare(y, spec.reference(x), spec.tolerance[torch.bfloat16]).ok
+        x[1] = -float("inf")  # a row of nothing but -inf: NaN, as torch gives
+        assert torch.isnan(softmax_tilelang(x, config=config)[1]).all()
+
+
+@pytest.mark.parametrize(
     ("op", "variant"), [("rmsnorm", "split"), ("softmax", "split"), ("softmax", "split_keep")], ids=str
 )
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)

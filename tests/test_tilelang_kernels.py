@@ -37,6 +37,9 @@ BF16 = torch.bfloat16
 #: cluster_slice "bulk" with the chunking of the adopted "shared" configs (cluster_size added).
 BULK = {"cluster_slice": "bulk", "chunk": 4096, "chunk_threads": 256}
 
+#: The kernel shipped at 262144 columns (bf16, both ops) with its walks rearranged.
+LEAN = {**BULK, "cluster_size": 8, "cluster_walk": "lean"}
+
 #: name -> (prim_func factory, pass configs, features the source must show).
 ROWWISE_CASES = {
     # Short rows: several rows per block in registers.
@@ -85,6 +88,23 @@ ROWWISE_CASES = {
     "softmax_cluster_bulk_16": lambda: softmax_tl.build_softmax(
         *softmax_tl.kernel_key(BF16, 262144, {**BULK, "cluster_size": 16})
     ),
+    # cluster_walk "lean": the shipped 262144-column kernels with their walks rearranged; a ragged
+    # row (the element-wise "shared" kernel, columns past N masked in every walk) with an fp32
+    # weight; and one chunk a slice (no pairs of chunks to prefetch between).
+    "rmsnorm_cluster_bulk_lean": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 262144, LEAN)
+    ),
+    "softmax_cluster_bulk_lean": lambda: softmax_tl.build_softmax(*softmax_tl.kernel_key(BF16, 262144, LEAN)),
+    "rmsnorm_cluster_shared_lean": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, torch.float32, 65536 + 40, {**LEAN, "cluster_size": 4})
+    ),
+    "softmax_cluster_shared_lean": lambda: softmax_tl.build_softmax(
+        *softmax_tl.kernel_key(BF16, 65536 + 40, {**LEAN, "cluster_size": 4})
+    ),
+    "rmsnorm_cluster_bulk_lean_1chunk": lambda: rmsnorm_tl.build_rmsnorm(
+        *rmsnorm_tl.kernel_key(BF16, BF16, 65536, {**LEAN, "cluster_size": 4, "chunk": 16384,
+                                                   "chunk_threads": 1024})
+    ),
 }
 
 #: The bulk-copy cluster kernels among ROWWISE_CASES -> the slice's size in bytes.
@@ -94,6 +114,9 @@ BULK_CASES = {
     "softmax_cluster_bulk": 65536,
     "softmax_cluster_bulk_65536": 32768,
     "softmax_cluster_bulk_16": 32768,
+    "rmsnorm_cluster_bulk_lean": 65536,
+    "softmax_cluster_bulk_lean": 65536,
+    "rmsnorm_cluster_bulk_lean_1chunk": 32768,
 }
 
 MATMUL_SHAPES = {
@@ -218,6 +241,8 @@ def test_row_plans() -> None:
      ({"cluster_size": 2, "cluster_slice": "bulk"}, "cluster_size"),  # the same limits as "shared"
      ({"cluster_size": 8, "cluster_slice": "bulk", "chunk": 2048, "chunk_threads": 1024}, "chunk_threads"),
      ({"cluster_slice": "global"}, "cluster_slice"),
+     ({**BULK, "cluster_size": 8, "cluster_walk": "fast"}, "cluster_walk"),
+     ({**BULK, "cluster_size": 8, "cluster_walk": True}, "cluster_walk"),
      ({"cluster_size": 8, "cluster_slice": "shared", "chunk": 2048, "chunk_threads": 1024}, "chunk_threads")],
 )
 def test_bad_row_config_raises(config: dict, parameter: str) -> None:
@@ -266,13 +291,33 @@ def test_bulk_kernel_refuses_misaligned_rows() -> None:
     n = 65536
     x = torch.randn(2 * n + 8, dtype=BF16)[1 : 1 + 2 * n].view(2, n)
     weight = torch.ones(n, dtype=BF16)
-    config = {**BULK, "cluster_size": 4}
-    with pytest.raises(ValueError, match="x is not 16-byte aligned"):
-        rmsnorm_tl.rmsnorm_tilelang(x, weight, 1e-6, config=config)
-    with pytest.raises(ValueError, match="x is not 16-byte aligned"):
-        softmax_tl.softmax_tilelang(x, config=config)
+    for config in ({**BULK, "cluster_size": 4}, {**BULK, "cluster_size": 4, "cluster_walk": "lean"}):
+        with pytest.raises(ValueError, match="x is not 16-byte aligned"):
+            rmsnorm_tl.rmsnorm_tilelang(x, weight, 1e-6, config=config)
+        with pytest.raises(ValueError, match="x is not 16-byte aligned"):
+            softmax_tl.softmax_tilelang(x, config=config)
     assert "16-byte" in registry.backend("rmsnorm", "tilelang").supports(x, weight, 1e-6)
     assert "16-byte" in registry.backend("softmax", "tilelang").supports(x)
+
+
+def test_lean_row_plans() -> None:
+    """``cluster_walk`` "lean" changes only the kind (so the tuner measures it apart), only where
+    the slice is in shared memory; "plain" is the default: the shipped kernels keep their key."""
+    shipped = {**BULK, "cluster_size": 8}
+    for walk in (None, "plain"):
+        config = shipped if walk is None else {**shipped, "cluster_walk": walk}
+        assert rmsnorm_tl.kernel_key(BF16, BF16, 262144, config)[3:7] == ("cluster_bulk", 4096, 8, 256)
+        assert softmax_tl.kernel_key(BF16, 262144, config)[2:6] == ("cluster_bulk", 4096, 8, 256)
+    assert rmsnorm_tl.kernel_key(BF16, BF16, 262144, LEAN)[3:7] == ("cluster_bulk_lean", 4096, 8, 256)
+    assert softmax_tl.kernel_key(BF16, 262144, LEAN)[2:6] == ("cluster_bulk_lean", 4096, 8, 256)
+    # A row whose slices overrun N takes the element-wise copy, as "bulk" does, still lean.
+    assert softmax_tl.kernel_key(BF16, 65536 + 40, {**LEAN, "cluster_size": 4})[2] == "cluster_shared_lean"
+    # The kernels without a walk over a shared slice ignore it, as the tuner's plan shows.
+    registers = {"cluster_size": 8, "cluster_slice": "registers"}
+    lean = {**registers, "cluster_walk": "lean"}
+    assert softmax_tl.kernel_key(BF16, 262144, lean) == softmax_tl.kernel_key(BF16, 262144, registers)
+    assert softmax_tl.kernel_key(BF16, 4096, LEAN)[2] == "rows"
+    assert softmax_tl.kernel_key(BF16, 262144, {"cluster_walk": "lean"})[2] == "chunked"
 
 
 def test_empty_input_needs_no_kernel() -> None:
@@ -441,3 +486,98 @@ def test_nvcc_is_found_when_installed() -> None:
     if shutil.which("nvcc") is None and nvcc_path() is None:
         pytest.skip("no CUDA toolkit on this machine")
     assert Path(nvcc_path()).name == "nvcc"
+
+
+def _loop_bodies(source: str, header: str) -> list[str]:
+    """The bodies (brace-matched) of the ``for`` loops whose header matches ``header``."""
+    bodies = []
+    for found in re.finditer(header, source):
+        start = source.index("{", found.end())
+        depth = 0
+        for end in range(start, len(source)):
+            depth += {"{": 1, "}": -1}.get(source[end], 0)
+            if depth == 0:
+                bodies.append(source[start + 1 : end])
+                break
+    return bodies
+
+
+#: The loops that walk a CTA's slice chunk by chunk (``step``), or two chunks at a time (``pair``).
+WALK = r"for \(int (step|pair)\w* = 0;"
+
+
+def test_lean_softmax_walks_hold_no_barrier(sources: dict[str, str]) -> None:
+    """cluster_walk "lean": the shipped softmax kernel's first walk all-reduces the block max once
+    per chunk (a __syncthreads and a named-barrier butterfly each time); the lean one walks the
+    slice three times (max, sum of exp2, write) with no barrier or all-reduce inside any walk."""
+    plain = _loop_bodies(sources["softmax_cluster_bulk"], WALK)
+    assert len(plain) == 2 and "tl::AllReduce<tl::MaxOp" in plain[0] and "__syncthreads()" in plain[0]
+    for name in ("softmax_cluster_bulk_lean", "softmax_cluster_shared_lean"):
+        source = sources[name]
+        walks = _loop_bodies(source, WALK)
+        assert len(walks) == 3, (name, len(walks))
+        for walk in walks:
+            assert "slice_shared" in walk and "AllReduce" not in walk and "__syncthreads" not in walk, name
+            assert "bar.sync" not in walk and "NamedBarrier" not in walk, name
+        # One max, one sum: a CTA-wide all-reduce each, after its walk.
+        assert source.count("tl::AllReduce<tl::MaxOp") == 1 and source.count("tl::AllReduce<tl::SumOp") == 1
+        # The max walk exponentiates nothing; the sum and write walks one exp2 per element each.
+        assert "exp2f" not in walks[0] and "exp2f" in walks[1] and "exp2f" in walks[2], name
+        # 16-byte reads of the slice in shared memory; 16-byte stores of y.
+        assert all("*(uint4*)(((bfloat16_t*)slice_shared)" in walk for walk in walks), name
+        assert "*(uint4*)(y + " in walks[2], name
+    # The ragged row masks its columns past N (zeros in shared memory) in the max and sum walks:
+    # 8-column groups of the row below 65576 / 8.
+    ragged = _loop_bodies(sources["softmax_cluster_shared_lean"], WALK)
+    assert "< 8197))" in ragged[0] and "< 8197))" in ragged[1]
+
+
+#: A 16-byte load of the weight into a register buffer, as TileLang writes it.
+WEIGHT_LOAD = re.compile(r"\*\(uint4\*\)\((weight_even|weight_odd) \+ [^;]*\) = \*\(uint4\*\)\(weight \+ ")
+
+
+def test_lean_rmsnorm_loads_the_weight_a_chunk_ahead(sources: dict[str, str]) -> None:
+    """cluster_walk "lean": the weight comes in 16-byte loads into two register buffers, the first
+    chunk's before the slice is waited for, each next chunk's before the current one is stored."""
+    plain = sources["rmsnorm_cluster_bulk"]
+    # The shipped kernel: 16-byte weight loads too, but inside the step that uses them.
+    [finish] = _loop_bodies(plain, WALK)[1:]
+    assert "*(uint4*)(weight_local_cast" in finish and "weight_even" not in plain
+    source = sources["rmsnorm_cluster_bulk_lean"]
+    loads = [(found.start(), found.group(1)) for found in WEIGHT_LOAD.finditer(source)]
+    assert [buffer for _, buffer in loads] == ["weight_even", "weight_odd", "weight_even"], loads
+    assert "weight_local_cast" not in source and "weight[" not in source
+    # Chunk 0's weight before the slice's wait (through the sum of squares and the exchange).
+    assert loads[0][0] < source.index("loaded[0].wait(0);")
+    [pairs] = _loop_bodies(source, r"for \(int pair = 0; pair < 4;")
+    stores = [found.start() for found in re.finditer(r"\*\(uint4\*\)\(y \+ ", pairs)]
+    in_loop = [(found.start(), found.group(1)) for found in WEIGHT_LOAD.finditer(pairs)]
+    assert [buffer for _, buffer in in_loop] == ["weight_odd", "weight_even"], in_loop
+    [(odd_load, _), (even_load, _)] = in_loop
+    # Chunk 2p + 1's weight before chunk 2p's stores; chunk 2p + 2's (if any) before chunk 2p + 1's.
+    assert len(stores) == 2 and odd_load < stores[0] < even_load < stores[1]
+    assert "if (pair < 3)" in pairs
+    # One chunk a slice: its weight loaded early, nothing left to pair.
+    one = sources["rmsnorm_cluster_bulk_lean_1chunk"]
+    assert len(WEIGHT_LOAD.findall(one)) == 1 and "weight_odd" not in one.split("rsqrtf")[1]
+    # The ragged row with an fp32 weight: 16-byte loads of 4 floats, bounded by N (8197 groups
+    # of 8 columns), into the buffers.
+    ragged = sources["rmsnorm_cluster_shared_lean"]
+    assert len(re.findall(r"condval\w* = \*\(float4\*\)\(weight \+ ", ragged)) == 3
+    assert "< 8197)" in ragged and "*(float4*)(weight_odd + " in ragged
+
+
+def test_lean_rmsnorm_ptx_loads_the_weight_in_128_bits(compiled: dict[str, tuple[int, str, str]]) -> None:
+    """What the H100 runs: only 128-bit global loads (the weight) and stores (y), in both walks'
+    kernels; the lean one issues chunk 0's weight before its wait on the slice."""
+    status, messages, ptx = compiled["rowwise"]
+    assert status == 0, messages[-4000:]
+    entries = _ptx_entries(ptx)
+    for name, loads in (("rmsnorm_cluster_bulk", 2), ("rmsnorm_cluster_bulk_lean", 6)):
+        [body] = [body for entry, body in entries.items() if entry.endswith(f"_kernel_{name}")]
+        global_ops = re.findall(r"\b(ld\.global\S*|st\.global\S*)", body)
+        assert global_ops.count("ld.global.nc.v4.u32") == loads, (name, global_ops)
+        assert set(global_ops) == {"ld.global.nc.v4.u32", "st.global.v4.u32"}, (name, global_ops)
+        first_load = body.index("ld.global")
+        slice_wait = body.index("mbarrier.try_wait.parity.shared::cta.b64")
+        assert (first_load < slice_wait) == name.endswith("_lean"), name

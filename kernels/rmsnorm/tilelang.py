@@ -16,7 +16,9 @@ Five kernels, chosen by ``row_kernel_key`` (``kernels/tilelang_common.py``):
   thread-block cluster, a slice per CTA, held in registers (``cluster``) or in shared memory and
   walked in chunks (``cluster_shared``: fewer registers, so several CTAs per SM; ``cluster_bulk``:
   the same, the slice brought in by one asynchronous bulk copy); the CTAs swap their sums of
-  squares through distributed shared memory (x read once).
+  squares through distributed shared memory (x read once).  With ``cluster_walk`` "lean"
+  (``cluster_shared_lean`` / ``cluster_bulk_lean``) the finishing walk loads chunk s + 1's
+  weight before it finishes chunk s, so no chunk's stores wait on a load from global memory.
 
 M is symbolic: one compile per (dtype, weight dtype, N, plan) serves every M.
 """
@@ -35,6 +37,7 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    SHARED_SLICE_KINDS,
     check_bulk_alignment,
     cluster_cta_rank,
     cluster_swap_macros,
@@ -81,9 +84,10 @@ def build_rmsnorm(
 
     if kind == "cluster":
         return _build_rmsnorm_cluster(n, dtype, weight_dtype, block_n, rows, threads)
-    if kind in ("cluster_shared", "cluster_bulk"):
+    if kind in SHARED_SLICE_KINDS:
         return _build_rmsnorm_cluster_shared(
-            n, dtype, weight_dtype, block_n, rows, threads, bulk=kind == "cluster_bulk"
+            n, dtype, weight_dtype, block_n, rows, threads,
+            bulk=kind.startswith("cluster_bulk"), lean=kind.endswith("_lean"),
         )
 
     chunk = block_n
@@ -180,15 +184,31 @@ def _build_rmsnorm_cluster(
 
 
 def _build_rmsnorm_cluster_shared(
-    n: int, dtype: str, weight_dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False
+    n: int, dtype: str, weight_dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False,
+    lean: bool = False,
 ) -> Any:
-    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy)."""
+    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy);
+    ``lean``: the finishing walk with the weight loaded one chunk ahead (``cluster_walk``)."""
     m = T.dynamic("M")
     accum = "float32"
     slice_n = padded_row(n) // cluster
     num_chunks = slice_n // chunk
     swap_prologue, swap_partials = cluster_swap_macros(cluster, PARTIAL_WIDTH)
     issue_load, wait_load = slice_bulk_load_macros(n, cluster, dtype) if bulk else (None, None)
+
+    @T.macro
+    def load_weight(weight: Any, rank: Any, step: Any, weight_chunk: Any) -> None:
+        # Columns past N load as zeros (the copy's bounds check); their outputs are not stored.
+        T.copy(weight[rank * slice_n + step * chunk : rank * slice_n + (step + 1) * chunk], weight_chunk)
+
+    @T.macro
+    def finish_chunk(
+        slice_shared: Any, x_chunk: Any, weight_chunk: Any, total: Any, y: Any, row: Any, rank: Any, step: Any
+    ) -> None:
+        T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+        for j in T.Parallel(chunk):
+            x_chunk[j] = x_chunk[j] * total * weight_chunk[j]
+        T.copy(x_chunk, y[row, rank * slice_n + step * chunk])
 
     @T.prim_func
     def rmsnorm_cluster_shared(
@@ -210,10 +230,17 @@ def _build_rmsnorm_cluster_shared(
             slots = T.alloc_shared((cluster, PARTIAL_WIDTH), accum)
             received = T.alloc_barrier([cluster])
             total = T.alloc_var(accum)
+            if lean:
+                # Two register buffers: chunk s + 1's weight arrives while chunk s is finished.
+                weight_even = T.alloc_fragment((chunk,), weight_dtype)
+                weight_odd = T.alloc_fragment((chunk,), weight_dtype)
             if bulk:
                 loaded = T.alloc_barrier([1])
                 # Started before the prologue, which then runs while the slice is in flight.
                 issue_load(x, row, rank, slice_shared, loaded)
+            if lean:
+                # The first chunk's weight: in flight through the reduction and the exchange.
+                load_weight(weight, rank, 0, weight_even)
             swap_prologue(slots)
             if bulk:
                 wait_load(loaded)
@@ -232,11 +259,22 @@ def _build_rmsnorm_cluster_shared(
             for r in T.serial(cluster):
                 total += slots[r, 0]
             total = T.rsqrt(total / n + eps)
-            for step in T.serial(num_chunks):
-                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
-                for j in T.Parallel(chunk):
-                    x_chunk[j] = x_chunk[j] * total * weight[rank * slice_n + step * chunk + j]
-                T.copy(x_chunk, y[row, rank * slice_n + step * chunk])
+            if lean and num_chunks == 1:
+                finish_chunk(slice_shared, x_chunk, weight_even, total, y, row, rank, 0)
+            elif lean:
+                # num_chunks is a power of two (slice and chunk are): the chunks go in pairs.
+                for pair in T.serial(num_chunks // 2):
+                    load_weight(weight, rank, 2 * pair + 1, weight_odd)
+                    finish_chunk(slice_shared, x_chunk, weight_even, total, y, row, rank, 2 * pair)
+                    if pair < num_chunks // 2 - 1:
+                        load_weight(weight, rank, 2 * pair + 2, weight_even)
+                    finish_chunk(slice_shared, x_chunk, weight_odd, total, y, row, rank, 2 * pair + 1)
+            else:
+                for step in T.serial(num_chunks):
+                    T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                    for j in T.Parallel(chunk):
+                        x_chunk[j] = x_chunk[j] * total * weight[rank * slice_n + step * chunk + j]
+                    T.copy(x_chunk, y[row, rank * slice_n + step * chunk])
             # No CTA leaves while a peer's copy may still read its shared memory.
             T.cluster_wait()
 

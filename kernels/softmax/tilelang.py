@@ -18,6 +18,11 @@
   softmax over its chunks gives the CTA's (max, sum), swapped as bulk copies between SMs; a
   second walk writes exp(x - row max) / row sum (two exps per element, x still read once).
   ``cluster_bulk`` is ``cluster_shared`` with the slice brought in by one asynchronous bulk copy.
+  With ``cluster_walk`` "lean" (``cluster_shared_lean`` / ``cluster_bulk_lean``) the online
+  softmax's block max per chunk (a CTA-wide all-reduce, about 7 barriers, each chunk) gives way
+  to a walk keeping a running max per element and one all-reduce, then a walk summing exp2
+  against that max and one all-reduce: three walks of shared memory instead of two, no barrier
+  inside any, the same two exps per element.
 
 Everything is computed in base 2 (x * log2 e, then exp2), which is what exp lowers to anyway.
 """
@@ -36,6 +41,7 @@ from ..tilelang_common import (
     ROW_CONFIG_SPACE,
     ROW_DEFAULT_CONFIG,
     ROW_SEED_CONFIGS,
+    SHARED_SLICE_KINDS,
     check_bulk_alignment,
     cluster_cta_rank,
     cluster_swap_macros,
@@ -83,8 +89,11 @@ def build_softmax(
 
     if kind == "cluster":
         return _build_softmax_cluster(n, dtype, block_n, rows, threads)
-    if kind in ("cluster_shared", "cluster_bulk"):
-        return _build_softmax_cluster_shared(n, dtype, block_n, rows, threads, bulk=kind == "cluster_bulk")
+    if kind in SHARED_SLICE_KINDS:
+        return _build_softmax_cluster_shared(
+            n, dtype, block_n, rows, threads,
+            bulk=kind.startswith("cluster_bulk"), lean=kind.endswith("_lean"),
+        )
 
     chunk = block_n
     num_chunks = (n + chunk - 1) // chunk
@@ -208,9 +217,10 @@ def _build_softmax_cluster(n: int, dtype: str, slice_n: int, cluster: int, threa
 
 
 def _build_softmax_cluster_shared(
-    n: int, dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False
+    n: int, dtype: str, chunk: int, cluster: int, threads: int, bulk: bool = False, lean: bool = False
 ) -> Any:
-    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy)."""
+    """``cluster_shared``, or with ``bulk`` ``cluster_bulk`` (the slice loaded by a bulk copy);
+    ``lean``: the CTA's (max, sum) from two barrier-free walks (``cluster_walk``)."""
     m = T.dynamic("M")
     accum = "float32"
     neg_inf = -T.infinity(accum)
@@ -238,6 +248,9 @@ def _build_softmax_cluster_shared(
             received = T.alloc_barrier([cluster])
             row_max = T.alloc_var(accum)
             row_sum = T.alloc_var(accum)
+            if lean:
+                # Per element position of a chunk: the largest x seen there over the chunks.
+                element_max = T.alloc_fragment((chunk,), accum)
             if bulk:
                 loaded = T.alloc_barrier([1])
                 # Started before the prologue, which then runs while the slice is in flight.
@@ -249,23 +262,47 @@ def _build_softmax_cluster_shared(
                 # Columns past N load as zeros here and are masked to -inf below.
                 T.copy(x[row, rank * slice_n], slice_shared)
             T.clear(sum_exp)
-            T.fill(running_max, neg_inf)
-            # The online softmax of the resident kernel (see there), over this CTA's slice.
-            for step in T.serial(num_chunks):
-                T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
-                for j in T.Parallel(chunk):
-                    x_chunk[j] = T.if_then_else(
-                        rank * slice_n + step * chunk + j < n, x_chunk[j] * LOG2_E, neg_inf
-                    )
-                T.reduce_max(x_chunk, chunk_max, dim=0)
+            if lean:
+                T.fill(element_max, neg_inf)
+                # Elementwise: no exp, no barrier; the block reduces once, after the walk.
+                for step in T.serial(num_chunks):
+                    T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                    for j in T.Parallel(chunk):
+                        element_max[j] = T.max(
+                            element_max[j],
+                            T.if_then_else(rank * slice_n + step * chunk + j < n, x_chunk[j], neg_inf),
+                        )
+                T.reduce_max(element_max, running_max, dim=0)
                 for j in T.Parallel(1):
-                    previous_max[j] = running_max[j]
-                    running_max[j] = T.max(running_max[j], chunk_max[j])
+                    # Scaling by log2 e > 0 is monotonic, rounding too: the max of the scaled x.
+                    running_max[j] = running_max[j] * LOG2_E
                     safe_max[j] = T.if_then_else(running_max[j] == neg_inf, 0.0, running_max[j])
-                for j in T.Parallel(chunk):
-                    sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - safe_max[0]) + T.exp2(
-                        x_chunk[j] - safe_max[0]
-                    )
+                for step in T.serial(num_chunks):
+                    T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                    for j in T.Parallel(chunk):
+                        sum_exp[j] += T.if_then_else(
+                            rank * slice_n + step * chunk + j < n,
+                            T.exp2(x_chunk[j] * LOG2_E - safe_max[0]),
+                            0.0,
+                        )
+            else:
+                T.fill(running_max, neg_inf)
+                # The online softmax of the resident kernel (see there), over this CTA's slice.
+                for step in T.serial(num_chunks):
+                    T.copy(slice_shared[step * chunk : (step + 1) * chunk], x_chunk)
+                    for j in T.Parallel(chunk):
+                        x_chunk[j] = T.if_then_else(
+                            rank * slice_n + step * chunk + j < n, x_chunk[j] * LOG2_E, neg_inf
+                        )
+                    T.reduce_max(x_chunk, chunk_max, dim=0)
+                    for j in T.Parallel(1):
+                        previous_max[j] = running_max[j]
+                        running_max[j] = T.max(running_max[j], chunk_max[j])
+                        safe_max[j] = T.if_then_else(running_max[j] == neg_inf, 0.0, running_max[j])
+                    for j in T.Parallel(chunk):
+                        sum_exp[j] = sum_exp[j] * T.exp2(previous_max[0] - safe_max[0]) + T.exp2(
+                            x_chunk[j] - safe_max[0]
+                        )
             T.reduce_sum(sum_exp, own_sum, dim=0)
             own_shared[0, 0] = running_max[0]
             own_shared[0, 1] = own_sum[0]
