@@ -2,8 +2,12 @@
 
 A compute-bound GEMM on the H100 runs at whatever SM clock its power limit leaves, and that
 clock drifts over minutes as the card warms: at 64c3713 the bench timed its own large GEMMs
-3-8 % apart a few minutes apart (reports/h100/NOTES.md, Session 8).  Recording the SM clock
-over each measurement separates such drift from a change in the kernel.
+3-8 % apart a few minutes apart (reports/h100/NOTES.md, Session 8).  Each measurement records
+the clock it ran at, to tell such drift from a change in the kernel.  Measured at 697e436
+(Session 11): large GEMMs ran at 1170-1980 MHz under the power cap, but NVML's median clock over
+a measurement explained little of their run-to-run spread (correlation -0.25 between the log
+time and log clock ratios).  Why is not measured; one guess is that NVML's clock is a coarse
+average that misses the power controller's faster moves.
 
 Only queries: nothing here sets a clock, a limit or a mode (the device's METHOD.md).  NVML is
 reached with ctypes, so no extra package is needed; where it cannot be loaded (no driver, a

@@ -174,4 +174,4 @@ def test_a_miss_at_another_sm_clock_is_told_apart_in_cycles(tmp_path, capsys, mo
     out = capsys.readouterr().out
     assert "0/3 rows running their baked config within 3%" in out
     assert "1800/1698" in out
-    assert "of the 2 rows outside 3% with both SM clocks recorded, 1 are within it" in out
+    assert "of the 2 rows outside 3% with both SM clocks recorded, 1 are within it in SM cycles" in out

@@ -430,8 +430,11 @@ def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     steady = measure(lambda: a @ a, "cuda", repeats=20, steady=True)
     assert plain.method == steady.method == "cuda-events"
     assert plain.samples == 20
-    # Sized from a 3-run estimate of the time, so allow that estimate a 20 % error.
-    assert steady.samples >= min(200, int(0.8 * STEADY_SPAN_MS / steady.median_ms)), steady
+    # Sized from a 3-run estimate of the time, which other processes on the GPU can inflate: under
+    # pytest -n 8 at 697e436 a 1.87 ms median (IQR 0.44 ms) got 37 samples, sized from a ~2.7 ms
+    # estimate.  Half the span still tells 100 ms of samples from plain's 20.
+    assert steady.samples > plain.samples, steady
+    assert steady.samples >= min(200, int(0.5 * STEADY_SPAN_MS / steady.median_ms)), steady
     small = torch.zeros(1 << 16, device="cuda")
     short = measure(lambda: small.add_(1.0), "cuda", graph_fns=[lambda: small.add_(1.0)], steady=True)
     assert short.method == "cuda-graph"

@@ -275,7 +275,11 @@ def test_bulk_row_plans() -> None:
 
 
 def test_bulk_seeds_mirror_the_shared_seeds() -> None:
-    seeds = {(s["cluster_slice"], s["cluster_size"]): s for s in ROW_SEED_CONFIGS if s["cluster_size"] > 1}
+    seeds = {
+        (s["cluster_slice"], s["cluster_size"]): s
+        for s in ROW_SEED_CONFIGS
+        if s["cluster_size"] > 1 and s["cluster_walk"] == "plain"
+    }
     for size in (2, 4, 8):
         assert seeds[("bulk", size)] == {**seeds[("shared", size)], "cluster_slice": "bulk"}
     # Where the rows fit the bulk kernel, its seeds reach it; cluster 2 leaves 256 KiB slices at
@@ -283,6 +287,19 @@ def test_bulk_seeds_mirror_the_shared_seeds() -> None:
     assert rmsnorm_tl.kernel_key(BF16, BF16, 262144, seeds[("bulk", 8)])[3] == "cluster_bulk"
     with pytest.raises(ValueError, match="cluster_size"):
         rmsnorm_tl.kernel_key(BF16, BF16, 262144, seeds[("bulk", 2)])
+
+
+def test_lean_seeds_reach_the_lean_kernels_where_they_won() -> None:
+    lean = [s for s in ROW_SEED_CONFIGS if s["cluster_walk"] == "lean"]
+    assert {(s["cluster_slice"], s["cluster_size"]) for s in lean} == {
+        (held, size) for held in ("shared", "bulk") for size in (4, 8)
+    }
+    for seed in lean:
+        if seed["cluster_size"] != 8:
+            continue
+        kind = "cluster_bulk_lean" if seed["cluster_slice"] == "bulk" else "cluster_shared_lean"
+        assert rmsnorm_tl.kernel_key(BF16, BF16, 262144, seed)[3] == kind
+        assert softmax_tl.kernel_key(BF16, 262144, seed)[2] == kind
 
 
 def test_bulk_kernel_refuses_misaligned_rows() -> None:
