@@ -114,6 +114,9 @@ class Row:
     error: str | None
     ours: bool
     timing_method: str | None  # how this row was timed, when the bench recorded it per row
+    #: What NVML read while the row was timed ("SM 1425 MHz (1410-1440), 446 W, 65 C,
+    #: sw_power_cap"), when the bench recorded it.
+    gpu_note: str | None = None
     # Filled in once all rows of the op are known.
     speedup_vs_eager: float | None = None
     speedup_vs_best_peer: float | None = None
@@ -287,7 +290,29 @@ def _normalize_row(raw: Mapping[str, Any]) -> Row:
         # The bench says which backends are ours; older files do not, and the name decides.
         ours=ours if isinstance(ours, bool) else backend in OUR_BACKENDS,
         timing_method=None if timing_method is None else _as_text(timing_method),
+        gpu_note=_gpu_note(raw.get("gpu_state")),
     )
+
+
+def _gpu_note(raw: Any) -> str | None:
+    """One line on the GPU's state while a row was timed (``bench.gpu_state``), or None."""
+    state = _as_dict(raw)
+    clock = _as_float(state.get("sm_clock_mhz"))
+    if clock is None:
+        return None
+    parts = [f"SM {clock:.0f} MHz"]
+    span = [_as_float(v) for v in _as_list(state.get("sm_clock_range_mhz"))]
+    if len(span) == 2 and None not in span:
+        parts[0] += f" ({span[0]:.0f}-{span[1]:.0f})"
+    power, celsius = _as_float(state.get("power_w")), _as_float(state.get("temperature_c"))
+    if power is not None:
+        parts.append(f"{power:.0f} W")
+    if celsius is not None:
+        parts.append(f"{celsius:.0f} C")
+    reasons = [_as_text(r)[:40] for r in _as_list(state.get("clock_reasons"))[:8]]
+    if reasons:
+        parts.append("clock held by " + " + ".join(reasons))
+    return ", ".join(parts)
 
 
 def _normalize_ceilings(raw: Mapping[str, Any]) -> Ceilings:

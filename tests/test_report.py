@@ -721,3 +721,26 @@ def test_rows_of_one_shape_timed_by_different_methods_are_marked(no_plots: None)
         row["timing_method"] = "cuda-graph"
     assert 'class="mixed-timing"' not in report.build_report([results])
     assert plain != mixed
+
+
+def test_a_rows_gpu_state_shows_on_its_time_and_hostile_values_are_dropped(no_plots: None) -> None:
+    """The SM clock, power and temperature NVML read while a row ran appear in its time cell's
+    title, escaped; a malformed state shows nothing rather than breaking the page."""
+    results = only_ops(synthetic_results(), "softmax")
+    rows = [r for r in results["rows"] if r["ok"] and r["ms"]]
+    rows[0]["timing_method"] = "cuda-events"
+    rows[0]["gpu_state"] = {
+        "sm_clock_mhz": 1425.0,
+        "sm_clock_range_mhz": [1410, 1440],
+        "power_w": 446.4,
+        "temperature_c": 65,
+        "clock_reasons": ["sw_power_cap", '<script>alert("x")</script>'],
+    }
+    rows[1]["gpu_state"] = {"sm_clock_mhz": "fast", "power_w": float("nan")}
+    rows[2]["gpu_state"] = ["not", "a", "mapping"]
+    html = report.build_report([results])
+    note = "timed with cuda-events; SM 1425 MHz (1410-1440), 446 W, 65 C, clock held by sw_power_cap + "
+    assert f'title="{note}' in html
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert report._gpu_note(rows[1]["gpu_state"]) is None and report._gpu_note(rows[2]["gpu_state"]) is None
+    assert report._gpu_note({"sm_clock_mhz": 1980}) == "SM 1980 MHz"
