@@ -202,13 +202,17 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 path, num_warps = sys.argv[1], int(sys.argv[2])
+# NAME=VALUE: a constexpr argument's value (a persistent reduction's _RDIM_SIZE_1, the row).
+given = dict(arg.split("=") for arg in sys.argv[3:] if "=" in arg)
 spec = importlib.util.spec_from_file_location("helion_generated", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 kernel = next(v for k, v in vars(module).items() if k.startswith("_helion_") and hasattr(v, "arg_names"))
 signature, constexprs, attrs = {}, {}, {}
 for i, name in enumerate(kernel.arg_names):
-    if name in ("x", "out", "weight"):
+    if name in given:
+        signature[name], constexprs[(i,)] = "constexpr", int(given[name])
+    elif name in ("x", "out", "weight"):
         signature[name], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
     elif name in ("slots", "arrivals"):
         signature[name], attrs[(i,)] = ("*fp32" if name == "slots" else "*i32"), [["tt.divisibility", 16]]
@@ -221,7 +225,7 @@ for i, name in enumerate(kernel.arg_names):
 source = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
 compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 print(compiled.asm["ptx"])
-if len(sys.argv) > 3:  # ptxas's resource use (registers, stack) of the cubin, via Triton's cuobjdump
+if "resources" in sys.argv[3:]:  # ptxas's resource use (registers, stack) of the cubin (cuobjdump)
     import os, subprocess, tempfile
     cubin = os.path.join(tempfile.mkdtemp(), "kernel.cubin")
     with open(cubin, "wb") as out:
@@ -232,7 +236,13 @@ if len(sys.argv) > 3:  # ptxas's resource use (registers, stack) of the cubin, v
 """
 
 
-def _ptx(code: str, num_warps: int, tmp_path: Path, resources: bool = False) -> str:
+def _ptx(
+    code: str,
+    num_warps: int,
+    tmp_path: Path,
+    resources: bool = False,
+    constexprs: dict[str, int] | None = None,
+) -> str:
     """PTX for sm_90a of a generated Helion kernel, its pointers and row strides marked 16-byte
     divisible and unit strides constant, as Triton specialises them at launch on the GPU.  In a
     fresh process: this one imported Triton's helpers under the interpreter (conftest)."""
@@ -243,7 +253,7 @@ def _ptx(code: str, num_warps: int, tmp_path: Path, resources: bool = False) -> 
     path = tmp_path / "generated.py"
     path.write_text(code)
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "HELION_INTERPRET")}
-    extra = ["resources"] if resources else []
+    extra = (["resources"] if resources else []) + [f"{k}={v}" for k, v in (constexprs or {}).items()]
     done = subprocess.run(
         [sys.executable, "-c", _PTX_OF_GENERATED, str(path), str(num_warps), *extra],
         capture_output=True, text=True, env=env, timeout=600,
@@ -520,3 +530,19 @@ def test_softmax_split_keep_halves_the_exponentials(compile_only: None, n: int, 
     (split_ex2, split_regs), (keep_ex2, keep_regs) = found["split"], found["split_keep"]
     assert keep_ex2 <= split_ex2 // 2 + 2, found
     assert keep_regs <= split_regs, found
+
+
+@pytest.mark.parametrize("variant", ["rows", "online", "split", "split_keep", "split_fenced"])
+def test_softmax_kernels_exponentiate_in_base_2(compile_only: None, variant: str, tmp_path: Path) -> None:
+    """Every softmax variant calls exp2 (ex2.approx in the PTX), never libdevice's expf, whose
+    range reduction cost the one-program-a-row kernel ~8 instructions an element (01948b8)."""
+    n = 32768 if variant == "rows" else 65536
+    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
+    fn, config = softmax_mod._plan(n, {"variant": variant})
+    code = _triton_code(fn, (x, torch.empty_like(x)), config, static_shapes=False)
+    assert "libdevice.exp2(" in code and "libdevice.exp(" not in code and "tl.exp(" not in code
+    assert "1.4426950408889634" in code  # x scaled by log2 e before its max
+    if variant in ("rows", "split_keep"):  # the kernels the H100 runs at 32768 and beyond
+        row = {"_RDIM_SIZE_1": n} if variant == "rows" else None
+        ptx = _ptx(code, config["num_warps"], tmp_path, constexprs=row)
+        assert "ex2.approx" in ptx
