@@ -115,6 +115,8 @@ def row_tile_elements(variant: str, n: int, config: Mapping[str, Any]) -> int | 
     if variant == "rows":  # [rows per program] x (the reduction loop's chunk, or the whole row)
         loops = config.get("reduction_loops") or [None]
         return blocks[0] * (loops[0] if isinstance(loops[0], int) else next_power_of_2(n))
+    if variant.endswith("_stream"):  # [columns per part, rows]: one row's chunk and the next's
+        return 2 * blocks[0]
     return math.prod(blocks)  # split: [columns per part]; online: [rows, columns per chunk]
 
 
@@ -209,8 +211,17 @@ def split_block_range(n: int) -> tuple[int, int]:
     return next_power_of_2(-(-n // MAX_SPLIT_PARTS)), next_power_of_2(n)
 
 
-def split_config(n: int) -> dict[str, Any]:
-    """Shipped config of a split-row kernel: ``block_sizes`` = [columns per part].
+#: Rows one program of a streaming split kernel (the ``split_stream`` variants) walks by
+#: default: its second block size.  Each program owns one part of a block of this many
+#: consecutive rows and loads the next row's chunk before waiting on the current row's
+#: exchange; 8 amortises the one load nothing overlaps (the block's first) over 8 rows while
+#: keeping the grid long enough that its last wave is a small fraction of the run.
+SPLIT_STREAM_ROWS = 8
+
+
+def split_config(n: int, rows: int | None = None) -> dict[str, Any]:
+    """Shipped config of a split-row kernel: ``block_sizes`` = [columns per part], or
+    [columns per part, rows per program] for a streaming one (``rows`` given).
 
     8192 columns per part where the part count allows it (8 parts at 65536, 32 at 262144),
     with a warp per 1024 columns: 32 float32 values per thread, no spills, and several programs
@@ -219,7 +230,7 @@ def split_config(n: int) -> dict[str, Any]:
     low, high = split_block_range(n)
     block = min(high, max(low, 8192))
     return {
-        "block_sizes": [block],
+        "block_sizes": [block] if rows is None else [block, rows],
         "num_warps": max(4, min(16, block // 1024)),
         "num_stages": 1,
         "indexing": "pointer",
@@ -238,18 +249,21 @@ def split_config_problem(config: Mapping[str, Any]) -> str | None:
     return None
 
 
-def split_variant_config(n: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def split_variant_config(n: int, overrides: Mapping[str, Any], rows: int | None = None) -> dict[str, Any]:
     """The full config of a split-row kernel: the shipped one overridden key by key, refused
-    (ValueError naming ``config``) if it breaks the launch order the parts rely on."""
-    full = merge_config(split_config(n), overrides)
+    (ValueError naming ``config``) if it breaks the launch order the parts rely on.  ``rows``:
+    a streaming kernel's default rows per program (its second block size)."""
+    full = merge_config(split_config(n, rows), overrides)
     problem = split_config_problem(full)
     if problem:
         raise ValueError(problem)
     if interpreting():
         # Reference mode runs the parts one after another: a part waiting for the next would
         # spin forever.  One part per row (no waiting) still runs the kernel's arithmetic; the
-        # exchange between parts is exercised on the GPU only.
-        full["block_sizes"] = [split_block_range(n)[1]]
+        # exchange between parts is exercised on the GPU only.  A streaming kernel keeps its rows
+        # per program: one part walking several rows never waits either.
+        whole_row = split_block_range(n)[1]
+        full["block_sizes"] = [whole_row] if rows is None else [whole_row, *list(full["block_sizes"])[1:]]
     return full
 
 

@@ -353,6 +353,93 @@ def test_helion_split_rows_match_float64(
         y = b.fn(x, config=config)
         assert torch.equal(y[:, :masked].float(), torch.zeros(shape["M"], masked, device="cuda"))
         assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
+        # A row of nothing but -inf: NaN, as torch gives (split_keep wrote zeros before 0a9e693's
+        # successor made an all -inf part's factor 0 / row sum).
+        x[-1] = -float("inf")
+        y = b.fn(x, config=config)
+        assert torch.isnan(y[-1].float()).all()
+        if shape["M"] > 1:
+            assert numerics.compare(y[:-1], spec.reference(x)[:-1], spec.tolerance[dtype]).ok
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize(
+    ("shape", "block", "rows"),
+    [
+        ({"M": 1000, "N": 65536}, 4096, 8),  # 16 parts per row, 125 blocks of 8 rows
+        ({"M": 37, "N": 65537}, 8192, 8),  # ragged: 9 parts, the last one column wide; a last block of 5
+        ({"M": 300, "N": 262144}, 8192, 8),  # 32 parts per row, the most; a last block of 4
+        ({"M": 33, "N": 262144 - 100}, 8192, 16),  # 32 parts, the last one ragged; a last block of 1
+        ({"M": 1, "N": 131072}, 32768, 8),  # one row
+        ({"M": 5000, "N": 40000}, 4096, 4),  # more row blocks than can be resident at once
+        ({"M": 8191, "N": 65536}, 8192, 8),  # the shipped part size, thousands of rows; a last block of 7
+        ({"M": 4095, "N": 262144}, 8192, 8),  # likewise at 262144: 32 parts
+        ({"M": 2000, "N": 65536}, 8192, 1),  # one row a program
+    ],
+    ids=lambda v: "x".join(map(str, v.values())) if isinstance(v, dict) else str(v),
+)
+def test_helion_split_stream_rows_match_float64(
+    op: str, dtype: torch.dtype, shape: dict, block: int, rows: int
+) -> None:
+    """Helion's ``split_stream`` kernels (a program owns one part of a block of rows, walks them
+    and loads the next row's chunk before waiting on the current row's exchange): against
+    float64 with the output poisoned, bitwise the same on a second call, and for softmax with
+    whole parts of -inf."""
+    b = registry.backend(op, "helion")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    warps = max(4, min(16, block // 1024))
+    config = {"variant": "split_stream", "block_sizes": [block, rows], "num_warps": warps}
+    seed = random.randrange(1 << 30)
+    result = numerics.check_backend(op, "helion", shape, dtype, "cuda", seed=seed, config=config)
+    assert result.ok, (seed, result)
+    spec = registry.spec(op)
+    args = spec.make_inputs(shape, dtype, "cuda", seed)
+    first = b.fn(*args, config=config)
+    second = b.fn(*args, config=config)
+    assert torch.equal(first, second)
+    if op == "softmax":
+        (x,) = args
+        masked = shape["N"] * 5 // 8  # whole parts of -inf, and one part partly masked
+        x[:, :masked] = -float("inf")
+        y = b.fn(x, config=config)
+        assert torch.equal(y[:, :masked].float(), torch.zeros(shape["M"], masked, device="cuda"))
+        assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
+        # A row of nothing but -inf: NaN, as torch gives (split_keep wrote zeros before 0a9e693's
+        # successor made an all -inf part's factor 0 / row sum).
+        x[-1] = -float("inf")
+        y = b.fn(x, config=config)
+        assert torch.isnan(y[-1].float()).all()
+        if shape["M"] > 1:
+            assert numerics.compare(y[:-1], spec.reference(x)[:-1], spec.tolerance[dtype]).ok
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_helion_split_stream_finishes_on_nan_and_inf(op: str) -> None:
+    """As ``test_split_rows_finish_on_nan_and_inf`` for ``split_stream``, with the bad rows inside
+    a block of rows that one program walks: the NaN or inf stays in its own row."""
+    b = registry.backend(op, "helion")
+    reason = b.unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    m, n = 6, 65536
+    x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+    x[1, 777] = float("nan")
+    x[3, 40000] = float("inf")
+    x[4, :] = float("nan")
+    if op == "softmax":
+        x[5, :40000] = -float("inf")
+    args = (x, torch.randn(n, device="cuda", dtype=torch.bfloat16), 1e-6) if op == "rmsnorm" else (x,)
+    y = b.fn(*args, config={"variant": "split_stream", "block_sizes": [8192, 4]})
+    torch.cuda.synchronize()
+    finite_rows = torch.isfinite(y.float()).all(dim=1).tolist()
+    assert finite_rows[0] and finite_rows[2] and finite_rows[5]
+    assert not finite_rows[1] and not finite_rows[3] and not finite_rows[4]
+    ref = registry.spec(op).reference(*args)
+    for row in (0, 2, 5):
+        assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok
 
 
 SPLIT_VARIANTS = [

@@ -298,6 +298,199 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
             assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
 
 
+# ------------------------------------------------------------------ split_stream: rows walked per program
+
+#: (M, N, rows per program): M not a multiple of the rows (the last block's prefetch runs past M
+#: and is masked), one row, a ragged last part, a block of one row.
+STREAM_SHAPES = ((13, 1000, 4), (1, 40000, 8), (5, 4100, 2), (16, 300, 8), (3, 65537, 8), (7, 256, 1))
+
+
+def _stream_inputs(op: str, m: int, n: int, dtype: torch.dtype) -> tuple:
+    return registry.spec(op).make_inputs({"M": m, "N": n}, dtype, "cpu", 0)
+
+
+def _stream_call(op: str, args: tuple, rows: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    # The part size is any value: reference mode runs one part per row (split_variant_config).
+    config = {"variant": "split_stream", "block_sizes": [1024, rows]}
+    if op == "rmsnorm":
+        return rmsnorm_mod.rmsnorm_helion(*args, out=out, config=config)
+    return softmax_mod.softmax_helion(*args, out=out, config=config)
+
+
+@pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", STREAM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_stream_matches_float64(interpret: None, op: str, shape: tuple, dtype: torch.dtype) -> None:
+    """``split_stream``'s arithmetic: each program walks a block of rows, its next row's chunk
+    loaded (and masked past the block and past M) before the current row's exchange and carried
+    round the loop.  Reference mode runs one part per row, but keeps the rows per program, so
+    the row loop and the prefetch run here; the exchange between parts is a GPU test."""
+    m, n, rows = shape
+    args = _stream_inputs(op, m, n, dtype)
+    out = nan_like(args[0])
+    y = _stream_call(op, args, rows, out=out)
+    assert y is out and y.dtype == dtype
+    spec = registry.spec(op)
+    assert rel_l2(y, spec.reference(*args)) <= spec.tolerance[dtype]
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_stream_nan_inf_and_masked_rows(interpret: None, op: str) -> None:
+    """A NaN or an inf stays in its own row (not carried into the next row of the block), and
+    softmax gives exact zeros for masked (-inf) columns."""
+    spec = registry.spec(op)
+    args = _stream_inputs(op, 7, 1000, torch.float32)
+    x = args[0]
+    x[1, 777] = float("nan")
+    x[3, 400] = float("inf")
+    x[4, :] = float("nan")
+    if op == "softmax":
+        x[5, :600] = -float("inf")
+        x[6, :] = -float("inf")
+    y = _stream_call(op, args, 4)
+    ref = spec.reference(*args)
+    finite = torch.isfinite(y).all(dim=1).tolist()
+    assert not finite[1] and not finite[3] and not finite[4]
+    assert torch.isnan(y[4]).all()
+    for row in (0, 2, 5):
+        assert finite[row] and rel_l2(y[row], ref[row]) <= spec.tolerance[torch.float32]
+    if op == "softmax":
+        assert torch.isnan(y[1]).all() and torch.isnan(y[3]).all()  # the reference's NaN rows
+        assert torch.equal(y[5, :600], torch.zeros(600))
+        # A row of nothing but -inf: NaN, as the reference; split_keep (whose arithmetic
+        # split_stream shares) gave zeros before 0 / row sum replaced its factor's 0.
+        assert torch.isnan(ref[6]).all() and torch.isnan(y[6]).all()
+        keep = softmax_mod.softmax_helion(x, config={"variant": "split_keep"})
+        assert torch.isnan(keep[6]).all() and torch.equal(keep[5, :600], torch.zeros(600))
+    else:
+        assert rel_l2(y[6], ref[6]) <= spec.tolerance[torch.float32]
+
+
+def test_split_stream_config(compile_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt-in only; [columns per part, rows per program] = [8192, SPLIT_STREAM_ROWS] at the
+    shipped shapes, with the launch order every split kernel needs; reference mode widens the
+    part to the whole row and keeps the rows."""
+    from tilearena.kernels.helion_configs import SPLIT_REQUIRED, SPLIT_STREAM_ROWS
+
+    for mod in (rmsnorm_mod, softmax_mod):
+        assert "split_stream" in mod.VARIANTS
+        assert mod.shipped_variant(65536) != "split_stream" and mod.shipped_variant(262144) != "split_stream"
+        for n in (65536, 262144):
+            fn, config = mod._plan(n, {"variant": "split_stream"})
+            assert fn.__name__.endswith("_split_stream")
+            assert config["block_sizes"] == [8192, SPLIT_STREAM_ROWS] and config["num_warps"] == 8
+            assert all(config[k] == v for k, v in SPLIT_REQUIRED.items())
+            assert mod._plan(n, {"variant": "split_stream", "block_sizes": [4096, 16]})[1]["block_sizes"] == [
+                4096, 16]
+        monkeypatch.setenv("HELION_INTERPRET", "1")
+        assert mod._plan(40000, {"variant": "split_stream", "block_sizes": [4096, 4]})[1]["block_sizes"] == [
+            65536, 4]
+        monkeypatch.delenv("HELION_INTERPRET")
+    x = torch.randn(2, 70000)
+    for bad in ({"pid_type": "persistent_blocked"}, {"l2_groupings": [4]}, {"loop_orders": [[1, 0]]}):
+        with pytest.raises(ValueError, match="config"):
+            rmsnorm_mod.rmsnorm_helion(x, torch.ones(70000), 1e-6, config={"variant": "split_stream", **bad})
+        with pytest.raises(ValueError, match="config"):
+            softmax_mod.softmax_helion(x, config={"variant": "split_stream", **bad})
+
+
+def _stream_code(op: str, n: int) -> tuple[str, dict]:
+    """Triton code of ``split_stream`` at ``n`` columns (bf16).  Bound to (small, untouched) CPU
+    tensors, not meta ones: its exchange reduces [1, 32] slots with a size-1 row that is a
+    constant, and Inductor's lowering of such a reduction asks for the device's backend,
+    which the meta device has none of (the tile-shaped split kernels' rows are symbolic)."""
+    x = torch.empty(64, n, dtype=torch.bfloat16)
+    mod = rmsnorm_mod if op == "rmsnorm" else softmax_mod
+    fn, config = mod._plan(n, {"variant": "split_stream"})
+    args = (x, torch.empty(n, dtype=torch.bfloat16), 1e-6, x) if op == "rmsnorm" else (x, x)
+    return _triton_code(fn, args, config, static_shapes=False), config
+
+
+@pytest.mark.parametrize("n", [65536, 262144])
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_stream_prefetches_across_the_exchange(compile_only: None, op: str, n: int,
+                                                     tmp_path: Path) -> None:
+    """In the generated code the next row's chunk is loaded (masked past the row block) before
+    the current row's exchange and carried round the row loop in x's dtype; RMSNorm's weight is
+    loaded once, before the loop.  In the PTX for sm_90a those 128-bit loads sit in the row
+    loop before the relaxed exchange and its polling loop (nothing waits for them there; their
+    first use is the next iteration's conversion), with no fence, no stack and no spill, in at
+    most 128 registers a thread: two 8-warp programs an SM (the split kernels fit four)."""
+    import re
+
+    code, config = _stream_code(op, n)
+    loop = code.index("for offset_2 in tl.range(")
+    spin = code.index("while while_cond")
+    prefetch = code.index("ahead = tl.load(x", loop)
+    assert loop < prefetch < code.index("tl.atomic_xchg", loop) < spin
+    # Masked past the block's last row (tile_b.end, which is clamped to M).
+    assert re.match(r"ahead = tl\.load\(x \+ [^\n]*\bsubscript, other=0\)", code[prefetch:spin])
+    assert code.index("ahead = tl.load(x") < loop  # the block's first row, before the loop
+    if op == "rmsnorm":
+        assert code.index("tl.load(weight") < loop and "tl.load(weight" not in code[loop:]
+    ptx = _ptx(code, config["num_warps"], tmp_path, resources=True)
+    assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.exch", ptx)
+    assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
+    assert not re.search(r"\b(membar|fence)\.", ptx)
+    assert ".acquire" not in ptx and ".release" not in ptx
+    assert "ld.local" not in ptx and "st.local" not in ptx
+    row_loop = ptx[ptx.index("This Loop Header: Depth=1") : ptx.index("Inner Loop Header: Depth=2")]
+    loads = [m.start() for m in re.finditer(r"ld\.global[\w.]*\.v4", row_loop)]
+    per_thread = config["block_sizes"][0] // (32 * config["num_warps"])
+    assert len(loads) == per_thread // 8, len(loads)  # the next row's chunk, 8 bf16 a load
+    assert max(loads) < re.search(r"atom\.[\w.]*\.exch", row_loop).start()
+    usage = ptx[ptx.index("RESOURCES") :]
+    registers = int(re.search(r"REG:(\d+)", usage).group(1))
+    assert "STACK:0 " in usage, usage
+    print(f"{op} split_stream N={n}: {registers} registers a thread, "
+          f"{65536 // (registers * 32 * config['num_warps'])} programs an SM")
+    assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
+
+
+#: ``tilearena timing-check --against override --override JSON`` for split_stream against the baked
+#: split configs (autotune/baked/h100-sxm.json): every key of the baked config whose length the
+#: new kernel changes (a second block size, a row loop, one more load for RMSNorm's weight, no
+#: reduction loop).
+STREAM_OVERRIDES = {
+    op: {
+        "variant": "split_stream", "block_sizes": [8192, 8], "range_unroll_factors": [0, 0],
+        "range_num_stages": [0, 0], "range_multi_buffers": [None, None], "range_flattens": [None, None],
+        "load_eviction_policies": [""] * loads, "reduction_loops": [],
+    }
+    for op, loads in (("softmax", 2), ("rmsnorm", 3))
+}
+
+
+@pytest.mark.parametrize("shape", [{"M": 8192, "N": 65536}, {"M": 4096, "N": 262144}], ids=str)
+@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
+def test_split_stream_override_fits_the_baked_config(compile_only: None, op: str, shape: dict) -> None:
+    """The A/B override above, merged onto the baked config as timing-check merges it, is a valid
+    config of the split_stream kernel, the one it would run and the one --adopt would bake."""
+    import json
+
+    from tilearena.autotune.space import TuneContext, space_for
+    from tilearena.autotune.store import config_fits_kernel
+    from tilearena.kernels.helion_configs import _to_plain
+
+    baked = json.loads((Path(__file__).parents[1] / "autotune" / "baked" / "h100-sxm.json").read_text())
+    (entry,) = [e for e in baked["entries"] if e["op"] == op and e["backend"] == "helion"
+                and e["shape"] == shape and e["dtype"] == "bfloat16"]
+    merged = {**entry["config"], **STREAM_OVERRIDES[op]}
+    space = space_for(registry.backend(op, "helion"))
+    assert space.invalid_reason(merged, TuneContext(shape=shape, dtype_bytes=2)) is None
+    assert config_fits_kernel(op, "helion", merged) is None
+    mod = rmsnorm_mod if op == "rmsnorm" else softmax_mod
+    fn, config = mod._plan(shape["N"], merged)
+    assert fn.__name__.endswith("_split_stream") and config["block_sizes"] == [8192, 8]
+    # The same kernel as the variant's own default config, once Helion has filled in its defaults.
+    _, default = mod._plan(shape["N"], {"variant": "split_stream"})
+    spec = space.config_spec(TuneContext(shape=shape, dtype_bytes=2), "split_stream")
+    normalized = [helion.Config(**c) for c in (config, default)]
+    for c in normalized:
+        spec.normalize(c)
+    assert _to_plain(normalized[0]) == _to_plain(normalized[1])
+
+
 def test_split_refuses_an_unsafe_launch_order(compile_only: None) -> None:
     x = torch.randn(2, 70000)
     for bad in ({"pid_type": "persistent_blocked"}, {"l2_groupings": [4]}, {"loop_orders": [[1, 0]]}):

@@ -24,6 +24,7 @@ import torch
 
 from ..helion_configs import (
     MAX_ROW_IN_REGISTERS,
+    SPLIT_STREAM_ROWS,
     HelionConfigSpace,
     RowwiseVariants,
     merge_config,
@@ -36,7 +37,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "split", "split_fenced")
+VARIANTS = ("rows", "split", "split_fenced", "split_stream")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,55 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
     return out
 
 
+def _rmsnorm_split_stream(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
+) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Rows per program (helion_configs.SPLIT_STREAM_ROWS by default): a Helion block size, so the
+    # tuner can vary it.
+    block_rows = hl.register_block_size(1, 64)
+    # _rmsnorm_split's slots and exchange (see there), one row at a time over a block of rows:
+    # each program owns one part of the block's rows and loads row r + 1's chunk before it waits
+    # on row r's exchange, so a load is in flight while it spins.  The parts of a row block are
+    # adjacent program ids (columns first, as helion_configs.SPLIT_REQUIRED keeps them) and walk
+    # the same rows in the same order: a part waits only for the parts of its row block, at the
+    # same row.
+    slots = torch.full([m, 32], -1.0, dtype=torch.float32, device=x.device)
+    for tile_n, tile_b in hl.tile([n, m], block_size=[block_n, block_rows]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        part = hl.arange(32)
+        used = (part < parts)[None, :]
+        empty = torch.where(used, -1.0, -1.0)
+        # The weight's chunk is the same for every row: loaded once, before the rows.
+        w = weight[tile_n][None, :]
+        # Rows as [1] index tensors, not tiles: a tile's size is symbolic, so a chunk loaded
+        # before the loop would not match the one carried round it.
+        first = tile_b.begin + hl.zeros([1], dtype=torch.int32)
+        # Carried in x's dtype and converted where it is used: the conversion would otherwise
+        # wait for the load right after it is issued, before the exchange it should overlap.
+        ahead = hl.load(x, [first, tile_n])
+        for row in hl.grid(tile_b.begin, tile_b.end):
+            r = row + hl.zeros([1], dtype=torch.int32)
+            chunk = ahead.to(torch.float32)
+            # The next row's chunk (none past the block's last row, which tile_b.end clamps to m).
+            ahead = hl.load(x, [r + 1, tile_n], extra_mask=(r + 1 < tile_b.end)[:, None])
+            hl.atomic_xchg(slots, [r, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
+            seen = hl.atomic_cas(slots, [r, part], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+            while waiting.sum() > 0:
+                seen = hl.atomic_cas(slots, [r, part], empty, empty, sem="relaxed")
+                waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+            total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
+            # As a 0-d scalar (see softmax's _softmax_split): a [1] tensor would spread the
+            # 32-slot vector's layout to the chunk.
+            rstd = torch.rsqrt(total / n + eps).sum()
+            hl.store(out, [r, tile_n], (chunk * rstd * w.to(torch.float32)).to(out.dtype))
+    return out
+
+
 def _rmsnorm_split_fenced(
     x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
 ) -> torch.Tensor:
@@ -131,6 +181,8 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
     variant, overrides = variant_and_overrides(config, VARIANTS, shipped_variant(n))
     if variant == "rows":
         return _rmsnorm_rows, merge_config(rowwise_config(n), overrides)
+    if variant == "split_stream":
+        return _rmsnorm_split_stream, split_variant_config(n, overrides, rows=SPLIT_STREAM_ROWS)
     kernel = _rmsnorm_split if variant == "split" else _rmsnorm_split_fenced
     return kernel, split_variant_config(n, overrides)
 

@@ -32,6 +32,7 @@ import torch
 
 from ..helion_configs import (
     MAX_ROW_IN_REGISTERS,
+    SPLIT_STREAM_ROWS,
     HelionConfigSpace,
     RowwiseVariants,
     merge_config,
@@ -45,7 +46,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "online", "split", "split_fenced", "split_keep")
+VARIANTS = ("rows", "online", "split", "split_fenced", "split_keep", "split_stream")
 
 
 def _softmax_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -176,14 +177,80 @@ def _softmax_split_keep(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         rescaled = sums * torch.exp2(part_safe - safe_row_max[:, None])
         row_sum = torch.sum(torch.where(used, rescaled, 0.0), dim=-1)
         # This part's factor, exp(chunk max - row max) / row sum, as a 0-d scalar (see
-        # _softmax_split).  A chunk of only -inf has e = 0 and factor 0: exp(0 - row max) could
-        # overflow to inf when the row's max is very negative, and 0 * inf is NaN.  A NaN or +inf
-        # anywhere in the row makes the row sum NaN, so every part writes NaN, as the reference.
+        # _softmax_split).  A chunk of only -inf has e = 0 and factor 0 / row sum: exp(0 - row
+        # max) could overflow to inf when the row's max is very negative, and 0 * inf is NaN.  A
+        # row of nothing but -inf has row sum 0, so 0 / 0: NaN, as the reference (and the other
+        # variants) give.  A NaN or +inf anywhere in the row makes the row sum NaN, so every part
+        # writes NaN, as the reference.
         chunk_max_0 = chunk_max.sum()
+        total = row_sum.sum()
         factor = torch.where(
-            chunk_max_0 == float("-inf"), 0.0, torch.exp2(safe_max.sum() - safe_row_max.sum()) / row_sum.sum()
+            chunk_max_0 == float("-inf"), 0.0 / total, torch.exp2(safe_max.sum() - safe_row_max.sum()) / total
         )
         out[tile_m, tile_n] = (e * factor).to(out.dtype)
+    return out
+
+
+def _softmax_split_stream(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # Rows per program (helion_configs.SPLIT_STREAM_ROWS by default): a Helion block size, so the
+    # tuner can vary it.
+    block_rows = hl.register_block_size(1, 64)
+    # _softmax_split_keep's slots, exchange and arithmetic (see there and _softmax_split), one
+    # row at a time over a block of rows: each program owns one part of the block's rows and
+    # loads row r + 1's chunk before it waits on row r's exchange, so a load is in flight while
+    # it spins.  The parts of a row block are adjacent program ids (columns first, as
+    # helion_configs.SPLIT_REQUIRED keeps them) and walk the same rows in the same order: a part
+    # waits only for the parts of its own row block, at the same row.
+    slots = torch.full([m, 64], float("nan"), dtype=torch.float32, device=x.device)
+    for tile_n, tile_b in hl.tile([n, m], block_size=[block_n, block_rows]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        part = hl.arange(32)
+        used = (part < parts)[None, :]
+        empty = torch.where(used, float("nan"), float("nan"))
+        # Rows as [1] index tensors, not tiles: a tile's size is symbolic, so a chunk loaded
+        # before the loop would not match the one carried round it.
+        first = tile_b.begin + hl.zeros([1], dtype=torch.int32)
+        # Carried in x's dtype and converted where it is used: the conversion would otherwise
+        # wait for the load right after it is issued, before the exchange it should overlap.
+        ahead = hl.load(x, [first, tile_n])
+        for row in hl.grid(tile_b.begin, tile_b.end):
+            r = row + hl.zeros([1], dtype=torch.int32)
+            chunk = ahead.to(torch.float32) * 1.4426950408889634  # base 2, as _softmax_rows
+            # The next row's chunk (none past the block's last row, which tile_b.end clamps to m).
+            ahead = hl.load(x, [r + 1, tile_n], extra_mask=(r + 1 < tile_b.end)[:, None])
+            chunk_max = torch.amax(chunk, dim=-1)
+            safe_max = torch.where(chunk_max == float("-inf"), 0.0, chunk_max)
+            e = torch.exp2(chunk - safe_max[:, None])
+            chunk_sum = torch.sum(e, dim=-1)
+            published_max = torch.where(chunk_max != chunk_max, float("inf"), chunk_max)
+            published_sum = torch.where(chunk_sum != chunk_sum, float("inf"), chunk_sum)
+            hl.atomic_xchg(slots, [r, tile_n.id], published_max, sem="relaxed")
+            hl.atomic_xchg(slots, [r, tile_n.id + 32], published_sum, sem="relaxed")
+            maxes = hl.atomic_cas(slots, [r, part], empty, empty, sem="relaxed")
+            sums = hl.atomic_cas(slots, [r, part + 32], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+            while waiting.sum() > 0:
+                maxes = hl.atomic_cas(slots, [r, part], empty, empty, sem="relaxed")
+                sums = hl.atomic_cas(slots, [r, part + 32], empty, empty, sem="relaxed")
+                waiting = torch.sum((used & ((maxes != maxes) | (sums != sums))).to(torch.int32), dim=-1)
+            row_max = torch.amax(torch.where(used, maxes, float("-inf")), dim=-1)
+            safe_row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+            part_safe = torch.where(maxes == float("-inf"), 0.0, maxes)
+            rescaled = sums * torch.exp2(part_safe - safe_row_max[:, None])
+            row_sum = torch.sum(torch.where(used, rescaled, 0.0), dim=-1)
+            chunk_max_0 = chunk_max.sum()
+            total = row_sum.sum()
+            # As _softmax_split_keep's: 0 / row sum for a chunk of only -inf (NaN for a row of them).
+            factor = torch.where(
+                chunk_max_0 == float("-inf"),
+                0.0 / total,
+                torch.exp2(safe_max.sum() - safe_row_max.sum()) / total,
+            )
+            hl.store(out, [r, tile_n], (e * factor).to(out.dtype))
     return out
 
 
@@ -254,6 +321,8 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
         "split_fenced": _softmax_split_fenced,
         "split_keep": _softmax_split_keep,
     }
+    if variant == "split_stream":
+        return _softmax_split_stream, split_variant_config(n, overrides, rows=SPLIT_STREAM_ROWS)
     return split_kernels[variant], split_variant_config(n, overrides)
 
 
