@@ -130,12 +130,22 @@ def test_bad_device_mix_is_refused() -> None:
         tilearena.rmsnorm(torch.randn(4, 8, device="cuda"), torch.randn(8))
 
 
-@pytest.mark.parametrize("backend", ["triton", "helion", "cute", "tilelang"])
+#: Helion's split_stream with blocks of 4 rows: the bad rows sit inside a block one program walks.
+HELION_STREAM = {"variant": "split_stream", "block_sizes": [8192, 4]}
+
+
+@pytest.mark.parametrize(
+    ("backend", "config"),
+    [("triton", None), ("helion", None), ("helion", HELION_STREAM), ("cute", None), ("tilelang", None)],
+    ids=["triton", "helion", "helion-stream", "cute", "tilelang"],
+)
 @pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
-def test_split_rows_finish_on_nan_and_inf(op: str, backend: str) -> None:
+def test_split_rows_finish_on_nan_and_inf(op: str, backend: str, config: dict | None) -> None:
     """Long rows are shared by programs that wait for each other's partials: a NaN or an inf in
-    the input must propagate to its own row, never stall the waiters or leak into other rows."""
-    reason = registry.backend(op, backend).unavailable_reason("cuda")
+    the input must propagate to its own row, never stall the waiters or leak into other rows
+    (nor, where a program walks several rows, into the next row it loads)."""
+    b = registry.backend(op, backend)
+    reason = b.unavailable_reason("cuda")
     if reason:
         pytest.skip(reason)
     m, n = 6, 65536
@@ -146,7 +156,7 @@ def test_split_rows_finish_on_nan_and_inf(op: str, backend: str) -> None:
     if op == "softmax":
         x[5, :40000] = -float("inf")  # masked scores: whole chunks of -inf must give 0, not NaN
     args = (x, torch.randn(n, device="cuda", dtype=torch.bfloat16), 1e-6) if op == "rmsnorm" else (x,)
-    y = getattr(tilearena, op)(*args, backend=backend)
+    y = getattr(tilearena, op)(*args, backend=backend) if config is None else b.fn(*args, config=config)
     torch.cuda.synchronize()
     finite_rows = torch.isfinite(y.float()).all(dim=1).tolist()
     assert finite_rows[0] and finite_rows[2] and finite_rows[5]
@@ -309,6 +319,39 @@ def test_tilelang_lean_cluster_rows_match_float64(
         assert torch.isnan(softmax_tilelang(x, config=config)[1]).all()
 
 
+def _check_helion_split(b: registry.Backend, op: str, shape: dict, dtype: torch.dtype, config: dict) -> None:
+    """A Helion split kernel at ``config``: float64 numerics with the output poisoned (fresh seed),
+    bitwise the same on a second call (the partials are combined in a fixed order), and for
+    softmax the masked-score cases."""
+    seed = random.randrange(1 << 30)
+    result = numerics.check_backend(op, "helion", shape, dtype, "cuda", seed=seed, config=config)
+    assert result.ok, (seed, result)
+    args = registry.spec(op).make_inputs(shape, dtype, "cuda", seed)
+    assert torch.equal(b.fn(*args, config=config), b.fn(*args, config=config))
+    if op == "softmax":
+        _check_masked_softmax_parts(b, args[0], config, dtype)
+
+
+def _check_masked_softmax_parts(
+    b: registry.Backend, x: torch.Tensor, config: dict, dtype: torch.dtype
+) -> None:
+    """A split softmax over masked scores: whole parts of -inf and one part partly masked give
+    exact zeros there and the reference elsewhere; a row of nothing but -inf gives NaN, as torch
+    does (``split_keep`` wrote zeros there until an all -inf part's factor became 0 / row sum)."""
+    spec = registry.spec("softmax")
+    m, n = x.shape
+    masked = n * 5 // 8
+    x[:, :masked] = -float("inf")
+    y = b.fn(x, config=config)
+    assert torch.equal(y[:, :masked].float(), torch.zeros(m, masked, device="cuda"))
+    assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
+    x[-1] = -float("inf")
+    y = b.fn(x, config=config)
+    assert torch.isnan(y[-1].float()).all()
+    if m > 1:
+        assert numerics.compare(y[:-1], spec.reference(x)[:-1], spec.tolerance[dtype]).ok
+
+
 @pytest.mark.parametrize(
     ("op", "variant"), [("rmsnorm", "split"), ("softmax", "split"), ("softmax", "split_keep")], ids=str
 )
@@ -338,28 +381,7 @@ def test_helion_split_rows_match_float64(
     if reason:
         pytest.skip(reason)
     config = {"variant": variant, "block_sizes": [block], "num_warps": max(4, min(16, block // 1024))}
-    seed = random.randrange(1 << 30)
-    result = numerics.check_backend(op, "helion", shape, dtype, "cuda", seed=seed, config=config)
-    assert result.ok, (seed, result)
-    spec = registry.spec(op)
-    args = spec.make_inputs(shape, dtype, "cuda", seed)
-    first = b.fn(*args, config=config)
-    second = b.fn(*args, config=config)
-    assert torch.equal(first, second)
-    if op == "softmax":
-        (x,) = args
-        masked = shape["N"] * 5 // 8  # whole parts of -inf, and one part partly masked
-        x[:, :masked] = -float("inf")
-        y = b.fn(x, config=config)
-        assert torch.equal(y[:, :masked].float(), torch.zeros(shape["M"], masked, device="cuda"))
-        assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
-        # A row of nothing but -inf: NaN, as torch gives (split_keep wrote zeros before 0a9e693's
-        # successor made an all -inf part's factor 0 / row sum).
-        x[-1] = -float("inf")
-        y = b.fn(x, config=config)
-        assert torch.isnan(y[-1].float()).all()
-        if shape["M"] > 1:
-            assert numerics.compare(y[:-1], spec.reference(x)[:-1], spec.tolerance[dtype]).ok
+    _check_helion_split(b, op, shape, dtype, config)
 
 
 @pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
@@ -392,54 +414,7 @@ def test_helion_split_stream_rows_match_float64(
         pytest.skip(reason)
     warps = max(4, min(16, block // 1024))
     config = {"variant": "split_stream", "block_sizes": [block, rows], "num_warps": warps}
-    seed = random.randrange(1 << 30)
-    result = numerics.check_backend(op, "helion", shape, dtype, "cuda", seed=seed, config=config)
-    assert result.ok, (seed, result)
-    spec = registry.spec(op)
-    args = spec.make_inputs(shape, dtype, "cuda", seed)
-    first = b.fn(*args, config=config)
-    second = b.fn(*args, config=config)
-    assert torch.equal(first, second)
-    if op == "softmax":
-        (x,) = args
-        masked = shape["N"] * 5 // 8  # whole parts of -inf, and one part partly masked
-        x[:, :masked] = -float("inf")
-        y = b.fn(x, config=config)
-        assert torch.equal(y[:, :masked].float(), torch.zeros(shape["M"], masked, device="cuda"))
-        assert numerics.compare(y, spec.reference(x), spec.tolerance[dtype]).ok
-        # A row of nothing but -inf: NaN, as torch gives (split_keep wrote zeros before 0a9e693's
-        # successor made an all -inf part's factor 0 / row sum).
-        x[-1] = -float("inf")
-        y = b.fn(x, config=config)
-        assert torch.isnan(y[-1].float()).all()
-        if shape["M"] > 1:
-            assert numerics.compare(y[:-1], spec.reference(x)[:-1], spec.tolerance[dtype]).ok
-
-
-@pytest.mark.parametrize("op", ["rmsnorm", "softmax"])
-def test_helion_split_stream_finishes_on_nan_and_inf(op: str) -> None:
-    """As ``test_split_rows_finish_on_nan_and_inf`` for ``split_stream``, with the bad rows inside
-    a block of rows that one program walks: the NaN or inf stays in its own row."""
-    b = registry.backend(op, "helion")
-    reason = b.unavailable_reason("cuda")
-    if reason:
-        pytest.skip(reason)
-    m, n = 6, 65536
-    x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
-    x[1, 777] = float("nan")
-    x[3, 40000] = float("inf")
-    x[4, :] = float("nan")
-    if op == "softmax":
-        x[5, :40000] = -float("inf")
-    args = (x, torch.randn(n, device="cuda", dtype=torch.bfloat16), 1e-6) if op == "rmsnorm" else (x,)
-    y = b.fn(*args, config={"variant": "split_stream", "block_sizes": [8192, 4]})
-    torch.cuda.synchronize()
-    finite_rows = torch.isfinite(y.float()).all(dim=1).tolist()
-    assert finite_rows[0] and finite_rows[2] and finite_rows[5]
-    assert not finite_rows[1] and not finite_rows[3] and not finite_rows[4]
-    ref = registry.spec(op).reference(*args)
-    for row in (0, 2, 5):
-        assert numerics.compare(y[row], ref[row], registry.spec(op).tolerance[torch.bfloat16]).ok
+    _check_helion_split(b, op, shape, dtype, config)
 
 
 SPLIT_VARIANTS = [

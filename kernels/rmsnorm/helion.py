@@ -98,6 +98,8 @@ def _rmsnorm_split_stream(
     # Rows per program (helion_configs.SPLIT_STREAM_ROWS by default): a Helion block size, so the
     # tuner can vary it.
     block_rows = hl.register_block_size(1, 64)
+    # Written out again: Helion refuses closures, and a plain helper function holding shared
+    # kernel arithmetic failed to lower (aten.slice in Inductor; tried on softmax at 2b03ba1).
     # _rmsnorm_split's slots and exchange (see there), one row at a time over a block of rows:
     # each program owns one part of the block's rows and loads row r + 1's chunk before it waits
     # on row r's exchange, so a load is in flight while it spins.  The parts of a row block are

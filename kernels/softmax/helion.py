@@ -199,6 +199,8 @@ def _softmax_split_stream(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     # Rows per program (helion_configs.SPLIT_STREAM_ROWS by default): a Helion block size, so the
     # tuner can vary it.
     block_rows = hl.register_block_size(1, 64)
+    # Written out again, as _softmax_split_keep is: Helion refuses closures, and a plain helper
+    # function holding the shared arithmetic failed to lower (aten.slice in Inductor, 2b03ba1).
     # _softmax_split_keep's slots, exchange and arithmetic (see there and _softmax_split), one
     # row at a time over a block of rows: each program owns one part of the block's rows and
     # loads row r + 1's chunk before it waits on row r's exchange, so a load is in flight while
