@@ -92,7 +92,6 @@ class RowPlan:
     rows_per_program: int = 1
     num_warps: int = 4
     split: int = 1  # programs per row (kind "split")
-    part: int = 0  # columns each of a row's programs owns (kind "split"): block_n, or less with split_fill
     grid: int = 1
     prefetch: int = 1  # rows of x in flight ahead of the one being published (kind "split")
     reread: bool = False  # finish a row from a second read of x (served by L2) instead of registers
@@ -117,12 +116,6 @@ CONFIG_SPACE: dict[str, tuple[Any, ...]] = {
     # it again (L2 still has it, one iteration later). Rereading frees a third of the data
     # registers (sm_90a: softmax chunk 8192 x 8 warps 124 -> 80 registers, 2 -> 3 programs/SM).
     "reread": (False, True),
-    # "split" kind: a row's programs number ceil(N / chunk) (False), or the smallest divisor of
-    # the SM count at least that (True), each owning an equal part (a multiple of 16 columns)
-    # of at most a chunk. Whole groups of resident programs then fill every SM: at N = 262144
-    # with chunk 16384, 16 programs a row leave 132 // 16 * 16 = 128 of 132 SMs busy (ncu);
-    # 22 smaller parts fill all 132 at the cost of masked lanes (11920 of 16384 columns).
-    "split_fill": (False, True),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -132,7 +125,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "prefetch": 1,
     "programs_per_sm": 4,
     "reread": False,
-    "split_fill": False,
 }
 
 # Programs per SM that the cooperative kernel may count on being resident at once, learnt from
@@ -184,30 +176,6 @@ def learn_residency(key: tuple, compiled: Any, num_warps: int) -> None:
     _RESIDENT_PER_SM[key] = max(1, resident)
 
 
-#: A part's width is a multiple of this many columns, so every part starts 16-element aligned
-#: and Triton keeps its 128-bit loads (its masks are then constant over 16 columns).
-PART_ALIGN = 16
-
-
-def split_parts(n: int, chunk: int, fill_sms: int = 0) -> tuple[int, int]:
-    """(programs a row, columns each owns) for rows of ``n`` held ``chunk`` columns a program.
-
-    With ``fill_sms`` (the SM count), the programs a row are the smallest divisor of it that
-    leaves parts of at most ``chunk`` columns, so whole groups of resident programs fill every SM
-    (the residency is a whole number a SM). Falls back to ``ceil(n / chunk)`` parts of ``chunk``
-    when no divisor fits or the last part would be empty."""
-    split = -(-n // chunk)
-    if fill_sms:
-        for programs in range(split, fill_sms + 1):
-            if fill_sms % programs:
-                continue
-            per_program = -(-n // programs)
-            part = -(-per_program // PART_ALIGN) * PART_ALIGN
-            if part <= chunk and (programs - 1) * part < n:
-                return programs, part
-    return split, chunk
-
-
 def plan_rows(
     m: int, n: int, device: torch.device, config: Mapping[str, Any] | None = None, residency_key: tuple = ()
 ) -> RowPlan:
@@ -224,10 +192,7 @@ def plan_rows(
     chunk = min(cfg["chunk"], block_n)
     if interpreting() or device.type != "cuda":
         return RowPlan("loop", chunk, 1, cfg.get("num_warps") or 16, grid=m)
-    split_fill = cfg["split_fill"]
-    if not isinstance(split_fill, bool):
-        raise ValueError(f"split_fill: expected True or False, got {split_fill!r}")
-    split, part = split_parts(n, chunk, sm_count(device.index or 0) if split_fill else 0)
+    split = -(-n // chunk)
     warps = cfg.get("num_warps") or max(4, min(16, chunk // 256 // 4))
     prefetch = cfg["prefetch"]
     if isinstance(prefetch, bool) or prefetch not in (1, 2):
@@ -238,7 +203,7 @@ def plan_rows(
     reread = cfg["reread"]
     if not isinstance(reread, bool):
         raise ValueError(f"reread: expected True or False, got {reread!r}")
-    key = (*residency_key, chunk, warps, split, prefetch, reread, part)
+    key = (*residency_key, chunk, warps, split, prefetch, reread)
     resident = sm_count(device.index or 0) * min(per_sm, resident_per_sm(key))
     if split > resident:
         # More programs per row than can be resident at once would wait forever: read x twice.
@@ -251,7 +216,6 @@ def plan_rows(
         1,
         warps,
         split=split,
-        part=part,
         grid=grid,
         prefetch=prefetch,
         reread=reread,

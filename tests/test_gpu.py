@@ -395,8 +395,8 @@ def test_helion_split_rows_match_float64(
         ({"M": 33, "N": 262144 - 100}, 8192, 16),  # 32 parts, the last one ragged; a last block of 1
         ({"M": 1, "N": 131072}, 32768, 8),  # one row
         ({"M": 5000, "N": 40000}, 4096, 4),  # more row blocks than can be resident at once
-        # The shipped part size over many row blocks, a last block of 7 (sized so that eight
-        # workers' float64 references fit the GPU: 8191 and 4095 rows ran out of memory).
+        # The shipped part size over many row blocks, a last block of 7 (8191 and 4095 rows ran
+        # out of GPU memory under -n 8 while the float64 references were built).
         ({"M": 2047, "N": 65536}, 8192, 8),
         ({"M": 1023, "N": 262144}, 8192, 8),  # likewise at 262144: 32 parts
         ({"M": 2000, "N": 65536}, 8192, 1),  # one row a program
@@ -426,9 +426,6 @@ SPLIT_VARIANTS = [
     {"chunk": 8192, "num_warps": 4, "prefetch": 2, "reread": True},
     {"chunk": 8192, "num_warps": 8, "prefetch": 1, "keep_exp": True},  # softmax only; ignored by rmsnorm
     {"chunk": 4096, "num_warps": 4, "prefetch": 2, "keep_exp": True, "programs_per_sm": 8},
-    # split_fill: 6 parts of 10944 columns in 16384-column blocks; 22 parts of 2992 in 4096.
-    {"chunk": 16384, "num_warps": 16, "split_fill": True},
-    {"chunk": 4096, "num_warps": 4, "prefetch": 2, "keep_exp": True, "split_fill": True},
 ]
 
 
@@ -446,9 +443,6 @@ def test_split_row_variants_match_float64(op: str, config: dict) -> None:
         assert result.ok, result
     plan = plan_rows(shape["M"], shape["N"], torch.device("cuda"), config, (op,))
     assert plan.kind == "split" and plan.reread == config.get("reread", False)
-    if config.get("split_fill"):  # the narrowed parts ran, not a fallback to whole chunks
-        sms = torch.cuda.get_device_properties(0).multi_processor_count
-        assert plan.part < plan.block_n and sms % plan.split == 0
 
 
 @pytest.mark.parametrize("path", ["pointer", "tma"])

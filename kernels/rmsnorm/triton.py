@@ -60,18 +60,16 @@ def _rmsnorm_split(
     SPLIT: tl.constexpr,
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
-    PART: tl.constexpr,
     PREFETCH: tl.constexpr,
     REREAD: tl.constexpr,
 ):
-    # Program `part` of each group of SPLIT programs owns columns [part*PART, (part+1)*PART)
+    # Program `part` of each group of SPLIT programs owns columns [part*CHUNK, (part+1)*CHUNK)
     # of every row the group handles: rows group, group + G, group + 2G, ...
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
-    cols = part * PART + tl.arange(0, CHUNK)
-    # split_fill makes a part (a multiple of 16 columns) narrower than the register block.
-    col_mask = cols < (tl.minimum((part + 1) * PART, N) if PART < CHUNK else N)
+    cols = part * CHUNK + tl.arange(0, CHUNK)
+    col_mask = cols < N
     if group < M:
         # Pipeline: x_prev is published and waits to be finished, x_cur is being published,
         # PREFETCH more rows are in flight. Rows stay in their loaded dtype until used, to save
@@ -179,7 +177,6 @@ def rmsnorm_triton(
             SPLIT=plan.split,
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
-            PART=plan.part,
             PREFETCH=plan.prefetch,
             REREAD=plan.reread,
             num_warps=plan.num_warps,

@@ -83,7 +83,6 @@ def _softmax_split(
     SPLIT: tl.constexpr,
     SPLIT_P2: tl.constexpr,
     CHUNK: tl.constexpr,
-    PART: tl.constexpr,
     PREFETCH: tl.constexpr,
     REREAD: tl.constexpr,
     KEEP_EXP: tl.constexpr,
@@ -96,9 +95,8 @@ def _softmax_split(
     groups = tl.num_programs(0) // SPLIT
     group = tl.program_id(0) // SPLIT
     part = tl.program_id(0) % SPLIT
-    cols = part * PART + tl.arange(0, CHUNK)
-    # split_fill makes a part (a multiple of 16 columns) narrower than the register block.
-    col_mask = cols < (tl.minimum((part + 1) * PART, N) if PART < CHUNK else N)
+    cols = part * CHUNK + tl.arange(0, CHUNK)
+    col_mask = cols < N
     valid = tl.arange(0, SPLIT_P2) < SPLIT  # arange needs a power of two; extra slots are masked
     if group < M:
         x_prev = tl.load(x_ptr + group.to(tl.int64) * stride_x + cols, mask=col_mask, other=-float("inf"))
@@ -215,7 +213,6 @@ def softmax_triton(
             SPLIT=plan.split,
             SPLIT_P2=next_power_of_2(plan.split),
             CHUNK=plan.block_n,
-            PART=plan.part,
             PREFETCH=plan.prefetch,
             REREAD=plan.reread,
             KEEP_EXP=keep_exp,
