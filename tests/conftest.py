@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _return_cached_gpu_memory(request: pytest.FixtureRequest):
+def _return_cached_gpu_memory(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under ``-n 8`` each worker's caching allocator keeps what its tests freed, so a worker that
     builds a float64 reference of a few GiB can run out of memory on a GPU that holds mostly
     other workers' cache (seen at 4634916 and 7a801d0: 7 and 5 such failures, all passing when
