@@ -215,7 +215,10 @@ def split_block_range(n: int) -> tuple[int, int]:
 #: default: its second block size.  Each program owns one part of a block of this many
 #: consecutive rows and loads the next row's chunk before waiting on the current row's
 #: exchange; 8 amortises the one load nothing overlaps (the block's first) over 8 rows while
-#: keeping the grid long enough that its last wave is a small fraction of the run.
+#: keeping the grid long enough that its last wave is a small fraction of the run.  Never
+#: shipped: on the H100 it ran 5-16 % slower than split / split_keep at 65536 and 262144 columns
+#: (2 programs an SM by registers; reports/h100/NOTES.md, Session 12), and stays to measure
+#: against, as split_fenced does.
 SPLIT_STREAM_ROWS = 8
 
 
