@@ -205,6 +205,12 @@ if cutlass is not None:
         value_layout = cute.make_layout((1, plan.vec))
         return atom, cute.make_tiled_copy_tv(atom, thread_layout, value_layout)
 
+    def make_async_copy_atom(dtype: type, plan: RowPlan) -> Any:
+        """A ``cp.async`` global-to-shared atom of ``plan.vec`` elements (4, 8 or 16 bytes), for
+        the thread layout of ``make_tile_copy``'s partitions."""
+        bits = plan.vec * dtype.width
+        return cute.make_copy_atom(cute.nvgpu.cpasync.CopyG2SOp(), dtype, num_bits_per_copy=bits)
+
     def partials_layout(plan: RowPlan, num_values: int) -> Any:
         """Shared buffer of per-warp partials: (row in CTA, slot = rank * warps_per_row + warp, value)."""
         slots = plan.warps_per_row * plan.cluster_size

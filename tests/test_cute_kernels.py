@@ -178,6 +178,60 @@ def test_weight_load_is_validated() -> None:
     assert rmsnorm_cute.RMSNORM_CONFIG_SPACE["weight_load"] == ("early", "late")
 
 
+def test_smem_staging_issues_cp_async_and_frees_registers(tmp_path: Path) -> None:
+    """x_staging "smem" exists to issue x's loads without registers to hold them (cp.async into
+    shared memory) and to keep x's registers dead across the exchange: at 262144 columns over
+    16 CTAs of 256 threads its kernel must have the cp.async copies, still 128-bit global stores,
+    no direct global loads of x, and fewer registers than x loaded into registers."""
+    config = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128}
+    plan = rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16, config=config)
+    reports, ptxs = {}, {}
+    for x_staging in ("registers", "smem"):
+        ptx_dir = tmp_path / x_staging
+        ptx_dir.mkdir()
+        compiled = rmsnorm_cute.compile_rmsnorm(torch.bfloat16, torch.bfloat16, plan, gpu_arch="sm_90a",
+                                                ptx_dir=str(ptx_dir), x_staging=x_staging)
+        ptxs[x_staging] = _ptx(compiled)
+        reports[x_staging] = _assemble(ptxs[x_staging], ptx_dir / "k.ptx")
+    # 8 vectors of 16 bytes a thread: 8 cp.async of 16 bytes, and the weight's 8 global loads.
+    cp_async_16 = re.compile(r"cp\.async\.c[ag]\.shared\.global(\.\S+)? \[[^]]+\], \[[^]]+\], 16")
+    assert len(cp_async_16.findall(ptxs["smem"])) == 8
+    assert re.search(r"cp\.async\.wait_group\s+0;", ptxs["smem"])
+    assert len(WIDE_LOAD.findall(ptxs["smem"])) == 8 and len(WIDE_LOAD.findall(ptxs["registers"])) == 16
+    assert WIDE_STORE.search(ptxs["smem"])
+    assert "cp.async" not in ptxs["registers"]
+    if reports["smem"] is None:
+        pytest.skip("no ptxas to count registers with")
+    assert "0 bytes spill stores" in reports["smem"], reports["smem"]
+    assert _registers(reports["smem"]) < _registers(reports["registers"]), reports
+
+
+def test_smem_staging_falls_back_where_cp_async_cannot_copy() -> None:
+    """A staged config applied where cp.async cannot move the vectors (2-byte accesses of a
+    ragged bf16 row) or where the tile is too big loads x into registers, never fails."""
+    def staged(n: int, dtype: torch.dtype, config: dict) -> bool:
+        plan = rmsnorm_cute.rmsnorm_plan(n, dtype, dtype, config={**config, "x_staging": "smem"})
+        return rmsnorm_cute.stages_x_in_smem(plan, torch.finfo(dtype).bits, "smem")
+
+    long_rows = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128}
+    assert staged(262144, torch.bfloat16, long_rows)
+    assert staged(262144, torch.float32, long_rows)  # 16384 x 4 bytes: 64 KiB, the limit
+    assert not staged(262143, torch.bfloat16, {"cluster_size": 16})  # 2-byte accesses
+    assert staged(262143, torch.float32, {"cluster_size": 16})  # 4-byte accesses
+    # One CTA of a 32768 fp32 row: 128 KiB, more than MAX_STAGED_TILE_BYTES.
+    assert not staged(32768, torch.float32, {"cluster_size": 1, "threads_per_cta": 1024})
+    assert not rmsnorm_cute.stages_x_in_smem(
+        rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16), 16, "registers")
+
+
+def test_x_staging_is_validated() -> None:
+    with pytest.raises(ValueError, match="x_staging: expected one of"):
+        rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"x_staging": "tma"})
+    plan = rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"x_staging": "smem"})
+    assert plan == rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16)
+    assert rmsnorm_cute.RMSNORM_CONFIG_SPACE["x_staging"] == ("registers", "smem")
+
+
 def test_tuner_space_takes_weight_load() -> None:
     from tilearena.autotune.space import TuneContext, space_for
     from tilearena.kernels import registry
@@ -188,6 +242,8 @@ def test_tuner_space_takes_weight_load() -> None:
             "weight_load": "late"}
     assert space.invalid_reason(good, context) is None
     assert "weight_load" in space.invalid_reason({**good, "weight_load": "never"}, context)
+    assert space.invalid_reason({**good, "x_staging": "smem"}, context) is None
+    assert "x_staging" in space.invalid_reason({**good, "x_staging": "tma"}, context)
 
 
 def test_odd_n_compiles_with_scalar_accesses(tmp_path: Path) -> None:
@@ -261,6 +317,49 @@ def test_gpu_late_weight_load_matches_float64(case: str, dtype: torch.dtype) -> 
 
     result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 11,
                                   config={**config, "weight_load": "late"})
+    assert result.ok, result
+
+
+#: x staged in shared memory on the GPU: (shape, plan config); ids name what each case covers.
+SMEM_STAGING_CASES = {
+    "one-row": ({"M": 1, "N": 4096}, {}),
+    "ragged": ({"M": 37, "N": 5000}, {}),  # 2-byte bf16 accesses: falls back to registers
+    "cluster16-quack": (
+        {"M": 7, "N": 262144},
+        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128},
+    ),
+    "cluster16-baked": (
+        {"M": 5, "N": 262144},
+        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64},
+    ),
+    "cluster16-65536": (
+        {"M": 33, "N": 65536},
+        {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 4, "vector_bits": 64},
+    ),
+    "cluster4-ragged": ({"M": 9, "N": 65536 + 8}, {"cluster_size": 4, "threads_per_cta": 256}),
+    "rows-per-cta": ({"M": 1000, "N": 512}, {}),  # several rows per CTA, rows past M
+    "late-weight": ({"M": 3, "N": 262144}, {"cluster_size": 16, "weight_load": "late"}),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("case", SMEM_STAGING_CASES)
+def test_smem_staging_cases_are_plannable(case: str, dtype: torch.dtype) -> None:
+    shape, config = SMEM_STAGING_CASES[case]
+    plan = rmsnorm_cute.rmsnorm_plan(shape["N"], dtype, dtype, config={**config, "x_staging": "smem"})
+    assert plan.cluster_size == config.get("cluster_size", plan.cluster_size)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs a Hopper (sm_90+) GPU")
+@pytest.mark.parametrize("case", SMEM_STAGING_CASES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_smem_staging_matches_float64(case: str, dtype: torch.dtype) -> None:
+    shape, config = SMEM_STAGING_CASES[case]
+    from tilearena.bench import numerics  # fresh inputs, a NaN-poisoned output, float64
+
+    result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 13,
+                                    config={**config, "x_staging": "smem"})
     assert result.ok, result
 
 
