@@ -280,86 +280,53 @@ def test_gpu_matches_float64(m: int, n: int, dtype: torch.dtype) -> None:
         assert err <= spec.SPEC.tolerance[dtype], (spec.SPEC.name, err)
 
 
-#: The late weight load on the GPU: (shape, plan config); ids name what each case covers.
-LATE_WEIGHT_CASES = {
-    "ragged": ({"M": 37, "N": 5000}, {}),
-    "cluster16-128t": (
-        {"M": 3, "N": 262144},
-        {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32, "vector_bits": 64},
+#: RMSNorm's non-default options on the GPU, weight_load "late" and x_staging "smem": (shape, full
+#: config); ids name the option and what each case covers.
+LONG_ROWS_128T = {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 32, "vector_bits": 64}
+LONG_ROWS_256T = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64}
+QUACK_LONG_ROWS = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128}
+# The last CTA's columns end inside it: the column predicate.
+CLUSTER4_RAGGED = ({"M": 9, "N": 65536 + 8}, {"cluster_size": 4, "threads_per_cta": 256})
+LATE, SMEM = {"weight_load": "late"}, {"x_staging": "smem"}
+OPTION_CASES = {
+    "late-ragged": ({"M": 37, "N": 5000}, LATE),
+    "late-cluster16-128t": ({"M": 3, "N": 262144}, {**LONG_ROWS_128T, **LATE}),
+    "late-cluster16-256t": ({"M": 5, "N": 262144}, {**LONG_ROWS_256T, **LATE}),
+    "late-cluster4-ragged": (CLUSTER4_RAGGED[0], {**CLUSTER4_RAGGED[1], **LATE}),
+    "late-rows-per-cta": ({"M": 1000, "N": 512}, LATE),  # several rows per CTA
+    "smem-one-row": ({"M": 1, "N": 4096}, SMEM),
+    "smem-ragged": ({"M": 37, "N": 5000}, SMEM),  # 2-byte bf16 accesses: x in registers instead
+    "smem-cluster16-quack": ({"M": 7, "N": 262144}, {**QUACK_LONG_ROWS, **SMEM}),
+    "smem-cluster16-256t": ({"M": 5, "N": 262144}, {**LONG_ROWS_256T, **SMEM}),
+    "smem-cluster16-65536": (
+        {"M": 33, "N": 65536},
+        {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 4, "vector_bits": 64, **SMEM},
     ),
-    "cluster16-256t": (
-        {"M": 5, "N": 262144},
-        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64},
-    ),
-    # The last CTA's columns end inside it: the column predicate.
-    "cluster4-ragged": ({"M": 9, "N": 65536 + 8}, {"cluster_size": 4, "threads_per_cta": 256}),
-    "rows-per-cta": ({"M": 1000, "N": 512}, {}),  # several rows per CTA
+    "smem-cluster4-ragged": (CLUSTER4_RAGGED[0], {**CLUSTER4_RAGGED[1], **SMEM}),
+    "smem-rows-per-cta": ({"M": 1000, "N": 512}, SMEM),  # several rows per CTA, rows past M
+    "smem-late": ({"M": 3, "N": 262144}, {"cluster_size": 16, **LATE, **SMEM}),
 }
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("case", LATE_WEIGHT_CASES)
-def test_late_weight_cases_are_plannable(case: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("case", OPTION_CASES)
+def test_option_cases_are_plannable(case: str, dtype: torch.dtype) -> None:
     """The GPU cases below must be valid plans for both dtypes (the 95bf897 GPU run found two
     that were not: they failed on the plan, not on the numerics)."""
-    shape, config = LATE_WEIGHT_CASES[case]
-    plan = rmsnorm_cute.rmsnorm_plan(shape["N"], dtype, dtype, config={**config, "weight_load": "late"})
+    shape, config = OPTION_CASES[case]
+    plan = rmsnorm_cute.rmsnorm_plan(shape["N"], dtype, dtype, config=config)
     assert plan.cluster_size == config.get("cluster_size", plan.cluster_size)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _hopper(), reason="needs a Hopper (sm_90+) GPU")
-@pytest.mark.parametrize("case", LATE_WEIGHT_CASES)
+@pytest.mark.parametrize("case", OPTION_CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gpu_late_weight_load_matches_float64(case: str, dtype: torch.dtype) -> None:
-    shape, config = LATE_WEIGHT_CASES[case]
+def test_gpu_option_cases_match_float64(case: str, dtype: torch.dtype) -> None:
+    shape, config = OPTION_CASES[case]
     from tilearena.bench import numerics  # fresh inputs, a NaN-poisoned output, float64
 
-    result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 11,
-                                  config={**config, "weight_load": "late"})
-    assert result.ok, result
-
-
-#: x staged in shared memory on the GPU: (shape, plan config); ids name what each case covers.
-SMEM_STAGING_CASES = {
-    "one-row": ({"M": 1, "N": 4096}, {}),
-    "ragged": ({"M": 37, "N": 5000}, {}),  # 2-byte bf16 accesses: falls back to registers
-    "cluster16-quack": (
-        {"M": 7, "N": 262144},
-        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128},
-    ),
-    "cluster16-baked": (
-        {"M": 5, "N": 262144},
-        {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64},
-    ),
-    "cluster16-65536": (
-        {"M": 33, "N": 65536},
-        {"cluster_size": 16, "threads_per_cta": 128, "vecs_per_thread": 4, "vector_bits": 64},
-    ),
-    "cluster4-ragged": ({"M": 9, "N": 65536 + 8}, {"cluster_size": 4, "threads_per_cta": 256}),
-    "rows-per-cta": ({"M": 1000, "N": 512}, {}),  # several rows per CTA, rows past M
-    "late-weight": ({"M": 3, "N": 262144}, {"cluster_size": 16, "weight_load": "late"}),
-}
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("case", SMEM_STAGING_CASES)
-def test_smem_staging_cases_are_plannable(case: str, dtype: torch.dtype) -> None:
-    shape, config = SMEM_STAGING_CASES[case]
-    plan = rmsnorm_cute.rmsnorm_plan(shape["N"], dtype, dtype, config={**config, "x_staging": "smem"})
-    assert plan.cluster_size == config.get("cluster_size", plan.cluster_size)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _hopper(), reason="needs a Hopper (sm_90+) GPU")
-@pytest.mark.parametrize("case", SMEM_STAGING_CASES)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gpu_smem_staging_matches_float64(case: str, dtype: torch.dtype) -> None:
-    shape, config = SMEM_STAGING_CASES[case]
-    from tilearena.bench import numerics  # fresh inputs, a NaN-poisoned output, float64
-
-    result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 13,
-                                    config={**config, "x_staging": "smem"})
+    result = numerics.check_backend("rmsnorm", "cute", shape, dtype, "cuda", 11, config=config)
     assert result.ok, result
 
 
