@@ -389,7 +389,7 @@ def _cute_row_plannable(config: Mapping[str, Any], context: TuneContext) -> str 
     from ..kernels.cute_rows import CONFIG_SPACE, DEFAULT_CONFIG, plan_rows, vector_elements
 
     n, bits = int(context.shape["N"]), 8 * context.dtype_bytes
-    # Op-specific keys (RMSNorm's weight_load) do not change the tiling.
+    # Op-specific keys (RMSNorm's weight_load and x_staging) do not change the tiling.
     plan_config = {key: value for key, value in config.items() if key in CONFIG_SPACE}
     try:
         vec = vector_elements(n, {**DEFAULT_CONFIG, **plan_config}["vector_bits"], ((bits, 0),))
