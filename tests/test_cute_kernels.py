@@ -149,21 +149,31 @@ def _registers(report: str) -> int:
     return int(re.search(r"Used (\d+) registers", report).group(1))
 
 
+def _compile_rmsnorm_options(
+    plan: cute_rows.RowPlan, option: str, values: tuple[str, ...], tmp_path: Path
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """The bf16 RMSNorm kernel of ``plan`` compiled for sm_90a once per value of one of its
+    options (``weight_load`` or ``x_staging``): (PTX, ptxas report or None) by value."""
+    ptxs, reports = {}, {}
+    for value in values:
+        ptx_dir = tmp_path / value
+        ptx_dir.mkdir()
+        compiled = rmsnorm_cute.compile_rmsnorm(torch.bfloat16, torch.bfloat16, plan, gpu_arch="sm_90a",
+                                                ptx_dir=str(ptx_dir), **{option: value})
+        ptxs[value] = _ptx(compiled)
+        reports[value] = _assemble(ptxs[value], ptx_dir / "k.ptx")
+    return ptxs, reports
+
+
 def test_late_weight_load_frees_registers_at_long_rows(tmp_path: Path) -> None:
     """weight_load "late" exists to keep the weight's registers dead across x's loads and the
     cluster exchange: at 262144 columns over 16 CTAs of 256 threads (64 elements a thread) the
     kernel must need fewer registers than with the weight loaded beside x, and spill nothing."""
     config = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 16, "vector_bits": 64}
     plan = rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16, config=config)
-    reports = {}
-    for weight_load in ("early", "late"):
-        ptx_dir = tmp_path / weight_load
-        ptx_dir.mkdir()
-        compiled = rmsnorm_cute.compile_rmsnorm(torch.bfloat16, torch.bfloat16, plan, gpu_arch="sm_90a",
-                                                ptx_dir=str(ptx_dir), weight_load=weight_load)
-        ptx = _ptx(compiled)
+    ptxs, reports = _compile_rmsnorm_options(plan, "weight_load", ("early", "late"), tmp_path)
+    for ptx in ptxs.values():
         assert WIDE_LOAD.search(ptx) or ".v2.b32" in ptx
-        reports[weight_load] = _assemble(ptx, ptx_dir / "k.ptx")
     if reports["early"] is None:
         pytest.skip("no ptxas to count registers with")
     assert "0 bytes spill stores" in reports["late"], reports["late"]
@@ -185,14 +195,7 @@ def test_smem_staging_issues_cp_async_and_frees_registers(tmp_path: Path) -> Non
     no direct global loads of x, and fewer registers than x loaded into registers."""
     config = {"cluster_size": 16, "threads_per_cta": 256, "vecs_per_thread": 8, "vector_bits": 128}
     plan = rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16, config=config)
-    reports, ptxs = {}, {}
-    for x_staging in ("registers", "smem"):
-        ptx_dir = tmp_path / x_staging
-        ptx_dir.mkdir()
-        compiled = rmsnorm_cute.compile_rmsnorm(torch.bfloat16, torch.bfloat16, plan, gpu_arch="sm_90a",
-                                                ptx_dir=str(ptx_dir), x_staging=x_staging)
-        ptxs[x_staging] = _ptx(compiled)
-        reports[x_staging] = _assemble(ptxs[x_staging], ptx_dir / "k.ptx")
+    ptxs, reports = _compile_rmsnorm_options(plan, "x_staging", ("registers", "smem"), tmp_path)
     # 8 vectors of 16 bytes a thread: 8 cp.async of 16 bytes, and the weight's 8 global loads.
     cp_async_16 = re.compile(r"cp\.async\.c[ag]\.shared\.global(\.\S+)? \[[^]]+\], \[[^]]+\], 16")
     assert len(cp_async_16.findall(ptxs["smem"])) == 8
