@@ -29,6 +29,7 @@ from typing import Any
 
 import helion
 import torch
+from helion.autotuner.config_spec import VALID_MAXNREG
 from helion.runtime.ref_mode import RefMode
 
 from . import registry
@@ -690,6 +691,10 @@ class HelionConfigSpace:
             merge_config({}, config)
         except ValueError as exc:
             return str(exc)
+        if config.get("maxnreg") not in VALID_MAXNREG:
+            # Helion checks this only where CUDA is present: on a CPU machine its normalize would
+            # pass a config that every GPU call then refuses.
+            return f"config: 'maxnreg' must be one of {list(VALID_MAXNREG)}, got {config['maxnreg']!r}"
         if context is None:
             return None
         if variant is None:

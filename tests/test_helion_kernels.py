@@ -103,14 +103,16 @@ def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
     assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
 
 
+@pytest.mark.parametrize("variant", ["split", "split_reread"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
-def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype) -> None:
-    """The split kernel's arithmetic (reference mode runs it with one part per row: the
+def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype,
+                                       variant: str) -> None:
+    """The split kernels' arithmetic (reference mode runs them with one part per row: the
     exchange between parts needs programs running at once, a GPU test)."""
     spec = registry.spec("rmsnorm")
     x, weight, eps = spec.make_inputs(shape, dtype, "cpu", 0)
-    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": "split"})
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": variant})
     assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
 
 
@@ -296,6 +298,30 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
         assert "STACK:0 " in usage, usage
         if variant == "split":  # (the fenced softmax needs 100 registers at 262144: one per SM)
             assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
+
+
+@pytest.mark.parametrize("n", [65536, 262144])
+def test_rmsnorm_split_reread_frees_the_chunk(compile_only: None, n: int, tmp_path: Path) -> None:
+    """``split_reread`` exists to hold no copy of x across the exchange: at 8192 columns x 4 warps
+    (sm_90a) its PTX reads x twice (16 128-bit loads a thread, and 8 of the weight) with the same
+    relaxed, unfenced exchange as ``split``, and ptxas gives it at most 80 registers where
+    ``split`` needs over 96: at least 6 programs an SM instead of 4."""
+    import re
+
+    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    registers = {}
+    for variant in ("split", "split_reread"):
+        fn, config = rmsnorm_mod._plan(n, {"variant": variant, "block_sizes": [8192], "num_warps": 4})
+        code = _triton_code(fn, (x, w, 1e-6, x), config, static_shapes=False)
+        ptx = _ptx(code, 4, tmp_path, resources=True)
+        usage = ptx[ptx.index("RESOURCES") :]
+        registers[variant] = int(re.search(r"REG:(\d+)", usage).group(1))
+        wide_loads = len(re.findall(r"ld\.global[\w.]*\.v4", ptx))
+        assert wide_loads == (24 if variant == "split_reread" else 16), (variant, wide_loads)
+        assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
+        assert not re.search(r"\b(membar|fence)\.", ptx)
+    assert registers["split_reread"] <= 80 < 96 < registers["split"], registers
 
 
 # ------------------------------------------------------------------ split_stream: rows walked per program
@@ -538,6 +564,21 @@ def test_config_space_accepts_a_named_variant(compile_only: None) -> None:
     assert "variant" in space.invalid_reason({**split, "variant": "fastest"}, context)
     # The variant's own rules still apply: a split kernel's parts must launch in row order.
     assert "pid_type" in space.invalid_reason({**keep, "pid_type": "persistent_blocked"}, context)
+
+
+@pytest.mark.parametrize("cap", [96, 80, 48])
+def test_config_space_refuses_a_register_cap_helion_refuses(compile_only: None, cap: int) -> None:
+    """Helion accepts maxnreg only from its own list (None, 32, 64, 128, 256) and checks it only
+    where CUDA is present: the space must refuse other caps on a CPU machine too, or a planned
+    override (96 for the RMSNorm split kernel, session 13) fails on every GPU call."""
+    from tilearena.autotune.space import TuneContext, space_for
+
+    space = space_for(registry.backend("rmsnorm", "helion"))
+    context = TuneContext(shape={"M": 4096, "N": 262144}, dtype_bytes=2)
+    split = rmsnorm_mod.shipped_config(torch.empty(4096, 262144, device="meta"))
+    assert space.invalid_reason({**split, "maxnreg": 128}, context) is None
+    assert "maxnreg" in space.invalid_reason({**split, "maxnreg": cap}, context)
+    assert "maxnreg" in space.invalid_reason({"maxnreg": cap})
 
 
 MATMUL_CLASSES = ({"M": 1, "N": 4096, "K": 4096}, {"M": 16, "N": 28672, "K": 4096},
