@@ -103,16 +103,14 @@ def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
     assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
 
 
-@pytest.mark.parametrize("variant", ["split", "split_reread"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
-def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype,
-                                       variant: str) -> None:
-    """The split kernels' arithmetic (reference mode runs them with one part per row: the
+def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype) -> None:
+    """The split kernel's arithmetic (reference mode runs it with one part per row: the
     exchange between parts needs programs running at once, a GPU test)."""
     spec = registry.spec("rmsnorm")
     x, weight, eps = spec.make_inputs(shape, dtype, "cpu", 0)
-    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": variant})
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": "split"})
     assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
 
 
@@ -298,30 +296,6 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
         assert "STACK:0 " in usage, usage
         if variant == "split":  # (the fenced softmax needs 100 registers at 262144: one per SM)
             assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
-
-
-@pytest.mark.parametrize("n", [65536, 262144])
-def test_rmsnorm_split_reread_frees_the_chunk(compile_only: None, n: int, tmp_path: Path) -> None:
-    """``split_reread`` exists to hold no copy of x across the exchange: at 8192 columns x 4 warps
-    (sm_90a) its PTX reads x twice (16 128-bit loads a thread, and 8 of the weight) with the same
-    relaxed, unfenced exchange as ``split``, and ptxas gives it at most 80 registers where
-    ``split`` needs over 96: at least 6 programs an SM instead of 4."""
-    import re
-
-    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
-    w = torch.empty(n, dtype=torch.bfloat16, device="meta")
-    registers = {}
-    for variant in ("split", "split_reread"):
-        fn, config = rmsnorm_mod._plan(n, {"variant": variant, "block_sizes": [8192], "num_warps": 4})
-        code = _triton_code(fn, (x, w, 1e-6, x), config, static_shapes=False)
-        ptx = _ptx(code, 4, tmp_path, resources=True)
-        usage = ptx[ptx.index("RESOURCES") :]
-        registers[variant] = int(re.search(r"REG:(\d+)", usage).group(1))
-        wide_loads = len(re.findall(r"ld\.global[\w.]*\.v4", ptx))
-        assert wide_loads == (24 if variant == "split_reread" else 16), (variant, wide_loads)
-        assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
-        assert not re.search(r"\b(membar|fence)\.", ptx)
-    assert registers["split_reread"] <= 80 < 96 < registers["split"], registers
 
 
 # ------------------------------------------------------------------ split_stream: rows walked per program

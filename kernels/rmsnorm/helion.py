@@ -8,10 +8,10 @@ registers; each publishes its sum of squares to a slot in global memory, waits u
 of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
 result does not depend on which part finished first.  ``_rmsnorm_split_fenced`` is the same
 exchange through a release/acquire arrival counter (the first design, kept to measure against).
-``_rmsnorm_split_reread`` is ``_rmsnorm_split`` that lets its chunk die after the sum of squares
-and reads it again (from L2) for the output: fewer registers (72 against 105 at 8192 columns x 4
-warps, sm_90a), so more programs and more bytes of x in flight an SM, for a second read of the
-chunk from L2.  ``_rmsnorm_split_stream`` walks a block of rows per program (see there).
+``_rmsnorm_split_stream`` walks a block of rows per program (see there).  (A ``split_reread``
+that let the chunk die after its sum of squares and read it again from L2 for the output held 72
+registers instead of 105 and so 7 programs an SM instead of 4, and ran 3.5-13 % slower on the
+H100; it was removed after that measurement: reports/h100/NOTES.md, Session 14.)
 The config key ``"variant"`` (one of ``VARIANTS``) overrides the choice; the rest
 are Helion config keys.  N is specialised (a compile-time constant), M is not (one compiled kernel serves
 every token count).
@@ -41,7 +41,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "split", "split_fenced", "split_stream", "split_reread")
+VARIANTS = ("rows", "split", "split_fenced", "split_stream")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -88,39 +88,6 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
         total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
         rstd = torch.rsqrt(total / n + eps)
         scaled = chunk * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
-        out[tile_m, tile_n] = scaled.to(out.dtype)
-    return out
-
-
-def _rmsnorm_split_reread(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
-) -> torch.Tensor:
-    m, n = x.size()
-    n = hl.specialize(n)
-    fewest_columns, most_columns = split_block_range(n)
-    block_n = hl.register_block_size(fewest_columns, most_columns)
-    # _rmsnorm_split's slots and exchange (see there), written out again because Helion refuses
-    # closures; only the chunk's second read differs.
-    slots = torch.full([m, 32], -1.0, dtype=torch.float32, device=x.device)
-    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
-        parts = (n + tile_n.block_size - 1) // tile_n.block_size
-        chunk = x[tile_m, tile_n].to(torch.float32)
-        hl.atomic_xchg(slots, [tile_m, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
-        part = hl.arange(32)
-        used = (part < parts)[None, :]
-        empty = torch.where(used, -1.0, -1.0)
-        seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-        waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
-        while waiting.sum() > 0:
-            seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-            waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
-        total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
-        rstd = torch.rsqrt(total / n + eps)
-        # The chunk again, read microseconds after the first read, so from L2: the first copy is
-        # dead since its sum of squares and holds no registers across the exchange (the atomics
-        # between the two reads keep the compiler from merging them; sm_90a PTX has both).
-        again = x[tile_m, tile_n].to(torch.float32)
-        scaled = again * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
         out[tile_m, tile_n] = scaled.to(out.dtype)
     return out
 
@@ -222,11 +189,7 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
         return _rmsnorm_rows, merge_config(rowwise_config(n), overrides)
     if variant == "split_stream":
         return _rmsnorm_split_stream, split_variant_config(n, overrides, rows=SPLIT_STREAM_ROWS)
-    kernel = {
-        "split": _rmsnorm_split,
-        "split_fenced": _rmsnorm_split_fenced,
-        "split_reread": _rmsnorm_split_reread,
-    }[variant]
+    kernel = _rmsnorm_split if variant == "split" else _rmsnorm_split_fenced
     return kernel, split_variant_config(n, overrides)
 
 
