@@ -180,12 +180,21 @@ def test_late_weight_load_frees_registers_at_long_rows(tmp_path: Path) -> None:
     assert _registers(reports["late"]) < _registers(reports["early"]), reports
 
 
-def test_weight_load_is_validated() -> None:
-    with pytest.raises(ValueError, match="weight_load: expected one of"):
-        rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"weight_load": "eager"})
-    plan = rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"weight_load": "late"})
+@pytest.mark.parametrize(
+    ("option", "unknown", "known", "values"),
+    [
+        ("weight_load", "eager", "late", ("early", "late")),
+        ("x_staging", "tma", "smem", ("registers", "smem")),
+    ],
+)
+def test_rmsnorm_option_is_validated(option: str, unknown: str, known: str, values: tuple[str, ...]) -> None:
+    """An RMSNorm option (weight_load, x_staging) refuses an unknown value by name, and a known
+    one leaves the tiling as it is."""
+    with pytest.raises(ValueError, match=f"{option}: expected one of"):
+        rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={option: unknown})
+    plan = rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={option: known})
     assert plan == rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16)
-    assert rmsnorm_cute.RMSNORM_CONFIG_SPACE["weight_load"] == ("early", "late")
+    assert rmsnorm_cute.RMSNORM_CONFIG_SPACE[option] == values
 
 
 def test_smem_staging_issues_cp_async_and_frees_registers(tmp_path: Path) -> None:
@@ -225,14 +234,6 @@ def test_smem_staging_falls_back_where_cp_async_cannot_copy() -> None:
     assert not staged(32768, torch.float32, {"cluster_size": 1, "threads_per_cta": 1024})
     assert not rmsnorm_cute.stages_x_in_smem(
         rmsnorm_cute.rmsnorm_plan(262144, torch.bfloat16, torch.bfloat16), 16, "registers")
-
-
-def test_x_staging_is_validated() -> None:
-    with pytest.raises(ValueError, match="x_staging: expected one of"):
-        rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"x_staging": "tma"})
-    plan = rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16, config={"x_staging": "smem"})
-    assert plan == rmsnorm_cute.rmsnorm_plan(4096, torch.bfloat16, torch.bfloat16)
-    assert rmsnorm_cute.RMSNORM_CONFIG_SPACE["x_staging"] == ("registers", "smem")
 
 
 def test_tuner_space_takes_weight_load() -> None:
