@@ -15,7 +15,7 @@ and the ratio to the time the tuner baked.
 ``--adopt STORE_PATH`` (only with ``--against override``) bakes the override where it wins: after
 the last round, a job whose override median is below the baked config's by more than the noise,
 
-    override_median < default_median * (1 - max(1%, 2 * max(spread_default, spread_override)))
+    override_median < default_median * (1 - max(MIN_GAIN, 2 * max(spread_default, spread_override)))
 
 gets an entry in STORE_PATH for its (op, backend, dtype, shape bucket): the config exactly as
 timed (the baked one with the override keys; only the override keys where the kernel's default
@@ -23,6 +23,8 @@ ran), the override's median as ``time_ms``, the previous config and its median a
 the larger spread as ``noise``, ``timing: "default"``.  Other jobs leave the store as it was, and
 so does a winner the store or the dispatcher would drop (a key outside the kernel's declared
 space: the kernel may take it, but a lookup would never return it).
+MIN_GAIN is ``--min-gain`` (default 1%): lower it only for a gain measured before, in rounds
+quiet enough for the 2-spread rule to hold it.
 Each job's JSON row gets ``adopted`` and ``adoption_reason``, and one line is printed per job.
 STORE_PATH must be this GPU's baked file (or a new one): the bench reads
 ``autotune/baked/<gpu-slug>.json`` (or ``$TILEARENA_BAKED_DIR``), which is also where the baked
@@ -136,9 +138,10 @@ def decide_adoption(
     default_spread: float | None,
     override_spread: float | None,
     baseline: str = "baked",
+    min_gain: float = ADOPT_MIN_GAIN,
 ) -> Adoption:
     """Adopt the override when its median beats the default's by more than the noise:
-    ``override_ms < default_ms * (1 - max(ADOPT_MIN_GAIN, ADOPT_NOISE_FACTOR * noise))`` where
+    ``override_ms < default_ms * (1 - max(min_gain, ADOPT_NOISE_FACTOR * noise))`` where
     ``noise`` is the larger spread.  Pure: no GPU, no store.  ``baseline`` names the default
     config in the reason ("baked", or "kernel default" where nothing was baked)."""
     default, override = _number(default_ms), _number(override_ms)
@@ -149,7 +152,7 @@ def decide_adoption(
         # One sample has no spread: a difference that cannot be told from noise is not adopted.
         return Adoption(False, f"spread unknown (override {override_spread}, {baseline} {default_spread})")
     noise = max(spreads[0], spreads[1])
-    threshold = max(ADOPT_MIN_GAIN, ADOPT_NOISE_FACTOR * noise)
+    threshold = max(min_gain, ADOPT_NOISE_FACTOR * noise)
     gain = 1.0 - override / default
     verdict = f"{gain:.1%} faster" if gain >= 0 else f"{-gain:.1%} slower"
     reason = (
@@ -296,6 +299,7 @@ def adopt(
     path: str,
     gpu: dict[str, Any],
     check: Callable[[Job], str | None] | None = None,
+    min_gain: float = ADOPT_MIN_GAIN,
 ) -> None:
     """--adopt after the rounds: bake each job's override that wins beyond the noise into
     ``path``, one entry per bake (each under the store's lock, atomic), and record the verdict
@@ -315,6 +319,7 @@ def adopt(
             default["spread"],
             override["spread"],
             "baked" if job.config else "kernel default",
+            min_gain,
         )
         job.adopted, job.adoption_reason = False, decision.reason
         if not decision.adopt or decision.noise is None:
@@ -370,6 +375,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="with --against override: bake the override into this baked store file for every job "
         "where it is faster than the baked config by more than the noise",
     )
+    parser.add_argument(
+        "--min-gain",
+        type=float,
+        default=ADOPT_MIN_GAIN,
+        metavar="FRACTION",
+        help=f"with --adopt: the smallest gain that bakes an override (default {ADOPT_MIN_GAIN}); "
+        "it must also exceed twice the noise",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
     parser.set_defaults(func=run)
@@ -400,6 +413,10 @@ def run(args: argparse.Namespace) -> int:
                 "--override: expected a JSON object of config keys, given with --against override "
                 f"(got --against {args.against}, --override {args.override!r})"
             )
+    if not 0.0 <= args.min_gain < 0.5:
+        raise ValueError(f"--min-gain: expected a fraction in [0, 0.5), got {args.min_gain}")
+    if args.min_gain != ADOPT_MIN_GAIN and args.adopt is None:
+        raise ValueError("--min-gain: only with --adopt (it sets the gain that bakes an override)")
     # Checked before any round: a refusal after minutes of timing would waste them.
     gpu = None
     if args.adopt is not None:
@@ -439,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
     if gpu is not None:
-        adopt(jobs, args.adopt, gpu, _float64_check(args.device))
+        adopt(jobs, args.adopt, gpu, _float64_check(args.device), args.min_gain)
         save(args.rounds)
     table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing)")
     for column in (

@@ -353,7 +353,9 @@ def _check_masked_softmax_parts(
 
 
 @pytest.mark.parametrize(
-    ("op", "variant"), [("rmsnorm", "split"), ("softmax", "split"), ("softmax", "split_keep")], ids=str
+    ("op", "variant"),
+    [("rmsnorm", "split"), ("rmsnorm", "split_narrow"), ("softmax", "split"), ("softmax", "split_keep")],
+    ids=str,
 )
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 @pytest.mark.parametrize(

@@ -103,14 +103,18 @@ def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
     assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
 
 
+@pytest.mark.parametrize("variant", ["split", "split_narrow"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
-def test_rmsnorm_split_matches_float64(interpret: None, shape: dict[str, int], dtype: torch.dtype) -> None:
-    """The split kernel's arithmetic (reference mode runs it with one part per row: the
-    exchange between parts needs programs running at once, a GPU test)."""
+def test_rmsnorm_split_matches_float64(
+    interpret: None, shape: dict[str, int], dtype: torch.dtype, variant: str
+) -> None:
+    """The split kernels' arithmetic (reference mode runs them with one part per row: the
+    exchange between parts needs programs running at once, a GPU test); ``split_narrow``'s
+    bf16 widening by bit shift included."""
     spec = registry.spec("rmsnorm")
     x, weight, eps = spec.make_inputs(shape, dtype, "cpu", 0)
-    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": "split"})
+    y = rmsnorm_mod.rmsnorm_helion(x, weight, eps, out=nan_like(x), config={"variant": variant})
     assert rel_l2(y, spec.reference(x, weight, eps)) <= spec.tolerance[dtype]
 
 
@@ -296,6 +300,35 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
         assert "STACK:0 " in usage, usage
         if variant == "split":  # (the fenced softmax needs 100 registers at 262144: one per SM)
             assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
+
+
+@pytest.mark.parametrize("warps", [4, 8])
+def test_rmsnorm_split_narrow_holds_bf16_across_the_exchange(
+    compile_only: None, warps: int, tmp_path: Path
+) -> None:
+    """``split_narrow`` exists to hold x as loaded across the exchange, not its float32 copy:
+    at 262144 columns in parts of 8192 (sm_90a) ptxas gives it fewer registers than ``split``,
+    enough for a fifth program an SM (at most 96 at 4 warps, 48 at 8), with the same loads (8
+    128-bit loads of x and 8 of the weight a thread at 4 warps) and the same relaxed, unfenced
+    exchange."""
+    import re
+
+    n = 262144
+    x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    registers = {}
+    for variant in ("split", "split_narrow"):
+        fn, config = rmsnorm_mod._plan(n, {"variant": variant, "block_sizes": [8192], "num_warps": warps})
+        code = _triton_code(fn, (x, w, 1e-6, x), config, static_shapes=False)
+        ptx = _ptx(code, warps, tmp_path, resources=True)
+        usage = ptx[ptx.index("RESOURCES") :]
+        registers[variant] = int(re.search(r"REG:(\d+)", usage).group(1))
+        assert "STACK:0 " in usage, usage
+        assert len(re.findall(r"ld\.global[\w.]*\.v4", ptx)) == 16 * 4 // warps, variant
+        assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
+        assert not re.search(r"\b(membar|fence)\.", ptx)
+    programs = {v: 65536 // (-(-r // 8) * 8 * 32 * warps) for v, r in registers.items()}
+    assert programs["split_narrow"] >= 5 > programs["split"], (registers, programs)
 
 
 # ------------------------------------------------------------------ split_stream: rows walked per program

@@ -138,6 +138,12 @@ def test_adoption_needs_a_gain_beyond_the_noise() -> None:
     assert not decide_adoption(1.0, 0.5, None, 0.01).adopt
     assert not decide_adoption(None, 0.5, 0.01, 0.01).adopt
     assert not decide_adoption(1.0, float("nan"), 0.01, 0.01).adopt
+    # --min-gain lowers the floor, not the noise rule: 0.6 % in quiet rounds is adopted at 0.4 %,
+    # not where twice the noise (0.8 %) covers it, and the reason names the threshold used.
+    quiet = decide_adoption(1.0, 0.994, 0.001, 0.0, min_gain=0.004)
+    assert quiet.adopt and "(adopts beyond 0.4%)" in quiet.reason
+    assert not decide_adoption(1.0, 0.994, 0.004, 0.0, min_gain=0.004).adopt
+    assert not decide_adoption(1.0, 0.994, 0.001, 0.0).adopt
 
 
 def _fake_timer(ms: dict[str, dict[str, float]], baked: dict[str, dict]):
@@ -293,3 +299,9 @@ def test_adopt_is_refused_before_any_round(monkeypatch, tmp_path, capsys) -> Non
     with pytest.warns(store.BakedStoreWarning):
         assert main([*base, *override, "--adopt", str(path)]) != 0
     assert "not a readable baked store" in capsys.readouterr().err
+    # --min-gain: a fraction below one half, and only where something is adopted.
+    for bad in ("-0.01", "0.5", "nan"):
+        assert main([*base, *override, "--adopt", str(tmp_path / "new.json"), "--min-gain", bad]) != 0
+        assert "--min-gain: expected a fraction in [0, 0.5)" in capsys.readouterr().err
+    assert main([*base, *override, "--min-gain", "0.004"]) != 0
+    assert "--min-gain: only with --adopt" in capsys.readouterr().err

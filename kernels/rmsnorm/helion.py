@@ -8,6 +8,8 @@ registers; each publishes its sum of squares to a slot in global memory, waits u
 of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
 result does not depend on which part finished first.  ``_rmsnorm_split_fenced`` is the same
 exchange through a release/acquire arrival counter (the first design, kept to measure against).
+``_rmsnorm_split_narrow`` is ``split`` holding the chunk in x's own dtype across the exchange
+(half the registers for bf16; see there).
 ``_rmsnorm_split_stream`` walks a block of rows per program (see there).  (A ``split_reread``
 that let the chunk die after its sum of squares and read it again from L2 for the output held 72
 registers instead of 105 and so 7 programs an SM instead of 4, and ran 3.5-13 % slower on the
@@ -41,7 +43,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "split", "split_fenced", "split_stream")
+VARIANTS = ("rows", "split", "split_narrow", "split_fenced", "split_stream")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,47 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
         total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
         rstd = torch.rsqrt(total / n + eps)
         scaled = chunk * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
+        out[tile_m, tile_n] = scaled.to(out.dtype)
+    return out
+
+
+def _rmsnorm_split_narrow(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
+) -> torch.Tensor:
+    m, n = x.size()
+    n = hl.specialize(n)
+    fewest_columns, most_columns = split_block_range(n)
+    block_n = hl.register_block_size(fewest_columns, most_columns)
+    # _rmsnorm_split's slots and exchange (see there), written out again (Helion refuses
+    # closures).  The difference: what waits across the exchange is the chunk as loaded, two bf16
+    # values a register, not its float32 copy.  Converting it twice does not do that by itself:
+    # Triton merges two identical conversions into one (105 registers either way at 8192 x 4
+    # warps, sm_90a), so for bf16 the second one is written as the bit shift it is (a bf16 is the
+    # top half of the float32 with the same value: exact).  Compiled here for sm_90a: 87
+    # registers at 8192 x 4 warps (5 programs an SM, 4 for split), 48 at 8 warps (63: 5 against
+    # 4), 80 at 16384 x 8 (105: 3 against 2).  fp16 and float32 run split's arithmetic.
+    slots = torch.full([m, 32], -1.0, dtype=torch.float32, device=x.device)
+    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
+        parts = (n + tile_n.block_size - 1) // tile_n.block_size
+        held = x[tile_m, tile_n]
+        chunk = held.to(torch.float32)
+        hl.atomic_xchg(slots, [tile_m, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
+        part = hl.arange(32)
+        used = (part < parts)[None, :]
+        empty = torch.where(used, -1.0, -1.0)
+        seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+        waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+        while waiting.sum() > 0:
+            seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
+            waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
+        total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
+        rstd = torch.rsqrt(total / n + eps)
+        # x's dtype is fixed when the kernel is specialised: one branch is compiled.
+        if x.dtype == torch.bfloat16:
+            widened = (held.view(torch.int16).to(torch.int32) << 16).view(torch.float32)
+        else:
+            widened = held.to(torch.float32)
+        scaled = widened * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
         out[tile_m, tile_n] = scaled.to(out.dtype)
     return out
 
@@ -189,8 +232,12 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
         return _rmsnorm_rows, merge_config(rowwise_config(n), overrides)
     if variant == "split_stream":
         return _rmsnorm_split_stream, split_variant_config(n, overrides, rows=SPLIT_STREAM_ROWS)
-    kernel = _rmsnorm_split if variant == "split" else _rmsnorm_split_fenced
-    return kernel, split_variant_config(n, overrides)
+    split_kernels = {
+        "split": _rmsnorm_split,
+        "split_narrow": _rmsnorm_split_narrow,
+        "split_fenced": _rmsnorm_split_fenced,
+    }
+    return split_kernels[variant], split_variant_config(n, overrides)
 
 
 KERNELS = RowwiseVariants(_plan, shipped_variant)
