@@ -103,7 +103,7 @@ def test_rmsnorm_fp32_weight_3d_input_and_empty(interpret: None) -> None:
     assert rmsnorm_mod.rmsnorm_helion(empty, torch.ones(64, dtype=torch.float16), 1e-6).shape == (0, 64)
 
 
-@pytest.mark.parametrize("variant", ["split", "split_narrow"])
+@pytest.mark.parametrize("variant", ["split_narrow", "split_fenced"])
 @pytest.mark.parametrize("dtype", ROW_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: f"{s['M']}x{s['N']}")
 def test_rmsnorm_split_matches_float64(
@@ -266,9 +266,14 @@ def _ptx(
     return done.stdout
 
 
-@pytest.mark.parametrize("variant", ["split", "split_fenced"])
+#: Each op's split kernel with the relaxed exchange (shipped) and the fenced one (kept to measure).
+SPLIT_EXCHANGES = {"relaxed": {"rmsnorm": "split_narrow", "softmax": "split"},
+                   "fenced": {"rmsnorm": "split_fenced", "softmax": "split_fenced"}}
+
+
+@pytest.mark.parametrize("exchange", ["relaxed", "fenced"])
 @pytest.mark.parametrize("n", [65536, 262144])
-def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str, tmp_path: Path) -> None:
+def test_split_kernels_compile_for_sm90(compile_only: None, n: int, exchange: str, tmp_path: Path) -> None:
     """The split kernels build for the H100.  The shipped one publishes each partial with a relaxed
     exchange and polls with relaxed compare-and-swaps: no fence, which would wait for every load
     in flight (the fenced variant's release/acquire counter is kept to measure against).  Both
@@ -278,15 +283,18 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
 
     x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
     w = torch.empty(n, dtype=torch.bfloat16, device="meta")
-    assert rmsnorm_mod.shipped_config(x)["variant"] == "split"
+    assert rmsnorm_mod.shipped_config(x)["variant"] == "split_narrow"  # faster (NOTES.md, Session 16)
     assert softmax_mod.shipped_config(x)["variant"] == "split_keep"  # measured faster (NOTES.md, Session 9)
-    chosen = {"variant": variant}
-    kernels = ((*rmsnorm_mod._plan(n, chosen), (x, w, 1e-6, x)), (*softmax_mod._plan(n, chosen), (x, x)))
+    variants = SPLIT_EXCHANGES[exchange]
+    kernels = (
+        (*rmsnorm_mod._plan(n, {"variant": variants["rmsnorm"]}), (x, w, 1e-6, x)),
+        (*softmax_mod._plan(n, {"variant": variants["softmax"]}), (x, x)),
+    )
     for fn, config, args in kernels:
         code = _triton_code(fn, args, config, static_shapes=False)
         assert "while while_cond" in code
         ptx = _ptx(code, config["num_warps"], tmp_path, resources=True)
-        if variant == "split":
+        if exchange == "relaxed":
             assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.exch", ptx)
             assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
             assert not re.search(r"\b(membar|fence)\.", ptx)
@@ -298,7 +306,7 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
         usage = ptx[ptx.index("RESOURCES") :]
         registers = int(re.search(r"REG:(\d+)", usage).group(1))
         assert "STACK:0 " in usage, usage
-        if variant == "split":  # (the fenced softmax needs 100 registers at 262144: one per SM)
+        if exchange == "relaxed":  # (the fenced softmax needs 100 registers at 262144: one per SM)
             assert registers * 32 * config["num_warps"] <= 65536 // 2, (registers, config["num_warps"])
 
 
@@ -306,29 +314,27 @@ def test_split_kernels_compile_for_sm90(compile_only: None, n: int, variant: str
 def test_rmsnorm_split_narrow_holds_bf16_across_the_exchange(
     compile_only: None, warps: int, tmp_path: Path
 ) -> None:
-    """``split_narrow`` exists to hold x as loaded across the exchange, not its float32 copy:
-    at 262144 columns in parts of 8192 (sm_90a) ptxas gives it fewer registers than ``split``,
-    enough for a fifth program an SM (at most 96 at 4 warps, 48 at 8), with the same loads (8
-    128-bit loads of x and 8 of the weight a thread at 4 warps) and the same relaxed, unfenced
-    exchange."""
+    """``split_narrow`` holds x as loaded across the exchange, not its float32 copy: at 262144
+    columns in parts of 8192 (sm_90a) ptxas gives it few enough registers for a fifth program an
+    SM (at most 96 at 4 warps, 48 at 8; the removed ``split``, which held float32, needed 105 and
+    63: four), with 8 128-bit loads of x and 8 of the weight a thread at 4 warps and the relaxed,
+    unfenced exchange."""
     import re
 
     n = 262144
     x = torch.empty(64, n, dtype=torch.bfloat16, device="meta")
     w = torch.empty(n, dtype=torch.bfloat16, device="meta")
-    registers = {}
-    for variant in ("split", "split_narrow"):
-        fn, config = rmsnorm_mod._plan(n, {"variant": variant, "block_sizes": [8192], "num_warps": warps})
-        code = _triton_code(fn, (x, w, 1e-6, x), config, static_shapes=False)
-        ptx = _ptx(code, warps, tmp_path, resources=True)
-        usage = ptx[ptx.index("RESOURCES") :]
-        registers[variant] = int(re.search(r"REG:(\d+)", usage).group(1))
-        assert "STACK:0 " in usage, usage
-        assert len(re.findall(r"ld\.global[\w.]*\.v4", ptx)) == 16 * 4 // warps, variant
-        assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
-        assert not re.search(r"\b(membar|fence)\.", ptx)
-    programs = {v: 65536 // (-(-r // 8) * 8 * 32 * warps) for v, r in registers.items()}
-    assert programs["split_narrow"] >= 5 > programs["split"], (registers, programs)
+    fn, config = rmsnorm_mod._plan(n, {"variant": "split_narrow", "block_sizes": [8192], "num_warps": warps})
+    code = _triton_code(fn, (x, w, 1e-6, x), config, static_shapes=False)
+    ptx = _ptx(code, warps, tmp_path, resources=True)
+    usage = ptx[ptx.index("RESOURCES") :]
+    registers = int(re.search(r"REG:(\d+)", usage).group(1))
+    assert "STACK:0 " in usage, usage
+    assert len(re.findall(r"ld\.global[\w.]*\.v4", ptx)) == 16 * 4 // warps
+    assert re.search(r"atom\.[\w.]*relaxed[\w.]*\.cas", ptx)
+    assert not re.search(r"\b(membar|fence)\.", ptx)
+    programs = 65536 // (-(-registers // 8) * 8 * 32 * warps)
+    assert programs >= 5, (registers, programs)
 
 
 # ------------------------------------------------------------------ split_stream: rows walked per program
@@ -509,15 +515,19 @@ def test_split_stream_override_fits_the_baked_config(compile_only: None, op: str
     (entry,) = [e for e in baked["entries"] if e["op"] == op and e["backend"] == "helion"
                 and e["shape"] == shape and e["dtype"] == "bfloat16"]
     merged = {**entry["config"], **STREAM_OVERRIDES[op]}
+    # Parts of 8192 columns over 8 rows need at least 4 warps (128 values a thread); the softmax
+    # 65536 entry is baked at 2 warps (parts of 4096) since session 16, so an A/B run there names
+    # its warps too.
+    merged["num_warps"] = max(merged["num_warps"], 4)
     space = space_for(registry.backend(op, "helion"))
     assert space.invalid_reason(merged, TuneContext(shape=shape, dtype_bytes=2)) is None
     assert config_fits_kernel(op, "helion", merged) is None
     mod = rmsnorm_mod if op == "rmsnorm" else softmax_mod
     fn, config = mod._plan(shape["N"], merged)
     assert fn.__name__.endswith("_split_stream") and config["block_sizes"] == [8192, 8]
-    # The same kernel as the variant's own default config at the baked entry's warps (tuned per
-    # entry: 4 for softmax since session 13), once Helion has filled in its defaults.
-    _, default = mod._plan(shape["N"], {"variant": "split_stream", "num_warps": entry["config"]["num_warps"]})
+    # The same kernel as the variant's own default config at the same warps, once Helion has
+    # filled in its defaults.
+    _, default = mod._plan(shape["N"], {"variant": "split_stream", "num_warps": merged["num_warps"]})
     spec = space.config_spec(TuneContext(shape=shape, dtype_bytes=2), "split_stream")
     normalized = [helion.Config(**c) for c in (config, default)]
     for c in normalized:
@@ -529,7 +539,7 @@ def test_split_refuses_an_unsafe_launch_order(compile_only: None) -> None:
     x = torch.randn(2, 70000)
     for bad in ({"pid_type": "persistent_blocked"}, {"l2_groupings": [4]}, {"loop_orders": [[1, 0]]}):
         with pytest.raises(ValueError, match="config"):
-            rmsnorm_mod.rmsnorm_helion(x, torch.ones(70000), 1e-6, config={"variant": "split", **bad})
+            rmsnorm_mod.rmsnorm_helion(x, torch.ones(70000), 1e-6, config={"variant": "split_narrow", **bad})
         with pytest.raises(ValueError, match="config"):
             softmax_mod.softmax_helion(x, config={"variant": "split", **bad})
 

@@ -3,13 +3,16 @@
 ``_rmsnorm_rows`` (N <= 32768): one ``hl.tile(m)`` loop over blocks of rows; each program
 reduces its rows over all N columns.  Whether a row sits in registers (x read once) or is walked
 in chunks (x read twice) is Helion's ``reduction_loops`` config.
-``_rmsnorm_split`` (longer rows): a row is shared by up to 32 programs, each holding its chunk in
-registers; each publishes its sum of squares to a slot in global memory, waits until every part
+``_rmsnorm_split_narrow`` (longer rows, variant ``split_narrow``): a row is shared by up to 32
+programs, each holding its chunk in registers, as loaded (two bf16 values a register; see
+there); each publishes its sum of squares to a slot in global memory, waits until every part
 of its row has, adds the slots in a fixed order and scales its chunk: x is read once, and the
 result does not depend on which part finished first.  ``_rmsnorm_split_fenced`` is the same
 exchange through a release/acquire arrival counter (the first design, kept to measure against).
-``_rmsnorm_split_narrow`` is ``split`` holding the chunk in x's own dtype across the exchange
-(half the registers for bf16; see there).
+(``split``, the same kernel holding the float32 copy of its chunk across the exchange, needed
+63 registers at 8192 columns x 8 warps against 48 and ran 4.7 % slower at 4096x262144 and
+2.1 % at 8192x65536 on the H100; it was removed after that measurement: reports/h100/NOTES.md,
+Session 16.)
 ``_rmsnorm_split_stream`` walks a block of rows per program (see there).  (A ``split_reread``
 that let the chunk die after its sum of squares and read it again from L2 for the output held 72
 registers instead of 105 and so 7 programs an SM instead of 4, and ran 3.5-13 % slower on the
@@ -43,7 +46,7 @@ from ..helion_configs import (
 )
 from ..registry import Backend
 
-VARIANTS = ("rows", "split", "split_narrow", "split_fenced", "split_stream")
+VARIANTS = ("rows", "split_narrow", "split_fenced", "split_stream")
 
 
 def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
@@ -58,11 +61,20 @@ def _rmsnorm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.
     return out
 
 
-def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+def _rmsnorm_split_narrow(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
+) -> torch.Tensor:
     m, n = x.size()
     n = hl.specialize(n)
     fewest_columns, most_columns = split_block_range(n)
     block_n = hl.register_block_size(fewest_columns, most_columns)
+    # What waits across the exchange is the chunk as loaded, two bf16 values a register, not its
+    # float32 copy (the removed ``split`` held that: 105 registers at 8192 x 4 warps, 63 at 8).
+    # Converting twice does not do it by itself: Triton merges two identical conversions into
+    # one, so for bf16 the second is written as the bit shift it is (a bf16 is the top half of
+    # the float32 with the same value: exact).  Compiled for sm_90a: 87 registers at 8192 x 4
+    # warps, 48 at 8 (5 programs an SM), 80 at 16384 x 8 (3).  fp16 and float32 convert twice:
+    # the same arithmetic and registers as ``split``.
     # Row r's parts publish their sums of squares into slots[r, :32], one 128-byte line per row
     # (helion_configs.SPLIT_SLOTS_PER_ROW; literals because Helion passes module globals as
     # kernel arguments).  -1 marks "not yet published": a sum of squares is never negative (a
@@ -71,7 +83,8 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
     # Columns first: a row's parts are adjacent program ids (see helion_configs.SPLIT_REQUIRED).
     for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
         parts = (n + tile_n.block_size - 1) // tile_n.block_size
-        chunk = x[tile_m, tile_n].to(torch.float32)
+        held = x[tile_m, tile_n]
+        chunk = held.to(torch.float32)
         # Relaxed: the value is its own "published" flag, so nothing needs ordering around it.
         # A release atomic (or a counter with acquire polls) makes ptxas fence every thread's
         # loads and stores in flight (MEMBAR.ALL.GPU) and invalidate L1 on each poll.
@@ -87,42 +100,6 @@ def _rmsnorm_split(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch
             seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
             waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
         # Every part adds the same slots in the same order: all agree on rstd, run after run.
-        total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
-        rstd = torch.rsqrt(total / n + eps)
-        scaled = chunk * rstd[:, None] * weight[tile_n].to(torch.float32)[None, :]
-        out[tile_m, tile_n] = scaled.to(out.dtype)
-    return out
-
-
-def _rmsnorm_split_narrow(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor
-) -> torch.Tensor:
-    m, n = x.size()
-    n = hl.specialize(n)
-    fewest_columns, most_columns = split_block_range(n)
-    block_n = hl.register_block_size(fewest_columns, most_columns)
-    # _rmsnorm_split's slots and exchange (see there), written out again (Helion refuses
-    # closures).  The difference: what waits across the exchange is the chunk as loaded, two bf16
-    # values a register, not its float32 copy.  Converting it twice does not do that by itself:
-    # Triton merges two identical conversions into one (105 registers either way at 8192 x 4
-    # warps, sm_90a), so for bf16 the second one is written as the bit shift it is (a bf16 is the
-    # top half of the float32 with the same value: exact).  Compiled here for sm_90a: 87
-    # registers at 8192 x 4 warps (5 programs an SM, 4 for split), 48 at 8 warps (63: 5 against
-    # 4), 80 at 16384 x 8 (105: 3 against 2).  fp16 and float32 run split's arithmetic.
-    slots = torch.full([m, 32], -1.0, dtype=torch.float32, device=x.device)
-    for tile_n, tile_m in hl.tile([n, m], block_size=[block_n, 1]):
-        parts = (n + tile_n.block_size - 1) // tile_n.block_size
-        held = x[tile_m, tile_n]
-        chunk = held.to(torch.float32)
-        hl.atomic_xchg(slots, [tile_m, tile_n.id], torch.sum(chunk * chunk, dim=-1), sem="relaxed")
-        part = hl.arange(32)
-        used = (part < parts)[None, :]
-        empty = torch.where(used, -1.0, -1.0)
-        seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-        waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
-        while waiting.sum() > 0:
-            seen = hl.atomic_cas(slots, [tile_m, part], empty, empty, sem="relaxed")
-            waiting = torch.sum((used & (seen == -1.0)).to(torch.int32), dim=-1)
         total = torch.sum(torch.where(used, seen, 0.0), dim=-1)
         rstd = torch.rsqrt(total / n + eps)
         # x's dtype is fixed when the kernel is specialised: one branch is compiled.
@@ -147,7 +124,7 @@ def _rmsnorm_split_stream(
     block_rows = hl.register_block_size(1, 64)
     # Written out again: Helion refuses closures, and a plain helper function holding shared
     # kernel arithmetic failed to lower (aten.slice in Inductor; tried on softmax at 2b03ba1).
-    # _rmsnorm_split's slots and exchange (see there), one row at a time over a block of rows:
+    # _rmsnorm_split_narrow's slots and exchange (see there), one row at a time over a block of rows:
     # each program owns one part of the block's rows and loads row r + 1's chunk before it waits
     # on row r's exchange, so a load is in flight while it spins.  The parts of a row block are
     # adjacent program ids (columns first, as helion_configs.SPLIT_REQUIRED keeps them) and walk
@@ -222,7 +199,7 @@ def _rmsnorm_split_fenced(
 
 
 def shipped_variant(n: int) -> str:
-    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split"
+    return "rows" if next_power_of_2(n) <= MAX_ROW_IN_REGISTERS else "split_narrow"
 
 
 def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any, dict[str, Any]]:
@@ -233,7 +210,6 @@ def _plan(n: int, config: Mapping[str, Any] | helion.Config | None) -> tuple[Any
     if variant == "split_stream":
         return _rmsnorm_split_stream, split_variant_config(n, overrides, rows=SPLIT_STREAM_ROWS)
     split_kernels = {
-        "split": _rmsnorm_split,
         "split_narrow": _rmsnorm_split_narrow,
         "split_fenced": _rmsnorm_split_fenced,
     }
