@@ -1,8 +1,9 @@
 """ncu of the RMSNorm long-row kernels whose timings are not yet explained (reports/h100/NOTES.md,
 Sessions 13-14): CuTe with x staged in shared memory against x in registers at 65536 and 262144
-columns (staging is 3.9 % faster at 262144 and 3.9 % slower at 65536), Helion's split kernel and
-quack.  Launches each once between cudaProfilerStart/Stop, for ``ncu --profile-from-start off``;
-prints one PROFILE line per launch, in order, to map the report's kernels to the cases."""
+columns (staging is 3.9 % faster at 262144 and 3.9 % slower at 65536), Helion's split_narrow
+kernel and quack (run in session 16 at dbe9e3b: runs/ncu-rmsnorm-summary-dbe9e3b.csv).
+Launches each once between cudaProfilerStart/Stop, for ``ncu --profile-from-start off``; prints
+one PROFILE line per launch, in order, to map the report's kernels to the cases."""
 
 import json
 
@@ -15,9 +16,9 @@ R262 = {"M": 4096, "N": 262144}
 R65 = {"M": 8192, "N": 65536}
 CASES = [
     (R262, "quack", None),
-    (R262, "cute", None),  # baked: x staged
+    (R262, "cute", None),  # baked: x staged, quack's tiling
     (R262, "cute", {"x_staging": "registers"}),
-    (R262, "helion", None),  # baked: split, 8192 x 8 warps
+    (R262, "helion", None),  # baked: split_narrow, 8192 x 8 warps
     (R65, "quack", None),
     (R65, "cute", None),  # baked: x in registers
     (R65, "cute", {"x_staging": "smem"}),
