@@ -5,12 +5,15 @@ Each (backend, shape) runs the config a bench would run (the baked one, else the
 default) and is timed over several interleaved rounds: every job once per round, so each
 measurement follows another kernel, as rows do in a bench and finalists in the tuner's final.
 Odd rounds use the default method, even rounds the one named by ``--against`` (``steady``:
-``measure(steady=True)``; ``clean-flush``: ``measure(flush="read")``), so both see the same GPU
-over the same minutes.  ``--against override --override JSON`` instead times the baked config
-with those keys changed, the same way (e.g. a kernel variant against the shipped one: ``{"variant":
-"split_keep"}``; the kernel's own checks refuse a bad key).  Per job and method: the median of
-the rounds, their spread (relative standard deviation: what a single measurement may be off by)
-and the ratio to the time the tuner baked.
+``measure(steady=True)``; ``clean-flush``: ``measure(flush="read")``; ``fresh-inputs``: the same
+call on a newly allocated copy of the inputs each round, the same values at a new address, every
+earlier copy kept so none is reused), so both see the same GPU over the same minutes.
+``--timing`` is the bench's timing mode that every round starts from (default: ``default``), with
+the ``--against`` method's options on top.  ``--against override --override JSON`` instead times
+the baked config with those keys changed, the same way (e.g. a kernel variant against the
+shipped one: ``{"variant": "split_keep"}``; the kernel's own checks refuse a bad key).  Per job
+and method: the median of the rounds, their spread (relative standard deviation: what a single
+measurement may be off by) and the ratio to the time the tuner baked.
 
 ``--adopt STORE_PATH`` (only with ``--against override``) bakes the override where it wins: after
 the last round, a job whose override median is below the baked config's by more than the noise,
@@ -36,6 +39,8 @@ tilearena timing-check --op matmul --backend cute,cublas --shapes "M=1,N=8192,K=
 tilearena timing-check --op softmax --backend triton --shapes "M=4096,N=32768;M=32768,N=4096"
     --against override --override '{"keep_exp": true}' --adopt autotune/baked/h100-sxm.json
     --out keep_exp.json   (one command)
+tilearena timing-check --op matmul --backend triton,cute --shapes "M=1024,N=8192,K=8192,BT=1"
+    --timing clean --against fresh-inputs --rounds 12   (one command: does placement move it?)
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "clean-flush": {"flush": "read"},
     # The default method on the baked config with the job's ``override`` keys.
     "override": {},
+    # The default method on a new copy of the inputs (same seed, new allocation) every round.
+    "fresh-inputs": {},
 }
 
 #: ``--adopt``: the smallest gain that bakes an override, however quiet the rounds were.  Below
@@ -80,6 +87,8 @@ class Job:
     baked_ms: float | None
     against: str = "steady"
     override: dict[str, Any] | None = None
+    #: The bench's timing mode (``autotune.store.TIMING_MODES``) every round starts from.
+    timing: str = "default"
     samples: dict[str, list[float]] = field(default_factory=dict)
     #: ``--adopt``'s verdict after the rounds (None: no --adopt, or not decided yet).
     adopted: bool | None = None
@@ -226,31 +235,50 @@ def _float64_check(device: str) -> Callable[[Job], str | None]:
     return check
 
 
-def _gpu_timer(device: str) -> Callable[[Job, str], float]:
-    """Times a job's call with ``bench.timing.measure``; inputs are built once per job."""
+def _gpu_timer(device: str, timing: str = "default") -> Callable[[Job, str], float]:
+    """Times a job's call with ``bench.timing.measure`` in the bench's mode ``timing`` with the
+    method's options on top; inputs are built once per job, except ``fresh-inputs``, whose k-th
+    round uses the k-th fresh copy of its shape (shared by the shape's jobs, all kept alive so
+    each lies at its own address)."""
+    from ..autotune.store import measure_kwargs
     from ..autotune.tasks import dtype_from_name
     from ..dispatch import baked_config
     from ..kernels import registry
     from .timing import measure
 
+    base = dict(measure_kwargs(timing))
     calls: dict[tuple[int, bool], Callable[[], Any]] = {}
+    fresh: dict[tuple[tuple[tuple[str, int], ...], str], list[tuple[tuple, Any]]] = {}
+
+    def make_call(job: Job, method: str, args: tuple, out: Any) -> Callable[[], Any]:
+        b = registry.backend(job.op, job.backend)
+        # The config a bench row or a user's call gets here (None: the kernel's default).
+        job.config = baked_config(job.op, b, args, job.shape)
+        config = job.timed_config(method)
+
+        def call(args: tuple = args, out: Any = out, config: Any = config) -> Any:
+            return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
+
+        return call
+
+    def new_inputs(job: Job) -> tuple[tuple, Any]:
+        spec = registry.spec(job.op)
+        args = spec.make_inputs(dict(job.shape), dtype_from_name(job.dtype), device, 0)
+        return args, spec.empty_output(*args)
 
     def timer(job: Job, method: str) -> float:
-        key = (id(job), method == "override")
-        if key not in calls:
-            spec = registry.spec(job.op)
-            b = registry.backend(job.op, job.backend)
-            args = spec.make_inputs(dict(job.shape), dtype_from_name(job.dtype), device, 0)
-            out = spec.empty_output(*args)
-            # The config a bench row or a user's call gets here (None: the kernel's default).
-            job.config = baked_config(job.op, b, args, job.shape)
-            config = job.timed_config(method)
-
-            def call(args: tuple = args, out: Any = out, config: Any = config) -> Any:
-                return b.fn(*args, out=out, config=config) if config else b.fn(*args, out=out)
-
-            calls[key] = call
-        return measure(calls[key], device, repeats=20, **METHOD_OPTIONS[method]).median_ms
+        if method == "fresh-inputs":
+            copies = fresh.setdefault((tuple(sorted(job.shape.items())), job.dtype), [])
+            index = len(job.samples[method])
+            while len(copies) <= index:
+                copies.append(new_inputs(job))
+            call = make_call(job, method, *copies[index])
+        else:
+            key = (id(job), method == "override")
+            if key not in calls:
+                calls[key] = make_call(job, method, *new_inputs(job))
+            call = calls[key]
+        return measure(call, device, repeats=20, **{**base, **METHOD_OPTIONS[method]}).median_ms
 
     return timer
 
@@ -350,6 +378,8 @@ def adopt(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ..autotune.store import TIMING_MODES
+
     parser = subparsers.add_parser(
         "timing-check",
         help="time baked configs over interleaved rounds, default timing against another method",
@@ -362,10 +392,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--against",
         default="steady",
-        choices=("steady", "clean-flush", "override"),
+        choices=("steady", "clean-flush", "override", "fresh-inputs"),
         help="the method the default is compared with: steady (settled clocks, >= 100 ms of samples), "
-        "clean-flush (the L2 emptied by reading a buffer instead of writing one) or override (the "
-        "baked config with --override's keys)",
+        "clean-flush (the L2 emptied by reading a buffer instead of writing one), override (the "
+        "baked config with --override's keys) or fresh-inputs (the same values newly allocated each "
+        "round; every copy stays allocated until the end, so mind the memory: rounds / 2 copies of "
+        "each shape's inputs and output)",
+    )
+    parser.add_argument(
+        "--timing",
+        default="default",
+        choices=TIMING_MODES,
+        help="the bench's timing mode every round starts from (the --against method's options on top)",
     )
     parser.add_argument("--override", default=None, help="JSON object of config keys, for --against override")
     parser.add_argument(
@@ -447,6 +485,7 @@ def run(args: argparse.Namespace) -> int:
                     float(entry["time_ms"]) if exact else None,
                     against=args.against,
                     override=override,
+                    timing=args.timing,
                 )
             )
 
@@ -454,11 +493,14 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             atomic_write_json(Path(args.out), [j.summary() for j in jobs])
 
-    run_rounds(jobs, _gpu_timer(args.device), args.rounds, save)
+    run_rounds(jobs, _gpu_timer(args.device, args.timing), args.rounds, save)
     if gpu is not None:
         adopt(jobs, args.adopt, gpu, _float64_check(args.device), args.min_gain)
         save(args.rounds)
-    table = Table(title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing)")
+    table = Table(
+        title=f"{args.op}: {args.rounds} interleaved rounds (default / {args.against} timing, "
+        f"both from --timing {args.timing})"
+    )
     for column in (
         "backend",
         "shape",

@@ -49,7 +49,7 @@ def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
 
     seen = []
 
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
         fn()
         seen.append((steady, flush))
         return Timing(1.0, 0.0, repeats, "cpu-timer")
@@ -61,6 +61,97 @@ def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
     assert job.summary()["methods"] == ["default", "clean-flush"]
     with pytest.raises(ValueError, match="against"):
         Job("rmsnorm", "eager", {"M": 2, "N": 32}, "float32", None, None, against="default")
+
+
+def test_fresh_input_rounds_time_new_copies_of_the_same_values(monkeypatch) -> None:
+    """--against fresh-inputs: the default rounds reuse one allocation; each fresh round gets a
+    new one (the same seed, so the same values), shared by the shape's jobs and kept alive so
+    no later copy lands on a freed one."""
+    from tilearena.bench import timing, timing_check
+    from tilearena.bench.timing import Timing
+    from tilearena.kernels import registry
+
+    calls: list[tuple[int, float]] = []  # (address, sum) of x, per kernel call
+
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
+        fn()
+        return Timing(1.0, 0.0, repeats, "cpu-timer")
+
+    b = registry.backend("rmsnorm", "eager")
+    real = b.fn
+
+    def spy(*args, **kwargs):
+        calls.append((args[0].data_ptr(), float(args[0].sum())))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(b, "fn", spy)
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    shape = {"M": 4, "N": 64}
+    jobs = [Job("rmsnorm", "eager", shape, "float32", None, None, against="fresh-inputs") for _ in range(2)]
+    timer = timing_check._gpu_timer("cpu", "clean")
+    asked: list[tuple[int, str]] = []
+
+    def recording_timer(job: Job, method: str) -> float:
+        asked.append((next(i for i, j in enumerate(jobs) if j is job), method))  # equal, not the same
+        return timer(job, method)
+
+    run_rounds(jobs, recording_timer, rounds=6)
+    assert len(asked) == len(calls) == 12
+    by_call = {}
+    for (job, method), (address, total) in zip(asked, calls):
+        by_call.setdefault((job, method), []).append((address, total))
+    for job in (0, 1):
+        default = {a for a, _ in by_call[(job, "default")]}
+        fresh = [a for a, _ in by_call[(job, "fresh-inputs")]]
+        assert len(default) == 1  # one allocation for the default rounds
+        assert len(set(fresh)) == 3 and not set(fresh) & default
+    assert len({total for _, total in calls}) == 1  # the same values throughout
+    # The shape's two jobs share each round's fresh copy (k-th fresh round, k-th copy).
+    assert [a for a, _ in by_call[(0, "fresh-inputs")]] == [a for a, _ in by_call[(1, "fresh-inputs")]]
+    assert jobs[0].summary()["methods"] == ["default", "fresh-inputs"]
+
+
+def test_timing_mode_is_where_every_round_starts(monkeypatch, tmp_path) -> None:
+    """--timing clean: the default rounds ask measure for clean's keywords, the --against rounds
+    for clean's with the method's on top; the JSON rows record the mode."""
+    from tilearena.bench import timing
+    from tilearena.bench.timing import Timing
+
+    seen = []
+
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
+        fn()
+        seen.append((steady, flush, rotate))
+        return Timing(1.0, 0.0, repeats, "cpu-timer")
+
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    out = tmp_path / "o.json"
+    args = ["timing-check", "--op", "rmsnorm", "--backend", "eager", "--shapes", "M=2,N=32"]
+    args += ["--device", "cpu", "--rounds", "4"]
+    assert main([*args, "--timing", "rotated", "--against", "clean-flush", "--out", str(out)]) == 0
+    assert seen == [(True, "read", True)] * 4
+    (row,) = json.loads(out.read_text())
+    assert row["timing"] == "rotated"
+    seen.clear()
+    assert main([*args, "--out", str(out)]) == 0
+    assert seen == [(False, "write", False), (True, "write", False)] * 2
+    with pytest.raises(SystemExit):
+        main([*args, "--timing", "fast"])
+
+
+def test_rotated_samples_cycle_over_every_copy_equally_often() -> None:
+    from tilearena.bench.timing import sample_plan
+
+    def one() -> None:
+        pass
+
+    copies = [lambda: None for _ in range(4)]
+    assert sample_plan(one, None, 20) == ([one], 20)
+    assert sample_plan(one, copies[:1], 20) == ([one], 20)
+    fns, repeats = sample_plan(one, copies, 21)
+    assert fns == copies and repeats == 24
+    fns, repeats = sample_plan(one, copies[:3], 21)
+    assert fns == copies[:3] and repeats == 21
 
 
 def test_measure_names_a_bad_flush() -> None:
@@ -178,7 +269,7 @@ def test_adopt_bakes_winning_overrides_into_the_store(monkeypatch, tmp_path, cap
         "M=1024,N=16384": {"default": 2.0, "override": 1.99},
     }
     baked = {"M=64,N=1024": {"num_warps": 4, "chunk": 8192}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, baked))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, baked))
     path, out = baked_dir / "h100-sxm.json", tmp_path / "check.json"
     args = ["timing-check", "--op", "softmax", "--backend", "triton", "--shapes", ";".join(ms)]
     args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"keep_exp": true}']
@@ -230,7 +321,7 @@ def test_adopt_bakes_nothing_the_store_would_drop(monkeypatch, tmp_path, capsys)
 
     monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
     ms = {"M=2,N=32": {"default": 1.0, "override": 0.5}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, {}))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, {}))
     path, out = tmp_path / "h100-sxm.json", tmp_path / "check.json"
     args = ["timing-check", "--op", "softmax", "--backend", "eager", "--shapes", "M=2,N=32"]
     args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"variant": "x"}']
@@ -251,7 +342,7 @@ def test_adopt_bakes_no_override_that_fails_float64(monkeypatch, tmp_path) -> No
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
     ms = {"M=64,N=1024": {"default": 1.0, "override": 0.5}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device: _fake_timer(ms, {}))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, {}))
     checked = []
 
     def wrong_answers(device: str):
@@ -278,7 +369,7 @@ def test_adopt_is_refused_before_any_round(monkeypatch, tmp_path, capsys) -> Non
     from tilearena.autotune import store
     from tilearena.bench import timing_check
 
-    def no_rounds(device):
+    def no_rounds(device, timing="default"):
         raise AssertionError("timed before refusing")
 
     monkeypatch.setattr(timing_check, "_gpu_timer", no_rounds)
