@@ -45,8 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="default",
         choices=TIMING_MODES,
         help="how the final is timed (bench.timing.measure): default; steady (long kernels timed at "
-        "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines); "
-        "rotated (clean, samples spread over 4 or more input sets at distinct addresses). "
+        "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines). "
         "Compare with a bench run with the same --timing",
     )
     parser.add_argument(

@@ -58,7 +58,6 @@ class MeasureKwargs(TypedDict):
 
     steady: bool
     flush: str  # one of bench.timing.FLUSH_MODES
-    rotate: bool  # event-timed samples cycle over input sets at distinct addresses
 
 
 #: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
@@ -66,13 +65,10 @@ class MeasureKwargs(TypedDict):
 #: place: the store is read without torch. "clean" is "steady" with the L2 emptied by a read,
 #: not a write, so the timed kernel finds no dirty lines to write back (measured on the H100 at
 #: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9).
-#: "rotated" is "clean" with its samples spread over several input sets at distinct addresses
-#: (``bench.timing.ROTATED_COPIES``): one set's placement can move a large GEMM by several percent.
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
-    "default": {"steady": False, "flush": "write", "rotate": False},
-    "steady": {"steady": True, "flush": "write", "rotate": False},
-    "clean": {"steady": True, "flush": "read", "rotate": False},
-    "rotated": {"steady": True, "flush": "read", "rotate": True},
+    "default": {"steady": False, "flush": "write"},
+    "steady": {"steady": True, "flush": "write"},
+    "clean": {"steady": True, "flush": "read"},
 }
 TIMING_MODES = tuple(_MEASURE_KWARGS)
 

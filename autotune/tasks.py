@@ -66,30 +66,25 @@ def check_candidate(
     return {"ok": bool(result.ok), "rel_err": result.rel_err, "error": result.error}
 
 
-def _inputs(
-    op: str, shape: Mapping[str, int], dtype_name: str, device: str, min_copies: int = 1
-) -> tuple[Any, list[tuple]]:
+def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> tuple[Any, list[tuple]]:
     """Inputs for timing, cached across requests, plus rotated copies (together larger than
-    the L2, and at least ``min_copies`` in all) for CUDA-graph timing, so replays do not read
-    cached inputs, and for rotated timing's event-timed samples."""
+    the L2) for CUDA-graph timing, so replays do not read cached inputs."""
     import torch
 
     from ..kernels import registry
 
     key = (op, tuple(sorted(shape.items())), dtype_name, device)
-    if key in _INPUTS and len(_INPUTS[key][1]) < min_copies:
-        del _INPUTS[key]  # built for a measurement that needed fewer copies
     if key not in _INPUTS:
         _INPUTS.clear()  # one shape at a time: keep device memory for the kernel
         spec = registry.spec(op)
         dtype = dtype_from_name(dtype_name)
         first = spec.make_inputs(dict(shape), dtype, device, 0)
-        count = max(1, min_copies)
+        copies = [first]
         if torch.device(device).type == "cuda":
             size = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
             l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 50 << 20)
-            count = max(count, min(64, math.ceil(3 * l2 / max(size, 1))))
-        copies = [first] + [spec.make_inputs(dict(shape), dtype, device, i) for i in range(1, count)]
+            count = min(64, max(1, math.ceil(3 * l2 / max(size, 1))))
+            copies += [spec.make_inputs(dict(shape), dtype, device, i) for i in range(1, count)]
         outs = [spec.empty_output(*args) for args in copies]
         _INPUTS[key] = (spec, list(zip(copies, outs)))
     return _INPUTS[key]
@@ -113,15 +108,14 @@ def time_candidates(
     ``{"ms": those medians, "gpu_state": [each config's SM clock, power ... over its rounds
     (bench.gpu_state.combine), or None]}``."""
     from ..bench.gpu_state import combine
-    from ..bench.timing import ROTATED_COPIES, measure
+    from ..bench.timing import measure
     from ..kernels import registry
     from .store import measure_kwargs
 
     timing_kwargs = measure_kwargs(timing)
 
     b = registry.backend(op, backend)
-    copies = ROTATED_COPIES if timing_kwargs["rotate"] else 1
-    _, pairs = _inputs(op, shape, dtype_name, device, copies)
+    _, pairs = _inputs(op, shape, dtype_name, device)
     args, out = pairs[0]
 
     def runner(config: Mapping[str, Any] | None, call_args: tuple, call_out: Any) -> Callable[[], Any]:

@@ -28,7 +28,7 @@ from . import numerics
 from .environment import environment, measure_ceilings
 from .gpu_state import combine as combine_gpu_states
 from .results import ResultsFile
-from .timing import ROTATED_COPIES, STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
+from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -60,12 +60,10 @@ def _rotated_calls(
     device: str,
     seed: int,
     config: Any = None,
-    min_copies: int = 1,
 ) -> list[Callable[[], Any]]:
-    """Calls on distinct input copies whose total exceeds twice the L2, for graph replay, and
-    at least ``min_copies`` of them (rotated timing spreads event-timed samples over them)."""
+    """Calls on distinct input copies whose total exceeds twice the L2, for graph replay."""
     l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
-    copies = max(min_copies, 1, min(64, math.ceil(2 * l2 / max(1, _input_bytes(args)))))
+    copies = max(1, min(64, math.ceil(2 * l2 / max(1, _input_bytes(args)))))
     calls = []
     for i in range(copies):
         copy_args = args if i == 0 else op_spec.make_inputs(shape, dtype, device, seed + 1000 + i)
@@ -213,11 +211,8 @@ class _RowTimer:
     ) -> None:
         self.device, self.timing_kwargs = device, measure_kwargs(timing)
         self.call = _timed_call(op_spec, b, args, config)
-        copies = ROTATED_COPIES if self.timing_kwargs["rotate"] else 1
         self.graph_calls = (
-            _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config, copies)
-            if device != "cpu"
-            else None
+            _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
         )
         self.measurements: list[Timing] = []
 
@@ -402,11 +397,6 @@ def run_bench(
         "flush": timing_kwargs["flush"] if device == "cuda" else "n/a",
         "mode": timing,
     }
-    if timing_kwargs["rotate"] and device == "cuda":
-        env["timing"]["rotated"] = (
-            f"event-timed samples cycle over {ROTATED_COPIES} or more input sets at distinct addresses "
-            "(each its own seed), equally often"
-        )
     if timing_kwargs["steady"] and device == "cuda":
         env["timing"]["steady"] = (
             f"event-timed kernels run {STEADY_SETTLE_MS:.0f} ms before sampling and are sampled for "

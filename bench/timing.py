@@ -12,10 +12,6 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
 * kernels under ~50 us of GPU time are timed as CUDA-graph replays of many launches; the graph
   rotates over several copies of the inputs whose total exceeds the L2, so replays do not read
   cached inputs;
-* optionally (``rotate``) event-timed samples rotate over ``ROTATED_COPIES`` or more input sets
-  at distinct addresses, so a median does not rest on where one set of tensors happens to lie
-  (a compute-bound GEMM's time moved by up to 11 % between runs at one SM clock on the H100,
-  reports/h100/NOTES.md, Session 17);
 * report the median and the interquartile range over >= 20 samples.
 """
 
@@ -34,8 +30,6 @@ from .gpu_state import StateSampler, nvml_for_current_device
 
 #: Samples below this many microseconds are re-measured as CUDA-graph replays.
 GRAPH_BELOW_US = 50.0
-#: ``rotate``: the fewest input sets the event-timed samples of one measurement cycle over.
-ROTATED_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -136,15 +130,12 @@ def time_cuda(
     settle_ms: float = 0.0,
     span_ms: float = 0.0,
     flush: str = "write",
-    rotate: bool = False,
 ) -> Timing:
     """Median and IQR of ``fn`` on the current CUDA stream.
 
     ``graph_fns``, when given, are calls of the same kernel on distinct input copies (together
     larger than the L2); if one run of ``fn`` takes under ``GRAPH_BELOW_US``, they are captured
-    in one CUDA graph and each sample is one replay divided by the number of calls.  With
-    ``rotate``, event-timed samples (longer runs) also go through ``graph_fns`` in turn, sample
-    ``i`` calling ``graph_fns[i % len(graph_fns)]``; without copies, every sample calls ``fn``.
+    in one CUDA graph and each sample is one replay divided by the number of calls.
     """
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
@@ -174,13 +165,9 @@ def time_cuda(
     if graphed:
         return _time_graph(graph_fns, repeats)
 
-    sample_fns, repeats = sample_plan(fn, graph_fns if rotate else None, repeats)
-    if len(sample_fns) > 1:
-        for other in sample_fns:  # each copy's first call (a library's lazy set-up) stays out
-            other()
     enqueue_s = repeats * (cpu_s + 2e-5)
     for _attempt in range(3):
-        samples, spin_s, enqueue_s, state = _event_samples(sample_fns, flusher, repeats, enqueue_s)
+        samples, spin_s, enqueue_s, state = _event_samples(fn, flusher, repeats, enqueue_s)
         # If the CPU took longer to queue the samples than the GPU spun, the GPU caught up and
         # idled inside some samples (a stall in Python, another process on the CPU): again, with
         # a spin sized from what queueing actually took.
@@ -190,24 +177,12 @@ def time_cuda(
     return _summary(samples, "cuda-events", state)
 
 
-def sample_plan(
-    fn: Callable[[], Any], rotated_fns: Sequence[Callable[[], Any]] | None, repeats: int
-) -> tuple[list[Callable[[], Any]], int]:
-    """The calls event-timed samples cycle over, and how many samples: ``fn`` alone, or with
-    ``rotated_fns`` (two or more) each of them, the samples rounded up to a whole number of
-    cycles, since a median over unequal shares would lean on one input set's placement."""
-    if not rotated_fns or len(rotated_fns) < 2:
-        return [fn], repeats
-    fns = list(rotated_fns)
-    return fns, math.ceil(repeats / len(fns)) * len(fns)
-
-
 def _event_samples(
-    fns: Sequence[Callable[[], Any]], flusher: L2Flusher | None, repeats: int, expected_enqueue_s: float
+    fn: Callable[[], Any], flusher: L2Flusher | None, repeats: int, expected_enqueue_s: float
 ) -> tuple[list[float], float, float, dict[str, Any] | None]:
-    """``repeats`` event-timed runs queued behind a GPU spin, run ``i`` calling
-    ``fns[i % len(fns)]``; returns the samples (ms), the spin's length and how long the CPU took
-    to queue them (s), and the GPU's state while they ran."""
+    """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin; returns the samples (ms),
+    the spin's length and how long the CPU took to queue them (s), and the GPU's state while
+    they ran."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     torch.cuda.synchronize()
@@ -218,7 +193,7 @@ def _event_samples(
             if flusher is not None:
                 flusher()
             starts[i].record()
-            fns[i % len(fns)]()
+            fn()
             ends[i].record()
         enqueue_s = time.perf_counter() - begin
         torch.cuda.synchronize()
@@ -269,7 +244,6 @@ def measure(
     repeats: int = 30,
     steady: bool = False,
     flush: str = "write",
-    rotate: bool = False,
 ) -> Timing:
     """Time ``fn`` with the right clock for ``device``.
 
@@ -279,8 +253,6 @@ def measure(
     catch the clocks on their way down (tuned and bench times of one config were 5-10 % apart
     at 34dc155 on such shapes).  ``tilearena timing-check`` measures whether it helps.
     ``flush`` is how the L2 is emptied before each event-timed sample (``FLUSH_MODES``).
-    ``rotate``: event-timed samples cycle over ``graph_fns`` (see :func:`time_cuda`); callers
-    that want it pass at least ``ROTATED_COPIES`` copies.
     """
     if flush not in FLUSH_MODES:
         raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {flush!r}")
@@ -293,9 +265,8 @@ def measure(
                 settle_ms=STEADY_SETTLE_MS,
                 span_ms=STEADY_SPAN_MS,
                 flush=flush,
-                rotate=rotate,
             )
-        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush, rotate=rotate)
+        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush)
     return time_cpu(fn, repeats=min(repeats, 5), warmup=1)
 
 

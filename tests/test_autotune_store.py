@@ -348,7 +348,6 @@ def test_an_entry_names_how_it_was_timed():
     retimed = {**entry, "timing": "steady", "retimed_at": "2026-12-06T12:00:00+00:00"}
     assert store.validate_entry(retimed) is None
     assert store.validate_entry({**retimed, "timing": "clean"}) is None
-    assert store.validate_entry({**retimed, "timing": "rotated"}) is None
     assert "timing" in store.validate_entry({**entry, "timing": "fast"})
     assert "retimed_at" in store.validate_entry({**entry, "retimed_at": 5})
 
@@ -363,11 +362,10 @@ def test_an_entry_may_record_the_sm_clock_of_its_final():
 
 
 def test_each_timing_mode_names_its_measure_keywords():
-    assert store.TIMING_MODES == ("default", "steady", "clean", "rotated")
-    assert store.measure_kwargs("default") == {"steady": False, "flush": "write", "rotate": False}
-    assert store.measure_kwargs("steady") == {"steady": True, "flush": "write", "rotate": False}
-    assert store.measure_kwargs("clean") == {"steady": True, "flush": "read", "rotate": False}
-    assert store.measure_kwargs("rotated") == {"steady": True, "flush": "read", "rotate": True}
+    assert store.TIMING_MODES == ("default", "steady", "clean")
+    assert store.measure_kwargs("default") == {"steady": False, "flush": "write"}
+    assert store.measure_kwargs("steady") == {"steady": True, "flush": "write"}
+    assert store.measure_kwargs("clean") == {"steady": True, "flush": "read"}
     store.measure_kwargs("clean")["flush"] = "write"  # a copy: the mode is unchanged
     assert store.measure_kwargs("clean")["flush"] == "read"
     with pytest.raises(ValueError, match=r"timing: expected one of .* got 'fast'"):

@@ -452,35 +452,21 @@ def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
 
 @pytest.mark.parametrize(
     "timing, asked",
-    [
-        ("default", (False, "write", False)),
-        ("steady", (True, "write", False)),
-        ("clean", (True, "read", False)),
-        ("rotated", (True, "read", True)),
-    ],
+    [("default", (False, "write")), ("steady", (True, "write")), ("clean", (True, "read"))],
 )
 def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):
-    """The worker's timing task is where a mode becomes ``measure``'s keywords; a rotated
-    mode also gets its input sets, each at its own address."""
+    """The worker's timing task is where a mode becomes ``measure``'s keywords."""
     from tilearena.bench import timing as bench_timing
 
     seen = []
-    copies = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", rotate=False):
-        seen.append((steady, flush, rotate))
-        copies.append(len(graph_fns or [fn]))
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
+        seen.append((steady, flush))
         return bench_timing.Timing(1.0, 0.0, repeats, "cpu-timer")
 
     monkeypatch.setattr(bench_timing, "measure", fake_measure)
-    tasks._INPUTS.clear()
     times = tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 2, 20, timing)
     assert times == [[1.0, 1.0], [1.0, 1.0]] and seen == [asked] * 4
-    assert copies == [bench_timing.ROTATED_COPIES if asked[2] else 1] * 4
-    if asked[2]:
-        _, pairs = tasks._inputs(OP, SHAPE, "bfloat16", "cpu", bench_timing.ROTATED_COPIES)
-        addresses = {args[0].data_ptr() for args, _ in pairs} | {out.data_ptr() for _, out in pairs}
-        assert len(addresses) == 2 * bench_timing.ROTATED_COPIES
     with pytest.raises(ValueError, match="timing: expected one of"):
         tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST], 1, 20, "fast")
 

@@ -553,35 +553,6 @@ def test_retime_rechecks_and_retimes_baked_winners_on_this_gpu(tmp_path) -> None
         assert 0.8 < entry["time_ms"] / before[key]["time_ms"] < 1.25, (entry, before[key])
 
 
-def test_rotated_timing_spreads_event_samples_over_every_input_set() -> None:
-    """``measure(rotate=True)``: a kernel long enough for event timing is sampled on each of
-    its input sets equally often (a whole number of cycles), and only with rotate."""
-    from tilearena.bench.timing import ROTATED_COPIES, measure
-
-    sets = [torch.randn(2048, 2048, device="cuda") for _ in range(ROTATED_COPIES)]
-    calls = [0] * ROTATED_COPIES
-
-    def matmul_on(i: int):
-        def call() -> None:
-            calls[i] += 1
-            torch.mm(sets[i], sets[i])
-
-        return call
-
-    fns = [matmul_on(i) for i in range(ROTATED_COPIES)]
-    plain = measure(fns[0], "cuda", graph_fns=fns, repeats=21, steady=True, flush="read")
-    assert plain.method == "cuda-events" and calls[1:] == [0] * (ROTATED_COPIES - 1)
-    before = list(calls)
-    timing = measure(fns[0], "cuda", graph_fns=fns, repeats=21, steady=True, flush="read", rotate=True)
-    assert timing.method == "cuda-events" and timing.samples % ROTATED_COPIES == 0
-    per_copy = [after - b for after, b in zip(calls, before)]
-    # The first copy also runs the estimate and warm-up; every other copy runs one warm-up call
-    # and its share of the samples (twice or more if a stalled CPU made the sampling start over).
-    share = timing.samples // ROTATED_COPIES
-    assert len(set(per_copy[1:])) == 1 and (per_copy[1] - 1) % share == 0, (per_copy, timing)
-    assert per_copy[0] > per_copy[1], (per_copy, timing)
-
-
 def test_a_read_flush_empties_the_l2_like_a_write_flush() -> None:
     """``measure(flush="read")`` (the clean-flush experiment) must evict the L2 as the write flush
     does: a reduction over 16 MB (it fits the H100's 50 MB L2) then reads from DRAM, so it cannot

@@ -49,7 +49,7 @@ def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
 
     seen = []
 
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
         fn()
         seen.append((steady, flush))
         return Timing(1.0, 0.0, repeats, "cpu-timer")
@@ -73,7 +73,7 @@ def test_fresh_input_rounds_time_new_copies_of_the_same_values(monkeypatch) -> N
 
     calls: list[tuple[int, float]] = []  # (address, sum) of x, per kernel call
 
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
         fn()
         return Timing(1.0, 0.0, repeats, "cpu-timer")
 
@@ -119,39 +119,24 @@ def test_timing_mode_is_where_every_round_starts(monkeypatch, tmp_path) -> None:
 
     seen = []
 
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, rotate=False):
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
         fn()
-        seen.append((steady, flush, rotate))
+        seen.append((steady, flush))
         return Timing(1.0, 0.0, repeats, "cpu-timer")
 
     monkeypatch.setattr(timing, "measure", fake_measure)
     out = tmp_path / "o.json"
     args = ["timing-check", "--op", "rmsnorm", "--backend", "eager", "--shapes", "M=2,N=32"]
     args += ["--device", "cpu", "--rounds", "4"]
-    assert main([*args, "--timing", "rotated", "--against", "clean-flush", "--out", str(out)]) == 0
-    assert seen == [(True, "read", True)] * 4
+    assert main([*args, "--timing", "steady", "--against", "clean-flush", "--out", str(out)]) == 0
+    assert seen == [(True, "write"), (True, "read")] * 2
     (row,) = json.loads(out.read_text())
-    assert row["timing"] == "rotated"
+    assert row["timing"] == "steady"
     seen.clear()
     assert main([*args, "--out", str(out)]) == 0
-    assert seen == [(False, "write", False), (True, "write", False)] * 2
+    assert seen == [(False, "write"), (True, "write")] * 2
     with pytest.raises(SystemExit):
         main([*args, "--timing", "fast"])
-
-
-def test_rotated_samples_cycle_over_every_copy_equally_often() -> None:
-    from tilearena.bench.timing import sample_plan
-
-    def one() -> None:
-        pass
-
-    copies = [lambda: None for _ in range(4)]
-    assert sample_plan(one, None, 20) == ([one], 20)
-    assert sample_plan(one, copies[:1], 20) == ([one], 20)
-    fns, repeats = sample_plan(one, copies, 21)
-    assert fns == copies and repeats == 24
-    fns, repeats = sample_plan(one, copies[:3], 21)
-    assert fns == copies[:3] and repeats == 21
 
 
 def test_measure_names_a_bad_flush() -> None:
