@@ -42,19 +42,24 @@ def test_cli_times_a_real_backend_and_writes_every_round(tmp_path, capsys) -> No
     assert "--rounds: expected an even number" in capsys.readouterr().err
 
 
-def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
-    """--against clean-flush: the even rounds call measure(flush="read"); the odd the default."""
-    from tilearena.bench import timing, timing_check
+def _recording_measure(seen: list[tuple[bool, str]]):
+    """A stand-in for ``bench.timing.measure``: runs the call once, records (steady, flush)."""
     from tilearena.bench.timing import Timing
-
-    seen = []
 
     def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
         fn()
         seen.append((steady, flush))
         return Timing(1.0, 0.0, repeats, "cpu-timer")
 
-    monkeypatch.setattr(timing, "measure", fake_measure)
+    return fake_measure
+
+
+def test_clean_flush_rounds_reach_measure_as_a_read_flush(monkeypatch) -> None:
+    """--against clean-flush: the even rounds call measure(flush="read"); the odd the default."""
+    from tilearena.bench import timing, timing_check
+
+    seen: list[tuple[bool, str]] = []
+    monkeypatch.setattr(timing, "measure", _recording_measure(seen))
     job = Job("rmsnorm", "eager", {"M": 2, "N": 32}, "float32", None, None, against="clean-flush")
     run_rounds([job], timing_check._gpu_timer("cpu"), rounds=4)
     assert seen == [(False, "write"), (False, "read")] * 2
@@ -68,14 +73,9 @@ def test_fresh_input_rounds_time_new_copies_of_the_same_values(monkeypatch) -> N
     new one (the same seed, so the same values), shared by the shape's jobs and kept alive so
     no later copy lands on a freed one."""
     from tilearena.bench import timing, timing_check
-    from tilearena.bench.timing import Timing
     from tilearena.kernels import registry
 
     calls: list[tuple[int, float]] = []  # (address, sum) of x, per kernel call
-
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
-        fn()
-        return Timing(1.0, 0.0, repeats, "cpu-timer")
 
     b = registry.backend("rmsnorm", "eager")
     real = b.fn
@@ -85,7 +85,7 @@ def test_fresh_input_rounds_time_new_copies_of_the_same_values(monkeypatch) -> N
         return real(*args, **kwargs)
 
     monkeypatch.setattr(b, "fn", spy)
-    monkeypatch.setattr(timing, "measure", fake_measure)
+    monkeypatch.setattr(timing, "measure", _recording_measure([]))
     shape = {"M": 4, "N": 64}
     jobs = [Job("rmsnorm", "eager", shape, "float32", None, None, against="fresh-inputs") for _ in range(2)]
     timer = timing_check._gpu_timer("cpu", "clean")
@@ -112,19 +112,12 @@ def test_fresh_input_rounds_time_new_copies_of_the_same_values(monkeypatch) -> N
 
 
 def test_timing_mode_is_where_every_round_starts(monkeypatch, tmp_path) -> None:
-    """--timing clean: the default rounds ask measure for clean's keywords, the --against rounds
-    for clean's with the method's on top; the JSON rows record the mode."""
+    """--timing steady: the default rounds ask measure for steady's keywords, the --against rounds
+    for steady's with the method's on top; the JSON rows record the mode."""
     from tilearena.bench import timing
-    from tilearena.bench.timing import Timing
 
-    seen = []
-
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
-        fn()
-        seen.append((steady, flush))
-        return Timing(1.0, 0.0, repeats, "cpu-timer")
-
-    monkeypatch.setattr(timing, "measure", fake_measure)
+    seen: list[tuple[bool, str]] = []
+    monkeypatch.setattr(timing, "measure", _recording_measure(seen))
     out = tmp_path / "o.json"
     args = ["timing-check", "--op", "rmsnorm", "--backend", "eager", "--shapes", "M=2,N=32"]
     args += ["--device", "cpu", "--rounds", "4"]
