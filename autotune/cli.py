@@ -45,7 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="default",
         choices=TIMING_MODES,
         help="how the final is timed (bench.timing.measure): default; steady (long kernels timed at "
-        "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines). "
+        "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines); hot "
+        "(clean, settling queued right before the samples, with no idle gap). "
         "Compare with a bench run with the same --timing",
     )
     parser.add_argument(

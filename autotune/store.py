@@ -58,17 +58,21 @@ class MeasureKwargs(TypedDict):
 
     steady: bool
     flush: str  # one of bench.timing.FLUSH_MODES
+    hot_start: bool
 
 
 #: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
 #: an entry records how its final was timed (absent means "default"). Defined here, the one
 #: place: the store is read without torch. "clean" is "steady" with the L2 emptied by a read,
 #: not a write, so the timed kernel finds no dirty lines to write back (measured on the H100 at
-#: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9).
+#: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9). "hot"
+#: is "clean" with the settling runs queued right before the samples, so the GPU does not idle
+#: (and its clocks rise) between settling and sampling (``bench.timing.measure``'s hot_start).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
-    "default": {"steady": False, "flush": "write"},
-    "steady": {"steady": True, "flush": "write"},
-    "clean": {"steady": True, "flush": "read"},
+    "default": {"steady": False, "flush": "write", "hot_start": False},
+    "steady": {"steady": True, "flush": "write", "hot_start": False},
+    "clean": {"steady": True, "flush": "read", "hot_start": False},
+    "hot": {"steady": True, "flush": "read", "hot_start": True},
 }
 TIMING_MODES = tuple(_MEASURE_KWARGS)
 

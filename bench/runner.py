@@ -402,6 +402,10 @@ def run_bench(
             f"event-timed kernels run {STEADY_SETTLE_MS:.0f} ms before sampling and are sampled for "
             f">= {STEADY_SPAN_MS:.0f} ms (clocks settled at the power limit); graph-timed ones as default"
         )
+        if timing_kwargs["hot_start"]:
+            env["timing"]["steady"] += (
+                "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap)"
+            )
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
         ceilings = measure_ceilings(device, timing=timing)
     results = ResultsFile(out_dir / "results.json", env, ceilings)

@@ -41,9 +41,14 @@ class Timing:
     #: The GPU's SM clock, power and temperature while the samples ran (``gpu_state.summarise``),
     #: or None where NVML cannot be read.
     gpu_state: dict[str, Any] | None = None
+    #: Every sample in the order it ran (ms), where ``measure(keep_series=True)`` asked for them.
+    series_ms: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.series_ms is None:
+            del out["series_ms"]  # rows and ceilings stay as they were without it
+        return out
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -54,9 +59,15 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def _summary(samples_ms: Sequence[float], method: str, gpu_state: dict[str, Any] | None = None) -> Timing:
+def _summary(
+    samples_ms: Sequence[float],
+    method: str,
+    gpu_state: dict[str, Any] | None = None,
+    keep_series: bool = False,
+) -> Timing:
     q1, q2, q3 = _quartiles(samples_ms)
-    return Timing(median_ms=q2, iqr_ms=q3 - q1, samples=len(samples_ms), method=method, gpu_state=gpu_state)
+    series = tuple(samples_ms) if keep_series else None
+    return Timing(q2, q3 - q1, len(samples_ms), method, gpu_state, series)
 
 
 #: How ``L2Flusher`` evicts the L2: "write" zeroes its buffer, which leaves the L2 full of dirty
@@ -87,7 +98,9 @@ class L2Flusher:
             torch.sum(self.buffer, dim=0, dtype=torch.int32, out=self.sink)
 
 
-def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Timing:
+def time_cpu(
+    fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2, keep_series: bool = False
+) -> Timing:
     """Wall-clock timing for CPU runs; these numbers say nothing about GPU performance."""
     for _ in range(warmup):
         fn()
@@ -96,7 +109,7 @@ def time_cpu(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> Ti
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    return _summary(samples, "cpu-timer")
+    return _summary(samples, "cpu-timer", keep_series=keep_series)
 
 
 #: ``torch.cuda._sleep`` counts clock cycles; 2 GHz is at or above any data-centre GPU's SM clock,
@@ -130,12 +143,21 @@ def time_cuda(
     settle_ms: float = 0.0,
     span_ms: float = 0.0,
     flush: str = "write",
+    hot_start: bool = False,
+    max_span_samples: int = 200,
+    keep_series: bool = False,
 ) -> Timing:
     """Median and IQR of ``fn`` on the current CUDA stream.
 
     ``graph_fns``, when given, are calls of the same kernel on distinct input copies (together
     larger than the L2); if one run of ``fn`` takes under ``GRAPH_BELOW_US``, they are captured
     in one CUDA graph and each sample is one replay divided by the number of calls.
+
+    An event-timed kernel runs ``settle_ms`` before its samples, then is sampled for at least
+    ``span_ms`` (at most ``max_span_samples`` samples for that).  The settling runs go before
+    the GPU spin that lets the CPU queue the samples, or, with ``hot_start``, behind it: queued
+    right before the samples, each after an L2 flush as the samples are, so the GPU goes from
+    settling to sampling with no idle gap in which its clocks could rise again.
     """
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
@@ -155,40 +177,62 @@ def time_cuda(
     estimate_ms = max(start.elapsed_time(end) / 3, 1e-4)
     graphed = bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
     # Settling applies to event-timed (long) kernels only: graph replays are short bursts.
-    warm_ms = warmup_ms if graphed else max(warmup_ms, settle_ms)
+    settle_calls = 0
+    if hot_start and settle_ms and not graphed:
+        # The settling runs are queued behind the spin (_event_samples); here only the warm-up.
+        warm_ms = warmup_ms
+        settle_calls = max(1, min(10_000, math.ceil(settle_ms / estimate_ms)))
+    else:
+        warm_ms = warmup_ms if graphed else max(warmup_ms, settle_ms)
     for _ in range(max(1, min(1000 if not settle_ms else 10_000, int(warm_ms / estimate_ms)))):
         fn()
     if span_ms and not graphed:
-        repeats = max(repeats, min(200, math.ceil(span_ms / estimate_ms)))
-    repeats = max(20, min(repeats, int(max_total_ms / estimate_ms)))
+        repeats = max(repeats, min(max_span_samples, math.ceil(span_ms / estimate_ms)))
+    repeats = max(20, min(repeats, int(max(max_total_ms, 1.5 * span_ms) / estimate_ms)))
 
     if graphed:
-        return _time_graph(graph_fns, repeats)
+        return _time_graph(graph_fns, repeats, keep_series)
 
-    enqueue_s = repeats * (cpu_s + 2e-5)
+    # GPU time the settling runs keep the GPU busy while the CPU queues the samples.
+    ahead_s = settle_calls * estimate_ms * 1e-3
+    spin_for_s = (settle_calls or repeats) * (cpu_s + 2e-5)
     for _attempt in range(3):
-        samples, spin_s, enqueue_s, state = _event_samples(fn, flusher, repeats, enqueue_s)
-        # If the CPU took longer to queue the samples than the GPU spun, the GPU caught up and
-        # idled inside some samples (a stall in Python, another process on the CPU): again, with
-        # a spin sized from what queueing actually took.
-        if enqueue_s <= spin_s:
+        samples, spin_s, settle_enqueue_s, enqueue_s, state = _event_samples(
+            fn, flusher, repeats, spin_for_s, settle_calls, ahead_s
+        )
+        # If the CPU took longer to queue the samples than the GPU spun (and settled), the GPU
+        # caught up and idled inside some samples (a stall in Python, another process on the
+        # CPU), or between settling and sampling: again, with a spin sized from what queueing
+        # actually took.
+        if settle_enqueue_s <= spin_s and enqueue_s <= spin_s + ahead_s:
             break
-        enqueue_s *= 2
-    return _summary(samples, "cuda-events", state)
+        spin_for_s = max(2 * settle_enqueue_s, enqueue_s - ahead_s) if settle_calls else 2 * enqueue_s
+    return _summary(samples, "cuda-events", state, keep_series)
 
 
 def _event_samples(
-    fn: Callable[[], Any], flusher: L2Flusher | None, repeats: int, expected_enqueue_s: float
-) -> tuple[list[float], float, float, dict[str, Any] | None]:
-    """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin; returns the samples (ms),
-    the spin's length and how long the CPU took to queue them (s), and the GPU's state while
-    they ran."""
+    fn: Callable[[], Any],
+    flusher: L2Flusher | None,
+    repeats: int,
+    spin_for_s: float,
+    settle_calls: int = 0,
+    settle_gpu_s: float = 0.0,
+) -> tuple[list[float], float, float, float, dict[str, Any] | None]:
+    """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin sized for ``spin_for_s``
+    of queueing, after ``settle_calls`` untimed runs (each after a flush, like the samples);
+    returns the samples (ms), the spin's length, how long the CPU took to queue the settling
+    runs and everything (s), and the GPU's state while the samples ran."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     torch.cuda.synchronize()
     with StateSampler(nvml_for_current_device()) as sampler:
-        spin_s = _run_ahead(expected_enqueue_s)
+        spin_s = _run_ahead(spin_for_s)
         begin = time.perf_counter()
+        for _ in range(settle_calls):
+            if flusher is not None:
+                flusher()
+            fn()
+        settle_enqueue_s = time.perf_counter() - begin
         for i in range(repeats):
             if flusher is not None:
                 flusher()
@@ -197,12 +241,14 @@ def _event_samples(
             ends[i].record()
         enqueue_s = time.perf_counter() - begin
         torch.cuda.synchronize()
-    # The GPU spins (at low power, clocks up) until about begin + spin_s: read from there on.
-    state = sampler.summary(from_s=begin + spin_s)
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)], spin_s, enqueue_s, state
+    # The GPU spins (at low power, clocks up) until about begin + spin_s, then settles for
+    # about settle_gpu_s: read from there on.
+    state = sampler.summary(from_s=begin + spin_s + settle_gpu_s)
+    samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    return samples, spin_s, settle_enqueue_s, enqueue_s, state
 
 
-def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
+def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int, keep_series: bool = False) -> Timing:
     """Each sample: one replay of a graph holding every call in ``fns``, per call."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -227,7 +273,7 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int) -> Timing:
             ends[i].record()
         torch.cuda.synchronize()
     per_call = [s.elapsed_time(e) / len(fns) for s, e in zip(starts, ends)]
-    return _summary(per_call, "cuda-graph", sampler.summary(from_s=begin + spin_s))
+    return _summary(per_call, "cuda-graph", sampler.summary(from_s=begin + spin_s), keep_series)
 
 
 #: ``steady`` timing (see :func:`measure`): kernels timed with events run this long before the
@@ -244,6 +290,9 @@ def measure(
     repeats: int = 30,
     steady: bool = False,
     flush: str = "write",
+    hot_start: bool = False,
+    span_ms: float | None = None,
+    keep_series: bool = False,
 ) -> Timing:
     """Time ``fn`` with the right clock for ``device``.
 
@@ -253,9 +302,19 @@ def measure(
     catch the clocks on their way down (tuned and bench times of one config were 5-10 % apart
     at 34dc155 on such shapes).  ``tilearena timing-check`` measures whether it helps.
     ``flush`` is how the L2 is emptied before each event-timed sample (``FLUSH_MODES``).
+
+    ``hot_start`` (with ``steady``) queues the settling runs behind the spin that lets the CPU
+    get ahead, not before it: without it the GPU idles through the spin (tens of ms at low
+    power) between settling and the first sample.  ``span_ms`` replaces steady's
+    ``STEADY_SPAN_MS`` and lifts its 200-sample cap, so the samples really span that long.
+    ``keep_series`` returns every sample, in order, in ``Timing.series_ms``.
     """
     if flush not in FLUSH_MODES:
         raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {flush!r}")
+    if (hot_start or span_ms is not None) and not steady:
+        raise ValueError("hot_start, span_ms: expected with steady=True (they shape its settling, sampling)")
+    if span_ms is not None and not (isinstance(span_ms, (int, float)) and 0 < span_ms <= 60_000):
+        raise ValueError(f"span_ms: expected milliseconds in (0, 60000], got {span_ms!r}")
     if torch.device(device).type == "cuda":
         if steady:
             return time_cuda(
@@ -263,11 +322,14 @@ def measure(
                 graph_fns=graph_fns,
                 repeats=repeats,
                 settle_ms=STEADY_SETTLE_MS,
-                span_ms=STEADY_SPAN_MS,
+                span_ms=STEADY_SPAN_MS if span_ms is None else float(span_ms),
                 flush=flush,
+                hot_start=hot_start,
+                max_span_samples=200 if span_ms is None else 100_000,
+                keep_series=keep_series,
             )
-        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush)
-    return time_cpu(fn, repeats=min(repeats, 5), warmup=1)
+        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush, keep_series=keep_series)
+    return time_cpu(fn, repeats=min(repeats, 5), warmup=1, keep_series=keep_series)
 
 
 def noise_floor(first: Timing, second: Timing) -> float:

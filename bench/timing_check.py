@@ -7,7 +7,11 @@ measurement follows another kernel, as rows do in a bench and finalists in the t
 Odd rounds use the default method, even rounds the one named by ``--against`` (``steady``:
 ``measure(steady=True)``; ``clean-flush``: ``measure(flush="read")``; ``fresh-inputs``: the same
 call on a newly allocated copy of the inputs each round, the same values at a new address, every
-earlier copy kept so none is reused), so both see the same GPU over the same minutes.
+earlier copy kept so none is reused; ``hot-start``: steady, with the settling runs queued behind
+the GPU spin right before the samples, so the GPU never idles between them; ``long-window``:
+steady, sampled for >= 1 s), so both see the same GPU over the same minutes.  Each round also
+records its window's spread (the samples' IQR over their median), and ``--series N`` keeps the
+samples themselves, in order, for each method's first N rounds.
 ``--timing`` is the bench's timing mode that every round starts from (default: ``default``), with
 the ``--against`` method's options on top.  ``--against override --override JSON`` instead times
 the baked config with those keys changed, the same way (e.g. a kernel variant against the
@@ -65,7 +69,13 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "override": {},
     # The default method on a new copy of the inputs (same seed, new allocation) every round.
     "fresh-inputs": {},
+    # Steady settling queued right behind the GPU spin, so no idle gap precedes the samples.
+    "hot-start": {"steady": True, "hot_start": True},
+    # Steady, with samples spanning >= 1 s (not >= 100 ms, and no 200-sample cap).
+    "long-window": {"steady": True, "span_ms": 1000.0},
 }
+#: ``--series N``: a round's samples are kept, in order, for the first N rounds of each method.
+SERIES_DIGITS = 5
 
 #: ``--adopt``: the smallest gain that bakes an override, however quiet the rounds were.  Below
 #: about 1% a few rounds' medians are within a GPU's clock and thermal drift over minutes, and a
@@ -90,6 +100,10 @@ class Job:
     #: The bench's timing mode (``autotune.store.TIMING_MODES``) every round starts from.
     timing: str = "default"
     samples: dict[str, list[float]] = field(default_factory=dict)
+    #: Per method, each round's within-window spread: the samples' IQR over their median.
+    window_iqr: dict[str, list[float]] = field(default_factory=dict)
+    #: Per method, the samples of its first rounds in the order they ran (``--series``).
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
     #: ``--adopt``'s verdict after the rounds (None: no --adopt, or not decided yet).
     adopted: bool | None = None
     adoption_reason: str | None = None
@@ -111,7 +125,7 @@ class Job:
         return self.config
 
     def summary(self) -> dict[str, Any]:
-        hidden = ("samples", "against", "override", "adopted", "adoption_reason")
+        hidden = ("samples", "against", "override", "adopted", "adoption_reason", "window_iqr", "series")
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in hidden}
         if self.adopted is not None:
             out["adopted"] = self.adopted
@@ -128,6 +142,10 @@ class Job:
                 "spread": spread,
                 "vs_baked": median / self.baked_ms if median and self.baked_ms else None,
             }
+            if self.window_iqr.get(method):
+                out[method]["window_iqr"] = self.window_iqr[method]
+            if self.series.get(method):
+                out[method]["series_ms"] = self.series[method]
         return out
 
 
@@ -235,11 +253,12 @@ def _float64_check(device: str) -> Callable[[Job], str | None]:
     return check
 
 
-def _gpu_timer(device: str, timing: str = "default") -> Callable[[Job, str], float]:
+def _gpu_timer(device: str, timing: str = "default", series_rounds: int = 0) -> Callable[[Job, str], float]:
     """Times a job's call with ``bench.timing.measure`` in the bench's mode ``timing`` with the
     method's options on top; inputs are built once per job, except ``fresh-inputs``, whose k-th
     round uses the k-th fresh copy of its shape (shared by the shape's jobs, all kept alive so
-    each lies at its own address)."""
+    each lies at its own address).  Each round's within-window spread goes on the job, and its
+    samples in order for a method's first ``series_rounds`` rounds."""
     from ..autotune.store import measure_kwargs
     from ..autotune.tasks import dtype_from_name
     from ..dispatch import baked_config
@@ -278,7 +297,13 @@ def _gpu_timer(device: str, timing: str = "default") -> Callable[[Job, str], flo
             if key not in calls:
                 calls[key] = make_call(job, method, *new_inputs(job))
             call = calls[key]
-        return measure(call, device, repeats=20, **{**base, **METHOD_OPTIONS[method]}).median_ms
+        keep = len(job.series.get(method, [])) < series_rounds
+        timed = measure(call, device, repeats=20, keep_series=keep, **{**base, **METHOD_OPTIONS[method]})
+        if timed.median_ms > 0:
+            job.window_iqr.setdefault(method, []).append(timed.iqr_ms / timed.median_ms)
+        if keep and timed.series_ms is not None:
+            job.series.setdefault(method, []).append([round(v, SERIES_DIGITS) for v in timed.series_ms])
+        return timed.median_ms
 
     return timer
 
@@ -392,8 +417,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--against",
         default="steady",
-        choices=("steady", "clean-flush", "override", "fresh-inputs"),
+        choices=("steady", "clean-flush", "override", "fresh-inputs", "hot-start", "long-window"),
         help="the method the default is compared with: steady (settled clocks, >= 100 ms of samples), "
+        "hot-start (steady, the settling runs queued right before the samples, so the GPU does not "
+        "idle between them), long-window (steady, sampled for >= 1 s with no cap on samples), "
         "clean-flush (the L2 emptied by reading a buffer instead of writing one), override (the "
         "baked config with --override's keys) or fresh-inputs (the same values newly allocated each "
         "round; every copy stays allocated until the end, so mind the memory: rounds / 2 copies of "
@@ -420,6 +447,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FRACTION",
         help=f"with --adopt: the smallest gain that bakes an override (default {ADOPT_MIN_GAIN}); "
         "it must also exceed twice the noise",
+    )
+    parser.add_argument(
+        "--series",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep every sample, in order, of each method's first N rounds (to see how a window evolves)",
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every round")
@@ -451,6 +485,8 @@ def run(args: argparse.Namespace) -> int:
                 "--override: expected a JSON object of config keys, given with --against override "
                 f"(got --against {args.against}, --override {args.override!r})"
             )
+    if not 0 <= args.series <= args.rounds:
+        raise ValueError(f"--series: expected a count in [0, --rounds={args.rounds}], got {args.series}")
     if not 0.0 <= args.min_gain < 0.5:
         raise ValueError(f"--min-gain: expected a fraction in [0, 0.5), got {args.min_gain}")
     if args.min_gain != ADOPT_MIN_GAIN and args.adopt is None:
@@ -493,7 +529,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             atomic_write_json(Path(args.out), [j.summary() for j in jobs])
 
-    run_rounds(jobs, _gpu_timer(args.device, args.timing), args.rounds, save)
+    run_rounds(jobs, _gpu_timer(args.device, args.timing, args.series), args.rounds, save)
     if gpu is not None:
         adopt(jobs, args.adopt, gpu, _float64_check(args.device), args.min_gain)
         save(args.rounds)
@@ -507,9 +543,11 @@ def run(args: argparse.Namespace) -> int:
         "baked ms",
         "default ms",
         "spread",
+        "window IQR",
         "/baked",
         f"{args.against} ms",
         "spread",
+        "window IQR",
         "/baked",
     ):
         table.add_column(column)
@@ -518,9 +556,11 @@ def run(args: argparse.Namespace) -> int:
         cells = []
         for method in ("default", args.against):
             m = summary[method]
+            window = m.get("window_iqr")
             cells += [
                 f"{m['median_ms']:.4f}",
                 f"{m['spread']:.1%}" if m["spread"] is not None else "-",
+                f"{statistics.median(window):.1%}" if window else "-",
                 f"{m['vs_baked']:.3f}" if m["vs_baked"] else "-",
             ]
         table.add_row(

@@ -452,7 +452,12 @@ def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
 
 @pytest.mark.parametrize(
     "timing, asked",
-    [("default", (False, "write")), ("steady", (True, "write")), ("clean", (True, "read"))],
+    [
+        ("default", (False, "write", False)),
+        ("steady", (True, "write", False)),
+        ("clean", (True, "read", False)),
+        ("hot", (True, "read", True)),
+    ],
 )
 def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):
     """The worker's timing task is where a mode becomes ``measure``'s keywords."""
@@ -460,8 +465,8 @@ def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, ti
 
     seen = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
-        seen.append((steady, flush))
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False):
+        seen.append((steady, flush, hot_start))
         return bench_timing.Timing(1.0, 0.0, repeats, "cpu-timer")
 
     monkeypatch.setattr(bench_timing, "measure", fake_measure)

@@ -506,6 +506,25 @@ def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     assert short.method == "cuda-graph"
 
 
+def test_hot_start_and_long_windows_time_a_real_gemm() -> None:
+    """``measure(steady=True, hot_start=True)`` queues its settling behind the spin and still
+    samples >= 100 ms; ``span_ms=1000`` samples past steady's 200-sample cap; ``keep_series``
+    returns every sample.  A short kernel stays a graph replay."""
+    from tilearena.bench.timing import measure
+
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    hot = measure(lambda: a @ a, "cuda", repeats=20, steady=True, hot_start=True, keep_series=True)
+    assert hot.method == "cuda-events" and hot.series_ms is not None and len(hot.series_ms) == hot.samples
+    assert hot.samples >= min(200, int(0.5 * 100.0 / hot.median_ms)), hot
+    assert min(hot.series_ms) > 0.5 * hot.median_ms  # no sample ran short (nothing left unqueued)
+    long = measure(lambda: a @ a, "cuda", repeats=20, steady=True, span_ms=1000.0)
+    assert long.samples > 200 and long.samples * long.median_ms >= 500.0, long
+    small = torch.zeros(1 << 16, device="cuda")
+    bump = [lambda: small.add_(1.0)]
+    short = measure(bump[0], "cuda", graph_fns=bump, steady=True, hot_start=True)
+    assert short.method == "cuda-graph"
+
+
 def test_timing_records_the_sm_clock_the_samples_ran_at() -> None:
     """Both timing paths read NVML while their samples run: a GEMM's SM clock is a real clock
     (the H100's boost is 1980 MHz), read several times over >= 100 ms of steady samples."""

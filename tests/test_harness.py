@@ -135,7 +135,7 @@ def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeyp
     medians = iter([1.0, 2.0, 1.02])
     calls = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", **_):
         calls.append(device)
         return Timing(next(medians), 0.01, repeats, "cpu-timer")
 
@@ -158,7 +158,7 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     monkeypatch.setattr(
         runner,
         "measure",
-        lambda fn, device, graph_fns=None, repeats=30, steady=False, flush="write": Timing(
+        lambda fn, device, graph_fns=None, repeats=30, steady=False, flush="write", **_: Timing(
             next(medians), 0.0, 20, "x"
         ),
     )
@@ -169,30 +169,35 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
 
 
-#: What each --timing mode must ask of ``bench.timing.measure`` (steady, flush).
-MEASURE_ASKED = {"default": (False, "write"), "steady": (True, "write"), "clean": (True, "read")}
+#: What each --timing mode must ask of ``bench.timing.measure`` (steady, flush, hot_start).
+MEASURE_ASKED = {
+    "default": (False, "write", False),
+    "steady": (True, "write", False),
+    "clean": (True, "read", False),
+    "hot": (True, "read", True),
+}
 
 
-def _recording_measure(asked: list[tuple[bool, str]]):
+def _recording_measure(asked: list[tuple[bool, str, bool]]):
     """A stand-in for ``bench.timing.measure`` that runs the call once and records the
-    (steady, flush) it was asked for."""
+    (steady, flush, hot_start) it was asked for."""
     from tilearena.bench.timing import Timing
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write"):
+    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False):
         fn()
-        asked.append((steady, flush))
+        asked.append((steady, flush, hot_start))
         return Timing(1.0, 0.0, 20, "cpu-timer")
 
     return fake_measure
 
 
-@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
+@pytest.mark.parametrize("timing", list(MEASURE_ASKED))
 def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timing) -> None:
     """--timing reaches every measurement, the ceilings' too, and the run's env records it."""
     from rich.console import Console
     from tilearena.bench import environment, runner
 
-    asked: list[tuple[bool, str]] = []
+    asked: list[tuple[bool, str, bool]] = []
     fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(runner, "measure", fake_measure)
@@ -215,13 +220,13 @@ def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timin
         environment.measure_ceilings("cpu", timing="fast")
 
 
-@pytest.mark.parametrize("timing", ["default", "steady", "clean"])
+@pytest.mark.parametrize("timing", list(MEASURE_ASKED))
 def test_ceilings_are_timed_the_way_the_run_is(monkeypatch, timing) -> None:
     """The copy and GEMM ceilings ask ``measure`` for the run's mode (on tiny stand-in tensors:
     the real ones are 1 GiB and 8192^2)."""
     from tilearena.bench import environment
 
-    asked: list[tuple[bool, str]] = []
+    asked: list[tuple[bool, str, bool]] = []
     fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(environment, "measure", fake_measure)

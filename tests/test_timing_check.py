@@ -46,9 +46,10 @@ def _recording_measure(seen: list[tuple[bool, str]]):
     """A stand-in for ``bench.timing.measure``: runs the call once, records (steady, flush)."""
     from tilearena.bench.timing import Timing
 
-    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None):
+    def fake_measure(fn, device, repeats=30, steady=False, flush="write", graph_fns=None, **extra):
         fn()
         seen.append((steady, flush))
+        assert set(extra) <= {"hot_start", "span_ms", "keep_series"}, extra
         return Timing(1.0, 0.0, repeats, "cpu-timer")
 
     return fake_measure
@@ -247,7 +248,7 @@ def test_adopt_bakes_winning_overrides_into_the_store(monkeypatch, tmp_path, cap
         "M=1024,N=16384": {"default": 2.0, "override": 1.99},
     }
     baked = {"M=64,N=1024": {"num_warps": 4, "chunk": 8192}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, baked))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, *_: _fake_timer(ms, baked))
     path, out = baked_dir / "h100-sxm.json", tmp_path / "check.json"
     args = ["timing-check", "--op", "softmax", "--backend", "triton", "--shapes", ";".join(ms)]
     args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"keep_exp": true}']
@@ -299,7 +300,7 @@ def test_adopt_bakes_nothing_the_store_would_drop(monkeypatch, tmp_path, capsys)
 
     monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
     ms = {"M=2,N=32": {"default": 1.0, "override": 0.5}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, {}))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, *_: _fake_timer(ms, {}))
     path, out = tmp_path / "h100-sxm.json", tmp_path / "check.json"
     args = ["timing-check", "--op", "softmax", "--backend", "eager", "--shapes", "M=2,N=32"]
     args += ["--device", "cpu", "--rounds", "4", "--against", "override", "--override", '{"variant": "x"}']
@@ -320,7 +321,7 @@ def test_adopt_bakes_no_override_that_fails_float64(monkeypatch, tmp_path) -> No
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setattr(store, "gpu_record", lambda device=None: dict(FAKE_GPU))
     ms = {"M=64,N=1024": {"default": 1.0, "override": 0.5}}
-    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, timing="default": _fake_timer(ms, {}))
+    monkeypatch.setattr(timing_check, "_gpu_timer", lambda device, *_: _fake_timer(ms, {}))
     checked = []
 
     def wrong_answers(device: str):
@@ -374,3 +375,24 @@ def test_adopt_is_refused_before_any_round(monkeypatch, tmp_path, capsys) -> Non
         assert "--min-gain: expected a fraction in [0, 0.5)" in capsys.readouterr().err
     assert main([*base, *override, "--min-gain", "0.004"]) != 0
     assert "--min-gain: only with --adopt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "against, extra", [("hot-start", {"hot_start": True}), ("long-window", {"span_ms": 1000.0})]
+)
+def test_window_methods_reach_measure_and_rounds_keep_their_windows(against, extra, tmp_path) -> None:
+    """--against hot-start / long-window on a real (CPU) measure: the JSON keeps each round's
+    within-window spread, and --series 1 the first round's samples of each method."""
+    from tilearena.bench import timing_check
+
+    assert timing_check.METHOD_OPTIONS[against] == {"steady": True, **extra}
+    out = tmp_path / "w.json"
+    args = ["timing-check", "--op", "rmsnorm", "--backend", "eager", "--shapes", "M=4,N=64"]
+    args += ["--rounds", "4", "--device", "cpu"]
+    assert main([*args, "--against", against, "--series", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    for method in ("default", against):
+        assert len(row[method]["window_iqr"]) == 2 and all(v >= 0 for v in row[method]["window_iqr"])
+        (series,) = row[method]["series_ms"]
+        assert len(series) == 5 and all(v > 0 for v in series)  # the CPU timer's 5 samples
+    assert main([*args, "--series", "5"]) != 0

@@ -1,0 +1,105 @@
+"""``bench.timing.time_cuda``'s queue, on a CPU: what the GPU would be given, in order.
+
+The CUDA calls are replaced by stand-ins that write to one log, so the tests read the exact
+order of spins, flushes, kernel calls and event records that a GPU would run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tilearena.bench import timing
+
+#: What one kernel call "takes" on the stand-in GPU (ms): long enough to be event-timed.
+KERNEL_MS = 1.0
+
+
+class _Log(list):
+    def cut_at_last(self, name: str) -> list[str]:
+        """Everything after the last ``name`` (the measurement's final attempt)."""
+        last = max(i for i, item in enumerate(self) if item == name)
+        return self[last + 1 :]
+
+
+@pytest.fixture
+def gpu_log(monkeypatch) -> _Log:
+    log = _Log()
+
+    class Event:
+        """Records where in the log it stands; the time between two is their kernels'."""
+
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.at = -1
+
+        def record(self) -> None:
+            self.at = len(log)
+            log.append("record")
+
+        def elapsed_time(self, other: Event) -> float:
+            return log[self.at : other.at].count("kernel") * KERNEL_MS
+
+    class Flusher:
+        def __init__(self, device, mode: str = "write", l2_bytes: int | None = None) -> None:
+            self.mode = mode
+
+        def __call__(self) -> None:
+            log.append("flush")
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: log.append("spin"))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(timing, "L2Flusher", Flusher)
+    monkeypatch.setattr(timing, "nvml_for_current_device", lambda: None)
+    return log
+
+
+def _kernel(log: _Log):
+    return lambda: log.append("kernel")
+
+
+def test_hot_start_queues_the_settling_runs_right_before_the_samples(gpu_log) -> None:
+    """hot_start: the last spin is followed by settle_ms / KERNEL_MS settling runs, each after a
+    flush as the samples are, then the samples; nothing lets the GPU idle between them."""
+    timed = timing.time_cuda(
+        _kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True, keep_series=True
+    )
+    after_spin = gpu_log.cut_at_last("spin")
+    settle = ["flush", "kernel"] * 200
+    sample = ["flush", "record", "kernel", "record"]
+    assert after_spin[: len(settle)] == settle
+    assert after_spin[len(settle) :] == sample * timed.samples + ["sync"]
+    assert timed.samples == 100 and timed.series_ms == (KERNEL_MS,) * 100
+    # Before the spin only the short warm-up ran (25 ms), not the 200 ms of settling.
+    before = gpu_log[: len(gpu_log) - len(after_spin)]
+    assert before.count("kernel") < 40
+
+
+def test_without_hot_start_the_settling_runs_before_the_spin(gpu_log) -> None:
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0)
+    after_spin = gpu_log.cut_at_last("spin")
+    assert after_spin == ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+    assert gpu_log.count("kernel") >= 200 + timed.samples
+    assert timed.series_ms is None and "series_ms" not in timed.as_dict()
+
+
+def test_a_long_window_lifts_the_sample_cap(gpu_log) -> None:
+    """measure's span_ms: samples for that long, past steady's 200-sample cap."""
+    capped = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0)
+    long = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0, max_span_samples=100_000)
+    assert capped.samples == 200 and long.samples == 1000
+
+
+def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
+    with pytest.raises(ValueError, match="hot_start, span_ms: expected with steady=True"):
+        timing.measure(lambda: None, "cpu", hot_start=True)
+    with pytest.raises(ValueError, match="hot_start, span_ms: expected with steady=True"):
+        timing.measure(lambda: None, "cpu", span_ms=500.0)
+    for bad in (0.0, -1.0, 1e9, float("nan")):
+        with pytest.raises(ValueError, match="span_ms: expected milliseconds"):
+            timing.measure(lambda: None, "cpu", steady=True, span_ms=bad)
+
+
+def test_measure_keeps_the_series_when_asked() -> None:
+    kept = timing.measure(lambda: sum(range(100)), "cpu", keep_series=True)
+    assert kept.series_ms is not None and len(kept.series_ms) == kept.samples
+    assert list(kept.as_dict()["series_ms"]) == list(kept.series_ms)
