@@ -193,9 +193,11 @@ def time_cuda(
     if graphed:
         return _time_graph(graph_fns, repeats, keep_series)
 
-    # GPU time the settling runs keep the GPU busy while the CPU queues the samples.
+    # GPU time the settling runs keep the GPU busy while the CPU queues the samples; the spin
+    # covers queueing the settling runs and whatever of the samples' queueing that does not.
     ahead_s = settle_calls * estimate_ms * 1e-3
-    spin_for_s = (settle_calls or repeats) * (cpu_s + 2e-5)
+    per_call_s = cpu_s + 2e-5
+    spin_for_s = settle_calls * per_call_s + max(0.0, repeats * per_call_s - ahead_s)
     for _attempt in range(3):
         samples, spin_s, settle_enqueue_s, enqueue_s, state = _event_samples(
             fn, flusher, repeats, spin_for_s, settle_calls, ahead_s

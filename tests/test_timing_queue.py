@@ -69,6 +69,7 @@ def test_hot_start_queues_the_settling_runs_right_before_the_samples(gpu_log) ->
     assert after_spin[: len(settle)] == settle
     assert after_spin[len(settle) :] == sample * timed.samples + ["sync"]
     assert timed.samples == 100 and timed.series_ms == (KERNEL_MS,) * 100
+    assert gpu_log.count("spin") == 2  # the estimate's and the samples': queued in time, once
     # Before the spin only the short warm-up ran (25 ms), not the 200 ms of settling.
     before = gpu_log[: len(gpu_log) - len(after_spin)]
     assert before.count("kernel") < 40
