@@ -9,6 +9,10 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
   enough for the CPU to enqueue every sample behind it, so the events time the GPU's work and
   not the Python launch path (a Triton launch with many arguments costs 30-90 us of CPU, more
   than many kernels it launches; measured on the H100 this made 16 us kernels read as 90 us);
+  the GPU idles through that spin and its clocks rise, so ``hot_start`` queues a long kernel's
+  settling runs behind the spin, right before the samples (measured on the H100: without it a
+  compute-bound GEMM's samples start boosted, and a 100 ms window's deciles stray from its
+  median by up to 13 %, 6.6 % in the median case);
 * kernels under ~50 us of GPU time are timed as CUDA-graph replays of many launches; the graph
   rotates over several copies of the inputs whose total exceeds the L2, so replays do not read
   cached inputs;
