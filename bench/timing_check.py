@@ -104,6 +104,8 @@ class Job:
     window_iqr: dict[str, list[float]] = field(default_factory=dict)
     #: Per method, the samples of its first rounds in the order they ran (``--series``).
     series: dict[str, list[list[float]]] = field(default_factory=dict)
+    #: Per method, each round's GPU state over its window (SM clock, power: ``Timing.gpu_state``).
+    gpu_states: dict[str, list[dict[str, Any] | None]] = field(default_factory=dict)
     #: ``--adopt``'s verdict after the rounds (None: no --adopt, or not decided yet).
     adopted: bool | None = None
     adoption_reason: str | None = None
@@ -125,7 +127,8 @@ class Job:
         return self.config
 
     def summary(self) -> dict[str, Any]:
-        hidden = ("samples", "against", "override", "adopted", "adoption_reason", "window_iqr", "series")
+        hidden = ("samples", "against", "override", "adopted", "adoption_reason")
+        hidden += ("window_iqr", "series", "gpu_states")
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in hidden}
         if self.adopted is not None:
             out["adopted"] = self.adopted
@@ -146,6 +149,8 @@ class Job:
                 out[method]["window_iqr"] = self.window_iqr[method]
             if self.series.get(method):
                 out[method]["series_ms"] = self.series[method]
+            if any(self.gpu_states.get(method, [])):
+                out[method]["gpu_state"] = self.gpu_states[method]
         return out
 
 
@@ -257,8 +262,8 @@ def _gpu_timer(device: str, timing: str = "default", series_rounds: int = 0) -> 
     """Times a job's call with ``bench.timing.measure`` in the bench's mode ``timing`` with the
     method's options on top; inputs are built once per job, except ``fresh-inputs``, whose k-th
     round uses the k-th fresh copy of its shape (shared by the shape's jobs, all kept alive so
-    each lies at its own address).  Each round's within-window spread goes on the job, and its
-    samples in order for a method's first ``series_rounds`` rounds."""
+    each lies at its own address).  Each round's within-window spread and GPU state (SM clock,
+    power) go on the job, and its samples in order for a method's first ``series_rounds`` rounds."""
     from ..autotune.store import measure_kwargs
     from ..autotune.tasks import dtype_from_name
     from ..dispatch import baked_config
@@ -301,6 +306,7 @@ def _gpu_timer(device: str, timing: str = "default", series_rounds: int = 0) -> 
         timed = measure(call, device, repeats=20, keep_series=keep, **{**base, **METHOD_OPTIONS[method]})
         if timed.median_ms > 0:
             job.window_iqr.setdefault(method, []).append(timed.iqr_ms / timed.median_ms)
+        job.gpu_states.setdefault(method, []).append(timed.gpu_state)
         if keep and timed.series_ms is not None:
             job.series.setdefault(method, []).append([round(v, SERIES_DIGITS) for v in timed.series_ms])
         return timed.median_ms

@@ -396,3 +396,23 @@ def test_window_methods_reach_measure_and_rounds_keep_their_windows(against, ext
         (series,) = row[method]["series_ms"]
         assert len(series) == 5 and all(v > 0 for v in series)  # the CPU timer's 5 samples
     assert main([*args, "--series", "5"]) != 0
+
+
+def test_rounds_keep_each_window_s_gpu_state_and_spread(monkeypatch) -> None:
+    """Each round's SM clock and power (``Timing.gpu_state``) and IQR / median reach the JSON."""
+    from tilearena.bench import timing, timing_check
+
+    clocks = iter([1980.0, 1500.0, 1410.0, 1440.0])
+
+    def fake_measure(fn, device, repeats=30, graph_fns=None, **options):
+        fn()
+        return timing.Timing(2.0, 0.1, repeats, "cuda-events", {"sm_clock_mhz": next(clocks)})
+
+    monkeypatch.setattr(timing, "measure", fake_measure)
+    job = Job("rmsnorm", "eager", {"M": 2, "N": 32}, "float32", None, None, against="hot-start")
+    run_rounds([job], timing_check._gpu_timer("cpu", "clean"), rounds=4)
+    summary = job.summary()
+    assert [s["sm_clock_mhz"] for s in summary["default"]["gpu_state"]] == [1980.0, 1410.0]
+    assert [s["sm_clock_mhz"] for s in summary["hot-start"]["gpu_state"]] == [1500.0, 1440.0]
+    assert summary["default"]["window_iqr"] == [0.05, 0.05]
+    assert "gpu_states" not in summary and "series_ms" not in summary["default"]
