@@ -195,6 +195,29 @@ class OpSection:
 
 
 @dataclass
+class TimingCheckJob:
+    """One job of a ``tilearena timing-check`` run: per method, its median, the spread between
+    rounds, the median within-window spread (IQR over median) and the rounds it had."""
+
+    backend: str
+    shape: str
+    methods: list[tuple[str, float | None, float | None, float | None, int]]
+
+
+@dataclass
+class TimingCheck:
+    """A ``tilearena timing-check`` JSON file on the page: its jobs and the drift plot."""
+
+    anchor: str
+    source: str
+    op: str
+    timing: str
+    method_names: list[str]
+    jobs: list[TimingCheckJob]
+    plot: Plot | None
+
+
+@dataclass
 class Run:
     index: int
     label: str
@@ -832,6 +855,110 @@ def plot_tuning(
         return _render_svg(figure, salt)
 
 
+def _deciles(series: Sequence[float]) -> list[float] | None:
+    """Each tenth of a window's samples (in the order they ran) as its mean over the window's
+    median, or None for a window too short to cut in ten or with no positive median."""
+    if len(series) < 10:
+        return None
+    middle = statistics.median(series)
+    if not middle > 0:
+        return None
+    n = len(series)
+    return [statistics.fmean(series[i * n // 10 : (i + 1) * n // 10]) / middle for i in range(10)]
+
+
+#: How many jobs a timing check's drift plot draws (one small panel each).
+TIMING_CHECK_MAX_PANELS = 12
+
+
+def plot_window_drift(entries: Sequence[Mapping[str, Any]], salt: str) -> Markup | None:
+    """One panel per job: each kept window's samples by decile, over the window's median, a colour
+    per method.  A flat line is a steady window; a slope is a clock that moved while it ran."""
+    panels = []
+    for entry in entries[:TIMING_CHECK_MAX_PANELS]:
+        methods = [m for m in _as_list(entry.get("methods")) if isinstance(m, str)][:2]
+        # "default" is the run's --timing mode; the other method is that mode with its options on top.
+        base = _as_text(entry.get("timing"), "default")
+        lines = []
+        for method_index, method in enumerate(methods):
+            label = f"{method} (--timing {base})" if method == "default" else f"{method} (on {base})"
+            for series in _as_list(_as_dict(entry.get(method)).get("series_ms")):
+                values = [v for v in (_as_float(x) for x in _as_list(series)) if v is not None]
+                profile = _deciles(values)
+                if profile is not None:
+                    lines.append((method_index, label, profile))
+        if lines:
+            title = f"{_as_text(entry.get('backend'), '?')} {shape_label(entry.get('shape'))}"
+            panels.append((title, lines))
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    with mpl.rc_context(_PLOT_RC):
+        figure = _new_figure(3.0 * columns, 2.2 * rows)
+        handles: dict[str, Any] = {}
+        for index, (title, lines) in enumerate(panels):
+            axes = figure.add_subplot(rows, columns, index + 1)
+            for method_index, method, profile in lines:
+                color = "#7f7f7f" if method_index == 0 else _PALETTE[0]
+                (line,) = axes.plot(range(1, 11), profile, color=color, marker=".", linewidth=1.1)
+                handles.setdefault(_plot_text(method), line)
+            axes.axhline(1.0, color="#bbbbbb", linewidth=0.6)
+            axes.set_title(_plot_text(title), fontsize=8)
+            axes.set_xticks([1, 5, 10])
+            if index % columns == 0:
+                axes.set_ylabel("decile / median")
+            if index >= (rows - 1) * columns:
+                axes.set_xlabel("decile of the window")
+        figure.subplots_adjust(hspace=0.6, wspace=0.35)
+        figure.legend(list(handles.values()), list(handles), loc="upper center", ncol=2, frameon=False)
+        return _render_svg(figure, salt)
+
+
+def check_timing_check(raw: Any, source: str = "timing check") -> None:
+    """Raise ValueError when ``raw`` is not the JSON that ``tilearena timing-check --out`` writes."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{source}: expected a non-empty JSON list of timing-check jobs")
+    for index, entry in enumerate(raw):
+        methods = entry.get("methods") if isinstance(entry, Mapping) else None
+        if not (isinstance(methods, list) and len(methods) == 2 and all(isinstance(m, str) for m in methods)):
+            raise ValueError(f"{source}: job {index + 1} has no 'methods' pair (is it a timing-check file?)")
+
+
+def build_timing_check(raw: list[Any], index: int, source: str) -> TimingCheck:
+    """The page's section for one timing-check file (checked with ``check_timing_check``)."""
+    jobs = []
+    for entry in raw:
+        methods = []
+        for method in entry["methods"]:
+            stats = _as_dict(entry.get(method))
+            window = [v for v in (_as_float(x) for x in _as_list(stats.get("window_iqr"))) if v is not None]
+            methods.append(
+                (
+                    _as_text(method),
+                    _as_float(stats.get("median_ms")),
+                    _as_float(stats.get("spread")),
+                    statistics.median(window) if window else None,
+                    len(_as_list(stats.get("samples_ms"))),
+                )
+            )
+        backend = _as_text(entry.get("backend"), "?")
+        jobs.append(TimingCheckJob(backend, shape_label(entry.get("shape")), methods))
+    first = raw[0]
+    svg = plot_window_drift(raw, f"timing{index}")
+    names = [_as_text(m) for m in first["methods"]]
+    caption = f"within-window drift by decile ({names[0]} grey, {names[1]} blue), every kept series"
+    return TimingCheck(
+        anchor=f"timing-check-{index}",
+        source=source,
+        op=_as_text(first.get("op"), "?"),
+        timing=_as_text(first.get("timing"), "default"),
+        method_names=names,
+        jobs=jobs,
+        plot=Plot(svg, caption) if svg is not None else None,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Page model
 # --------------------------------------------------------------------------------------------------
@@ -1124,17 +1251,25 @@ def _script_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
 
 
-def build_report(results: list[dict], layouts_svgs: dict[str, str] | None = None) -> str:
+def build_report(
+    results: list[dict],
+    layouts_svgs: dict[str, str] | None = None,
+    timing_checks: Sequence[tuple[str, Any]] = (),
+) -> str:
     """The report page for one or more results (schema 1) as a self-contained HTML string.
 
     ``layouts_svgs`` maps a title to an SVG drawing made by the project's layout module. Those drawings
-    are trusted and embedded as markup; nothing taken from ``results`` ever is.
+    are trusted and embedded as markup; nothing taken from ``results`` ever is.  ``timing_checks``
+    are (source name, JSON) pairs of ``tilearena timing-check --out`` files, shown as a section each.
     """
     if isinstance(results, Mapping):
         results = [results]  # one results dict is a common enough slip to accept
     for index, result in enumerate(results):
         check_schema(result, f"results {index + 1}")
     runs = [_build_run(result, index) for index, result in enumerate(results)]
+    for source, raw in timing_checks:
+        check_timing_check(raw, source)
+    checks = [build_timing_check(raw, index, source) for index, (source, raw) in enumerate(timing_checks)]
     layouts = [
         (_as_text(name), scope_svg_ids(strip_svg_prolog(svg), f"layout{index}"))
         for index, (name, svg) in enumerate((layouts_svgs or {}).items())
@@ -1149,6 +1284,7 @@ def build_report(results: list[dict], layouts_svgs: dict[str, str] | None = None
         provenance=_provenance(runs),
         comparison=_comparison(runs),
         layouts=layouts,
+        timing_checks=checks,
         css=Markup((TEMPLATES_DIR / "report.css").read_text()),
         script=Markup(script),
         script_hash=_script_hash(script),
@@ -1164,10 +1300,19 @@ def load_results(path: Path) -> dict:
     return results
 
 
-def write_report(paths: list[Path], out_dir: Path, layout_svgs: dict[str, str] | None = None) -> Path:
-    """Read the results files, write ``out_dir/index.html`` and return its path."""
+def write_report(
+    paths: list[Path],
+    out_dir: Path,
+    layout_svgs: dict[str, str] | None = None,
+    timing_check_paths: Sequence[Path] = (),
+) -> Path:
+    """Read the results (and timing-check) files, write ``out_dir/index.html``, return its path."""
     results = [load_results(Path(path)) for path in paths]
-    html = build_report(results, layout_svgs)
+    checks = []
+    for path in timing_check_paths:
+        with open(path, encoding="utf-8") as handle:
+            checks.append((Path(path).name, json.load(handle)))
+    html = build_report(results, layout_svgs, checks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "index.html"
@@ -1200,6 +1345,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="LAYOUT",
         help='also draw a layout, e.g. "(4,8):(8,1)" (repeatable; see tilearena layout show)',
     )
+    parser.add_argument(
+        "--timing-check",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="JSON",
+        help="also show a tilearena timing-check --out file: spreads and within-window drift (repeatable)",
+    )
     parser.set_defaults(command="report")
     return parser
 
@@ -1218,7 +1371,8 @@ def layout_drawings(expressions: Sequence[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     try:
         drawings = layout_drawings(getattr(args, "layout", []) or []) or None
-        index = write_report(list(args.results), args.out, layout_svgs=drawings)
+        checks = list(getattr(args, "timing_check", []) or [])
+        index = write_report(list(args.results), args.out, layout_svgs=drawings, timing_check_paths=checks)
     except (OSError, ValueError, SyntaxError) as error:  # json.JSONDecodeError is a ValueError
         print(f"tilearena report: {error}", file=sys.stderr)
         return 2

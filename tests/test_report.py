@@ -744,3 +744,57 @@ def test_a_rows_gpu_state_shows_on_its_time_and_hostile_values_are_dropped(no_pl
     assert "<script>alert" not in html and "&lt;script&gt;" in html
     assert report._gpu_note(rows[1]["gpu_state"]) is None and report._gpu_note(rows[2]["gpu_state"]) is None
     assert report._gpu_note({"sm_clock_mhz": 1980}) == "SM 1980 MHz"
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing checks (tilearena timing-check --out) on the page
+# --------------------------------------------------------------------------------------------------
+
+
+def _timing_check_job(backend: str, drift: float) -> dict:
+    """A job whose default windows drift by ``drift`` from first to last sample; the other flat."""
+    ramp = [1.0 + drift * (i / 99 - 0.5) for i in range(100)]
+    flat = [1.0] * 100
+    return {
+        "op": "matmul",
+        "backend": backend,
+        "shape": {"M": 4096, "N": 4096, "K": 14336, "BT": 1},
+        "timing": "clean",
+        "methods": ["default", "hot-start"],
+        "default": {"samples_ms": [1.0, 1.05], "median_ms": 1.02, "spread": 0.035,
+                    "window_iqr": [0.05, 0.07], "series_ms": [ramp]},
+        "hot-start": {"samples_ms": [1.0, 1.001], "median_ms": 1.0005, "spread": 0.0007,
+                      "window_iqr": [0.001, 0.002], "series_ms": [flat]},
+    }
+
+
+def test_deciles_read_a_window_in_order() -> None:
+    ramp = [float(i) for i in range(1, 101)]
+    profile = report._deciles(ramp)
+    assert len(profile) == 10 and profile == sorted(profile) and profile[0] < 0.2 < 1.8 < profile[-1]
+    assert report._deciles([1.0] * 9) is None and report._deciles([0.0] * 20) is None
+
+
+def test_a_timing_check_gets_a_section_with_its_spreads_and_a_drift_plot() -> None:
+    checks = [("tc.json", [_timing_check_job("triton", 0.1), _timing_check_job(XSS_BACKEND, 0.0)])]
+    html = report.build_report([{"schema": 1, "rows": []}], timing_checks=checks)
+    section = html[html.index('id="timing-check-0"') :]
+    assert "Timing check: tc.json" in section and "--timing clean" in section
+    assert "3.5 %" in section and "6.0 %" in section and "0.1 %" in section  # spread, window IQRs
+    assert "<svg" in section and "decile of the window" in section
+    assert XSS_BACKEND not in html and "&lt;script&gt;" in section  # a name is data, never markup
+    assert 'href="#timing-check-0"' in html
+
+
+def test_a_file_that_is_not_a_timing_check_is_refused_by_name(tmp_path) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"schema": 1, "rows": []}))
+    for bad in ({"schema": 1}, [], [{"methods": ["default"]}], [{"methods": "default"}]):
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=r"wrong\.json: "):
+            report.write_report([results], tmp_path / "out", timing_check_paths=[wrong])
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([_timing_check_job("cute", 0.05)]))
+    index = report.write_report([results], tmp_path / "out", timing_check_paths=[good])
+    assert "Timing check: good.json" in index.read_text()
