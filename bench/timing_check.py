@@ -74,7 +74,7 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     # Steady, with samples spanning >= 1 s (not >= 100 ms, and no 200-sample cap).
     "long-window": {"steady": True, "span_ms": 1000.0},
 }
-#: ``--series N``: a round's samples are kept, in order, for the first N rounds of each method.
+#: ``--series N`` keeps a round's samples (ms) in the JSON rounded to this many decimals.
 SERIES_DIGITS = 5
 
 #: ``--adopt``: the smallest gain that bakes an override, however quiet the rounds were.  Below
