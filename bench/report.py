@@ -948,6 +948,8 @@ def build_timing_check(raw: list[Any], index: int, source: str) -> TimingCheck:
     svg = plot_window_drift(raw, f"timing{index}")
     names = [_as_text(m) for m in first["methods"]]
     caption = f"within-window drift by decile ({names[0]} grey, {names[1]} blue), every kept series"
+    if len(raw) > TIMING_CHECK_MAX_PANELS:
+        caption += f" of the first {TIMING_CHECK_MAX_PANELS} of {len(raw)} jobs (the table has them all)"
     return TimingCheck(
         anchor=f"timing-check-{index}",
         source=source,

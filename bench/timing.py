@@ -319,7 +319,9 @@ def measure(
         raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {flush!r}")
     if (hot_start or span_ms is not None) and not steady:
         raise ValueError("hot_start, span_ms: expected with steady=True (they shape its settling, sampling)")
-    if span_ms is not None and not (isinstance(span_ms, (int, float)) and 0 < span_ms <= 60_000):
+    if span_ms is not None and (
+        isinstance(span_ms, bool) or not (isinstance(span_ms, (int, float)) and 0 < span_ms <= 60_000)
+    ):
         raise ValueError(f"span_ms: expected milliseconds in (0, 60000], got {span_ms!r}")
     if torch.device(device).type == "cuda":
         if steady:

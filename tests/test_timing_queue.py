@@ -95,7 +95,7 @@ def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
         timing.measure(lambda: None, "cpu", hot_start=True)
     with pytest.raises(ValueError, match="hot_start, span_ms: expected with steady=True"):
         timing.measure(lambda: None, "cpu", span_ms=500.0)
-    for bad in (0.0, -1.0, 1e9, float("nan")):
+    for bad in (0.0, -1.0, 1e9, float("nan"), True):
         with pytest.raises(ValueError, match="span_ms: expected milliseconds"):
             timing.measure(lambda: None, "cpu", steady=True, span_ms=bad)
 
