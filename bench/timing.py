@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -116,6 +117,16 @@ def time_cpu(
     return _summary(samples, "cpu-timer", keep_series=keep_series)
 
 
+#: Hot start replays its settling runs from one CUDA graph once there are more than this many.
+#: Each run queues a flush and a kernel behind the spin, and a CUDA stream holds only about a
+#: thousand pending launches before the CPU blocks in the next one: at 524746d the 3040 settling
+#: runs of a 66 us GEMM (200 ms) filled it, the CPU's queueing outlasted the spin, and every
+#: measurement was retried with ever longer spins (mid-sized GEMMs took 20-47 s a store entry to
+#: re-time, 2 s at clean timing; reports/h100/NOTES.md, Session 19).
+SETTLE_GRAPH_ABOVE = 64
+#: The settling runs' graph is replayed at most this many times (a replay is one launch).
+SETTLE_REPLAYS = 16
+
 #: ``torch.cuda._sleep`` counts clock cycles; 2 GHz is at or above any data-centre GPU's SM clock,
 #: so the spin lasts at least the seconds asked for.
 _SPIN_CYCLES_PER_S = 2.0e9
@@ -127,6 +138,53 @@ def _run_ahead(cpu_seconds: float) -> float:
     spin_s = cpu_seconds * 1.5 + 2e-4
     torch.cuda._sleep(int(spin_s * _SPIN_CYCLES_PER_S))
     return spin_s
+
+
+def _capture_graph(step: Callable[[], Any], calls: int) -> Callable[[], None]:
+    """``calls`` runs of ``step`` captured in one CUDA graph; returns its replay (warmed: the
+    first replay uploads the graph, so it runs here, not behind the spin)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm up on the side stream, as graph capture requires
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            step()
+    graph.replay()
+    return graph.replay
+
+
+def _settling(
+    fn: Callable[[], Any], flusher: L2Flusher | None, settle_calls: int
+) -> tuple[Callable[[], Any], int, int]:
+    """How hot start queues ``settle_calls`` settling runs (each a flush, then ``fn``): returns
+    one step to queue, how many times, and the runs that makes (at least ``settle_calls``).
+
+    Few runs are queued one by one; more than ``SETTLE_GRAPH_ABOVE`` as replays of one graph
+    of runs, so the queue behind the spin stays short.  A kernel that cannot be captured in a
+    graph settles run by run (its queueing may then outlast the spin, and be retried)."""
+
+    def run() -> None:
+        if flusher is not None:
+            flusher()
+        fn()
+
+    if settle_calls <= SETTLE_GRAPH_ABOVE:
+        return run, settle_calls, settle_calls
+    calls_per_replay = math.ceil(settle_calls / SETTLE_REPLAYS)
+    replays = math.ceil(settle_calls / calls_per_replay)
+    try:
+        replay = _capture_graph(run, calls_per_replay)
+    except RuntimeError as error:
+        warnings.warn(
+            f"hot start: settling run by run, the kernel could not be captured in a CUDA graph ({error})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return run, settle_calls, settle_calls
+    return replay, replays, replays * calls_per_replay
 
 
 def _cpu_seconds_per_call(fn: Callable[[], Any], calls: int = 3) -> float:
@@ -161,7 +219,8 @@ def time_cuda(
     ``span_ms`` (at most ``max_span_samples`` samples for that).  The settling runs go before
     the GPU spin that lets the CPU queue the samples, or, with ``hot_start``, behind it: queued
     right before the samples, each after an L2 flush as the samples are, so the GPU goes from
-    settling to sampling with no idle gap in which its clocks could rise again.
+    settling to sampling with no idle gap in which its clocks could rise again (more than
+    ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).
     """
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
@@ -197,14 +256,19 @@ def time_cuda(
     if graphed:
         return _time_graph(graph_fns, repeats, keep_series)
 
+    per_call_s = cpu_s + 2e-5
+    settle_step, settle_steps, per_step_s = None, 0, per_call_s
+    if settle_calls:
+        settle_step, settle_steps, settle_calls = _settling(fn, flusher, settle_calls)
+        if settle_steps < settle_calls:  # replays of a graph: what one costs the CPU to queue
+            per_step_s = _cpu_seconds_per_call(settle_step, calls=1) + 2e-5
     # GPU time the settling runs keep the GPU busy while the CPU queues the samples; the spin
     # covers queueing the settling runs and whatever of the samples' queueing that does not.
     ahead_s = settle_calls * estimate_ms * 1e-3
-    per_call_s = cpu_s + 2e-5
-    spin_for_s = settle_calls * per_call_s + max(0.0, repeats * per_call_s - ahead_s)
+    spin_for_s = settle_steps * per_step_s + max(0.0, repeats * per_call_s - ahead_s)
     for _attempt in range(3):
         samples, spin_s, settle_enqueue_s, enqueue_s, state = _event_samples(
-            fn, flusher, repeats, spin_for_s, settle_calls, ahead_s
+            fn, flusher, repeats, spin_for_s, settle_step, settle_steps, ahead_s
         )
         # If the CPU took longer to queue the samples than the GPU spun (and settled), the GPU
         # caught up and idled inside some samples (a stall in Python, another process on the
@@ -212,7 +276,7 @@ def time_cuda(
         # actually took.
         if settle_enqueue_s <= spin_s and enqueue_s <= spin_s + ahead_s:
             break
-        spin_for_s = max(2 * settle_enqueue_s, enqueue_s - ahead_s) if settle_calls else 2 * enqueue_s
+        spin_for_s = max(2 * settle_enqueue_s, enqueue_s - ahead_s) if settle_steps else 2 * enqueue_s
     return _summary(samples, "cuda-events", state, keep_series)
 
 
@@ -221,23 +285,23 @@ def _event_samples(
     flusher: L2Flusher | None,
     repeats: int,
     spin_for_s: float,
-    settle_calls: int = 0,
+    settle_step: Callable[[], Any] | None = None,
+    settle_steps: int = 0,
     settle_gpu_s: float = 0.0,
 ) -> tuple[list[float], float, float, float, dict[str, Any] | None]:
     """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin sized for ``spin_for_s``
-    of queueing, after ``settle_calls`` untimed runs (each after a flush, like the samples);
-    returns the samples (ms), the spin's length, how long the CPU took to queue the settling
-    runs and everything (s), and the GPU's state while the samples ran."""
+    of queueing, after ``settle_steps`` calls of ``settle_step`` (untimed runs of ``fn``, each
+    after a flush like the samples, or replays of a graph of them: ``_settling``); returns the
+    samples (ms), the spin's length, how long the CPU took to queue the settling runs and
+    everything (s), and the GPU's state while the samples ran."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     torch.cuda.synchronize()
     with StateSampler(nvml_for_current_device()) as sampler:
         spin_s = _run_ahead(spin_for_s)
         begin = time.perf_counter()
-        for _ in range(settle_calls):
-            if flusher is not None:
-                flusher()
-            fn()
+        for _ in range(settle_steps):
+            settle_step()
         settle_enqueue_s = time.perf_counter() - begin
         for i in range(repeats):
             if flusher is not None:

@@ -525,6 +525,29 @@ def test_hot_start_and_long_windows_time_a_real_gemm() -> None:
     assert short.method == "cuda-graph"
 
 
+def test_hot_start_settles_a_mid_sized_gemm_without_retries(monkeypatch) -> None:
+    """A ~0.1 ms GEMM needs ~2000 settling runs: at 524746d they overfilled the stream's queue
+    and every measurement was retried three times with ever longer spins.  Replayed from a
+    graph, each measurement needs one attempt (a second only where the CPU really stalls)."""
+    from tilearena.bench import timing
+
+    attempts: list[int] = []
+    event_samples = timing._event_samples
+
+    def counted(*args, **kwargs):
+        attempts.append(1)
+        return event_samples(*args, **kwargs)
+
+    monkeypatch.setattr(timing, "_event_samples", counted)
+    a = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    timings = [timing.measure(lambda: a @ b, "cuda", steady=True, hot_start=True) for _ in range(3)]
+    assert sum(attempts) <= 4, (attempts, timings)
+    for timed in timings:
+        assert timed.method == "cuda-events" and timed.samples >= 100
+        assert timed.iqr_ms < 0.1 * timed.median_ms, timed
+
+
 def test_timing_records_the_sm_clock_the_samples_ran_at() -> None:
     """Both timing paths read NVML while their samples run: a GEMM's SM clock is a real clock
     (the H100's boost is 1980 MHz), read several times over >= 100 ms of steady samples."""

@@ -50,7 +50,28 @@ def gpu_log(monkeypatch) -> _Log:
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(timing, "L2Flusher", Flusher)
     monkeypatch.setattr(timing, "nvml_for_current_device", lambda: None)
+    monkeypatch.setattr(timing, "_capture_graph", _graph_stand_in(log))
     return log
+
+
+def _graph_stand_in(log: _Log):
+    """``_capture_graph``'s stand-in: capture logs nothing (a captured kernel does not run);
+    each replay logs "graph", then every captured call's work."""
+
+    def capture(step, calls: int):
+        before = len(log)
+        for _ in range(calls):
+            step()
+        captured = log[before:]
+        del log[before:]
+
+        def replay() -> None:
+            log.append("graph")
+            log.extend(captured)
+
+        return replay
+
+    return capture
 
 
 def _kernel(log: _Log):
@@ -59,20 +80,59 @@ def _kernel(log: _Log):
 
 def test_hot_start_queues_the_settling_runs_right_before_the_samples(gpu_log) -> None:
     """hot_start: the last spin is followed by settle_ms / KERNEL_MS settling runs, each after a
-    flush as the samples are, then the samples; nothing lets the GPU idle between them."""
+    flush as the samples are, then the samples; nothing lets the GPU idle between them.  200
+    runs are more than SETTLE_GRAPH_ABOVE: they are queued as SETTLE_REPLAYS replays of a graph
+    of 13 runs (208 in all), not as 400 launches."""
     timed = timing.time_cuda(
         _kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True, keep_series=True
     )
     after_spin = gpu_log.cut_at_last("spin")
-    settle = ["flush", "kernel"] * 200
+    replays, runs_per_replay = timing.SETTLE_REPLAYS, 13
+    settle = (["graph"] + ["flush", "kernel"] * runs_per_replay) * replays
     sample = ["flush", "record", "kernel", "record"]
+    assert replays * runs_per_replay >= 200 > replays * (runs_per_replay - 1)
     assert after_spin[: len(settle)] == settle
     assert after_spin[len(settle) :] == sample * timed.samples + ["sync"]
     assert timed.samples == 100 and timed.series_ms == (KERNEL_MS,) * 100
     assert gpu_log.count("spin") == 2  # the estimate's and the samples': queued in time, once
-    # Before the spin only the short warm-up ran (25 ms), not the 200 ms of settling.
+    # Before the spin only the short warm-up ran (25 ms) and one replay whose queueing was
+    # timed (the CPU's cost of a replay sizes the spin), not the 200 ms of settling.
     before = gpu_log[: len(gpu_log) - len(after_spin)]
-    assert before.count("kernel") < 40
+    assert before.count("graph") == 1
+    assert before.count("kernel") < 40 + runs_per_replay
+
+
+def test_a_few_settling_runs_are_queued_one_by_one(gpu_log) -> None:
+    """Up to SETTLE_GRAPH_ABOVE settling runs (a long kernel's) need no graph."""
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=float(timing.SETTLE_GRAPH_ABOVE), hot_start=True)
+    after_spin = gpu_log.cut_at_last("spin")
+    settle = ["flush", "kernel"] * timing.SETTLE_GRAPH_ABOVE
+    assert "graph" not in gpu_log
+    assert after_spin == settle + ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+
+
+def test_a_kernel_a_graph_cannot_capture_settles_run_by_run(gpu_log, monkeypatch) -> None:
+    def refuse(step, calls):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(timing, "_capture_graph", refuse)
+    with pytest.warns(RuntimeWarning, match="settling run by run.*not permitted when stream is capturing"):
+        timed = timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
+    after_spin = gpu_log.cut_at_last("spin")
+    settle = ["flush", "kernel"] * 200
+    assert after_spin == settle + ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+
+
+def test_the_settling_graph_keeps_the_queue_behind_the_spin_short(gpu_log) -> None:
+    """A 0.1 ms kernel: 2000 settling runs (10_000 at most) go behind the spin as at most
+    SETTLE_REPLAYS launches, beside the samples' four launches each."""
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=2000.0, span_ms=100.0, hot_start=True)
+    after_spin = gpu_log.cut_at_last("spin")
+    assert after_spin.count("graph") <= timing.SETTLE_REPLAYS
+    launches = after_spin.count("graph") + 4 * timed.samples
+    assert launches <= timing.SETTLE_REPLAYS + 4 * 200
+    assert after_spin[after_spin.index("record") - 1 :].count("kernel") == timed.samples
+    assert after_spin.count("kernel") - timed.samples >= 2000
 
 
 def test_without_hot_start_the_settling_runs_before_the_spin(gpu_log) -> None:

@@ -5,11 +5,13 @@
 # 0 is marked done (/tmp/queue/.done-NAME), so a rerun skips it.
 #   STEPS_FILE: one step a line, "NAME COMMAND...", run with bash from /tmp/w; '#' lines skipped.
 #   In the commands: $Q is /tmp/queue (the store copy is $Q/h100-sxm.json, TILEARENA_BAKED_DIR=$Q).
+#   QUEUE_DIR and QUEUE_TREE move /tmp/queue and /tmp/w (tests/test_queue_scripts.py).
 set -u
 commit=$1
 steps=$2
-export PYTHONUNBUFFERED=1 TILEARENA_COMMIT=$commit TILEARENA_BAKED_DIR=/tmp/queue Q=/tmp/queue
-cd /tmp/w || exit 1
+Q=${QUEUE_DIR:-/tmp/queue}
+export PYTHONUNBUFFERED=1 TILEARENA_COMMIT=$commit TILEARENA_BAKED_DIR=$Q Q
+cd "${QUEUE_TREE:-/tmp/w}" || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit,temperature.gpu --format=csv,noheader
 while read -r name command; do
     case "$name" in ''|'#'*) continue ;; esac
