@@ -320,17 +320,12 @@ def _event_samples(
 
 def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int, keep_series: bool = False) -> Timing:
     """Each sample: one replay of a graph holding every call in ``fns``, per call."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for f in fns:  # warm up on the side stream, as graph capture requires
-            f()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+
+    def every_call() -> None:
         for f in fns:
             f()
-    graph.replay()
+
+    replay = _capture_graph(every_call, 1)
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
@@ -339,7 +334,7 @@ def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int, keep_series: boo
         begin = time.perf_counter()
         for i in range(repeats):
             starts[i].record()
-            graph.replay()
+            replay()
             ends[i].record()
         torch.cuda.synchronize()
     per_call = [s.elapsed_time(e) / len(fns) for s, e in zip(starts, ends)]

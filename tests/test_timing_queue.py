@@ -5,6 +5,8 @@ order of spins, flushes, kernel calls and event records that a GPU would run."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from tilearena.bench import timing
@@ -133,6 +135,16 @@ def test_the_settling_graph_keeps_the_queue_behind_the_spin_short(gpu_log) -> No
     assert launches <= timing.SETTLE_REPLAYS + 4 * 200
     assert after_spin[after_spin.index("record") - 1 :].count("kernel") == timed.samples
     assert after_spin.count("kernel") - timed.samples >= 2000
+
+
+def test_a_short_kernel_is_timed_as_replays_of_one_graph_of_every_input_copy(gpu_log, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.01)  # under GRAPH_BELOW_US
+    copies = [_kernel(gpu_log)] * 3
+    timed = timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, hot_start=True)
+    after_spin = gpu_log.cut_at_last("spin")
+    replay = ["record", "graph", "kernel", "kernel", "kernel", "record"]
+    assert after_spin == replay * timed.samples + ["sync"]
+    assert timed.method == "cuda-graph" and timed.median_ms == pytest.approx(0.01)
 
 
 def test_without_hot_start_the_settling_runs_before_the_spin(gpu_log) -> None:
