@@ -28,7 +28,7 @@ from . import numerics
 from .environment import environment, measure_ceilings
 from .gpu_state import combine as combine_gpu_states
 from .results import ResultsFile
-from .timing import STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
+from .timing import SETTLE_GRAPH_ABOVE, STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -404,7 +404,8 @@ def run_bench(
         )
         if timing_kwargs["hot_start"]:
             env["timing"]["steady"] += (
-                "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap)"
+                "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap), "
+                f"replayed from a CUDA graph past {SETTLE_GRAPH_ABOVE} runs"
             )
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
         ceilings = measure_ceilings(device, timing=timing)

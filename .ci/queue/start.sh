@@ -17,7 +17,7 @@ mkdir -p /tmp/queue
 cp "$steps" /tmp/queue/steps.txt
 if [ ! -f /tmp/queue/queue.log ]; then
     setsid nohup bash /tmp/w/.ci/queue/run.sh "$commit" /tmp/queue/steps.txt > /tmp/queue/queue.log 2>&1 < /dev/null &
-    # setsid makes run.sh a process-group leader: stop.sh ends the group (its steps too).
+    # setsid makes run.sh a session leader: stop.sh ends that session (every step it started).
     echo $! > /tmp/queue/run.pid
 fi
 bash /tmp/w/.ci/queue/poll.sh "$wait_s"
