@@ -267,17 +267,34 @@ def time_cuda(
     ahead_s = settle_calls * estimate_ms * 1e-3
     spin_for_s = settle_steps * per_step_s + max(0.0, repeats * per_call_s - ahead_s)
     for _attempt in range(3):
-        samples, spin_s, settle_enqueue_s, enqueue_s, state = _event_samples(
-            fn, flusher, repeats, spin_for_s, settle_step, settle_steps, ahead_s
-        )
-        # If the CPU took longer to queue the samples than the GPU spun (and settled), the GPU
-        # caught up and idled inside some samples (a stall in Python, another process on the
-        # CPU), or between settling and sampling: again, with a spin sized from what queueing
-        # actually took.
-        if settle_enqueue_s <= spin_s and enqueue_s <= spin_s + ahead_s:
+        attempt = _event_samples(fn, flusher, repeats, spin_for_s, settle_step, settle_steps, ahead_s)
+        if not (attempt.ran_dry or attempt.caught_up):
             break
-        spin_for_s = max(2 * settle_enqueue_s, enqueue_s - ahead_s) if settle_steps else 2 * enqueue_s
-    return _summary(samples, "cuda-events", state, keep_series)
+        # The GPU ran out of queued work before a sample's kernel was queued (a stall in Python,
+        # another process on the CPU, or a spin too short): again, behind a spin at least twice
+        # as long, and long enough for what queueing actually took.
+        took_s = attempt.enqueue_s - ahead_s if settle_steps else attempt.enqueue_s
+        took_s = max(2 * attempt.settle_enqueue_s, took_s) if settle_steps else 2 * took_s
+        spin_for_s = max(2 * spin_for_s, took_s)
+    return _summary(attempt.samples_ms, "cuda-events", attempt.gpu_state, keep_series)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One try at a measurement's samples (``_event_samples``)."""
+
+    samples_ms: list[float]
+    spin_s: float
+    #: Seconds the CPU took to queue the settling runs, and everything (settling and samples).
+    settle_enqueue_s: float
+    enqueue_s: float
+    gpu_state: dict[str, Any] | None
+    #: The GPU had finished the spin and the settling before the first sample was queued: it
+    #: idled (and its clocks could rise) right before sampling.
+    ran_dry: bool
+    #: The GPU reached a sample's start before the CPU had queued that sample's kernel: the
+    #: sample may hold the launch's CPU time, not only the kernel's.
+    caught_up: bool
 
 
 def _event_samples(
@@ -288,26 +305,35 @@ def _event_samples(
     settle_step: Callable[[], Any] | None = None,
     settle_steps: int = 0,
     settle_gpu_s: float = 0.0,
-) -> tuple[list[float], float, float, float, dict[str, Any] | None]:
+) -> _Attempt:
     """``repeats`` event-timed runs of ``fn`` queued behind a GPU spin sized for ``spin_for_s``
     of queueing, after ``settle_steps`` calls of ``settle_step`` (untimed runs of ``fn``, each
-    after a flush like the samples, or replays of a graph of them: ``_settling``); returns the
-    samples (ms), the spin's length, how long the CPU took to queue the settling runs and
-    everything (s), and the GPU's state while the samples ran."""
+    after a flush like the samples, or replays of a graph of them: ``_settling``).
+
+    Whether the GPU waited for the CPU is asked of the GPU itself: once the settling runs are
+    queued, and once each sample's kernel is, the event just before it must still be pending.
+    Timing the CPU's queueing against the spin instead (up to 697e436..cef31a3) failed whenever
+    a full launch queue blocked the CPU while the GPU was busy, and retried measurements that
+    were sound (mid-sized GEMMs took 16-30 s a store entry to re-time hot; NOTES.md, Session 20)."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ready = torch.cuda.Event()
+    caught_up = False
     torch.cuda.synchronize()
     with StateSampler(nvml_for_current_device()) as sampler:
         spin_s = _run_ahead(spin_for_s)
         begin = time.perf_counter()
         for _ in range(settle_steps):
             settle_step()
+        ready.record()
+        ran_dry = ready.query()
         settle_enqueue_s = time.perf_counter() - begin
         for i in range(repeats):
             if flusher is not None:
                 flusher()
             starts[i].record()
             fn()
+            caught_up = caught_up or starts[i].query()
             ends[i].record()
         enqueue_s = time.perf_counter() - begin
         torch.cuda.synchronize()
@@ -315,7 +341,7 @@ def _event_samples(
     # about settle_gpu_s: read from there on.
     state = sampler.summary(from_s=begin + spin_s + settle_gpu_s)
     samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    return samples, spin_s, settle_enqueue_s, enqueue_s, state
+    return _Attempt(samples, spin_s, settle_enqueue_s, enqueue_s, state, ran_dry, caught_up)
 
 
 def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int, keep_series: bool = False) -> Timing:

@@ -6,6 +6,7 @@ order of spins, flushes, kernel calls and event records that a GPU would run."""
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 import torch
@@ -16,6 +17,10 @@ KERNEL_MS = 1.0
 
 
 class _Log(list):
+    queries = 0
+    done: frozenset[int] = frozenset()
+    spin_cycles: list[int]
+
     def cut_at_last(self, name: str) -> list[str]:
         """Everything after the last ``name`` (the measurement's final attempt)."""
         last = max(i for i, item in enumerate(self) if item == name)
@@ -25,9 +30,16 @@ class _Log(list):
 @pytest.fixture
 def gpu_log(monkeypatch) -> _Log:
     log = _Log()
+    log.spin_cycles = []
+
+    def spin(cycles: int) -> None:
+        log.spin_cycles.append(cycles)
+        log.append("spin")
 
     class Event:
-        """Records where in the log it stands; the time between two is their kernels'."""
+        """Records where in the log it stands; the time between two is their kernels'.  The
+        stand-in GPU is always behind the CPU (an event queried is pending) unless a test says
+        which queries find it done (``log.done``: the indexes of the queries, in order)."""
 
         def __init__(self, enable_timing: bool = False) -> None:
             self.at = -1
@@ -39,6 +51,10 @@ def gpu_log(monkeypatch) -> _Log:
         def elapsed_time(self, other: Event) -> float:
             return log[self.at : other.at].count("kernel") * KERNEL_MS
 
+        def query(self) -> bool:
+            log.queries += 1
+            return log.queries - 1 in log.done
+
     class Flusher:
         def __init__(self, device, mode: str = "write", l2_bytes: int | None = None) -> None:
             self.mode = mode
@@ -48,7 +64,7 @@ def gpu_log(monkeypatch) -> _Log:
 
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: log.append("sync"))
-    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: log.append("spin"))
+    monkeypatch.setattr(torch.cuda, "_sleep", spin)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(timing, "L2Flusher", Flusher)
     monkeypatch.setattr(timing, "nvml_for_current_device", lambda: None)
@@ -94,7 +110,7 @@ def test_hot_start_queues_the_settling_runs_right_before_the_samples(gpu_log) ->
     sample = ["flush", "record", "kernel", "record"]
     assert replays * runs_per_replay >= 200 > replays * (runs_per_replay - 1)
     assert after_spin[: len(settle)] == settle
-    assert after_spin[len(settle) :] == sample * timed.samples + ["sync"]
+    assert after_spin[len(settle) :] == ["record"] + sample * timed.samples + ["sync"]
     assert timed.samples == 100 and timed.series_ms == (KERNEL_MS,) * 100
     assert gpu_log.count("spin") == 2  # the estimate's and the samples': queued in time, once
     # Before the spin only the short warm-up ran (25 ms) and one replay whose queueing was
@@ -110,7 +126,8 @@ def test_a_few_settling_runs_are_queued_one_by_one(gpu_log) -> None:
     after_spin = gpu_log.cut_at_last("spin")
     settle = ["flush", "kernel"] * timing.SETTLE_GRAPH_ABOVE
     assert "graph" not in gpu_log
-    assert after_spin == settle + ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+    sample = ["flush", "record", "kernel", "record"]
+    assert after_spin == settle + ["record"] + sample * timed.samples + ["sync"]
 
 
 def test_a_kernel_a_graph_cannot_capture_settles_run_by_run(gpu_log, monkeypatch) -> None:
@@ -122,7 +139,8 @@ def test_a_kernel_a_graph_cannot_capture_settles_run_by_run(gpu_log, monkeypatch
         timed = timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
     after_spin = gpu_log.cut_at_last("spin")
     settle = ["flush", "kernel"] * 200
-    assert after_spin == settle + ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+    sample = ["flush", "record", "kernel", "record"]
+    assert after_spin == settle + ["record"] + sample * timed.samples + ["sync"]
 
 
 def test_the_settling_graph_keeps_the_queue_behind_the_spin_short(gpu_log) -> None:
@@ -133,8 +151,62 @@ def test_the_settling_graph_keeps_the_queue_behind_the_spin_short(gpu_log) -> No
     assert after_spin.count("graph") <= timing.SETTLE_REPLAYS
     launches = after_spin.count("graph") + 4 * timed.samples
     assert launches <= timing.SETTLE_REPLAYS + 4 * 200
-    assert after_spin[after_spin.index("record") - 1 :].count("kernel") == timed.samples
+    assert after_spin[after_spin.index("record") :].count("kernel") == timed.samples
     assert after_spin.count("kernel") - timed.samples >= 2000
+
+
+def test_a_gpu_that_ran_dry_before_the_samples_is_measured_again_with_a_longer_spin(gpu_log) -> None:
+    """The first query (the event after the settling runs) finds the GPU done: it idled before
+    sampling, so the samples are taken again behind a longer spin; the second attempt's count."""
+    gpu_log.done = frozenset({0})
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert gpu_log.count("spin") == 3 and gpu_log.spin_cycles[2] > gpu_log.spin_cycles[1]
+    after_spin = gpu_log.cut_at_last("spin")
+    assert after_spin.count("kernel") == 200 + 8 + timed.samples  # 16 replays of 13 runs, then the samples
+    assert gpu_log.queries == 2 * (1 + timed.samples)
+
+
+def test_a_gpu_that_caught_up_with_a_sample_is_measured_again(gpu_log) -> None:
+    """A sample's start event already done once its kernel is queued: the GPU waited for the
+    CPU inside that sample (a stall in Python), so the samples are taken again."""
+    gpu_log.done = frozenset({5})
+    timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert gpu_log.count("spin") == 3
+
+
+def test_a_cpu_blocked_by_a_full_launch_queue_measures_once(gpu_log, monkeypatch) -> None:
+    """Behind the spin, each settling replay blocks the CPU (a full launch queue: the GPU is
+    busy), so queueing takes far longer than the spin.  The GPU never waited, so one attempt:
+    at cef31a3 the timer compared the CPU's queueing with the spin and retried every such
+    measurement twice (16-30 s a store entry to re-time mid-sized GEMMs hot)."""
+    capture = _graph_stand_in(gpu_log)
+
+    def behind_the_spin() -> bool:
+        last = {name: i for i, name in enumerate(gpu_log) if name in ("spin", "sync")}
+        return last.get("spin", -1) > last.get("sync", -1)
+
+    def blocking_capture(step, calls: int):
+        replay = capture(step, calls)
+
+        def blocked_replay() -> None:
+            if behind_the_spin():
+                time.sleep(0.01)
+            replay()
+
+        return blocked_replay
+
+    monkeypatch.setattr(timing, "_capture_graph", blocking_capture)
+    attempts = []
+    event_samples = timing._event_samples
+
+    def counted(*args, **kwargs):
+        attempts.append(event_samples(*args, **kwargs))
+        return attempts[-1]
+
+    monkeypatch.setattr(timing, "_event_samples", counted)
+    timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert len(attempts) == 1 and gpu_log.count("spin") == 2
+    assert attempts[0].settle_enqueue_s > 0.1 > attempts[0].spin_s  # what the old check retried
 
 
 def test_a_short_kernel_is_timed_as_replays_of_one_graph_of_every_input_copy(gpu_log, monkeypatch) -> None:
@@ -150,7 +222,7 @@ def test_a_short_kernel_is_timed_as_replays_of_one_graph_of_every_input_copy(gpu
 def test_without_hot_start_the_settling_runs_before_the_spin(gpu_log) -> None:
     timed = timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0)
     after_spin = gpu_log.cut_at_last("spin")
-    assert after_spin == ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
+    assert after_spin == ["record"] + ["flush", "record", "kernel", "record"] * timed.samples + ["sync"]
     assert gpu_log.count("kernel") >= 200 + timed.samples
     assert timed.series_ms is None and "series_ms" not in timed.as_dict()
 
