@@ -53,12 +53,17 @@ _ENTRY_KEYS = {
 }
 
 
-class MeasureKwargs(TypedDict):
-    """``bench.timing.measure``'s keyword arguments that a timing mode sets."""
-
+class _EveryModeSets(TypedDict):
     steady: bool
     flush: str  # one of bench.timing.FLUSH_MODES
     hot_start: bool
+
+
+class MeasureKwargs(_EveryModeSets, total=False):
+    """``bench.timing.measure``'s keyword arguments that a timing mode sets."""
+
+    span_ms: float  # sample event-timed kernels this long ...
+    max_samples: int  # ... in at most this many samples
 
 
 #: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
@@ -68,11 +73,16 @@ class MeasureKwargs(TypedDict):
 #: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9). "hot"
 #: is "clean" with the settling runs queued right before the samples, so the GPU does not idle
 #: (and its clocks rise) between settling and sampling (``bench.timing.measure``'s hot_start).
+#: "sustained" is "hot" sampled for 1 s (at most 2000 samples, so a short kernel keeps a short
+#: window): the H100's compute-bound GEMMs slow by 9-20 % for about a tenth of each second under
+#: load, which a 100 ms window catches or misses, and 1 s windows spread least from round to round
+#: (median 0.4 %, max 1.6 %, against 0.7 % / 3.1 % hot; NOTES.md, Session 18).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
     "default": {"steady": False, "flush": "write", "hot_start": False},
     "steady": {"steady": True, "flush": "write", "hot_start": False},
     "clean": {"steady": True, "flush": "read", "hot_start": False},
     "hot": {"steady": True, "flush": "read", "hot_start": True},
+    "sustained": {"steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 2000},
 }
 TIMING_MODES = tuple(_MEASURE_KWARGS)
 

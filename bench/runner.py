@@ -407,6 +407,11 @@ def run_bench(
                 "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap), "
                 f"replayed from a CUDA graph past {SETTLE_GRAPH_ABOVE} runs"
             )
+        if "span_ms" in timing_kwargs:
+            env["timing"]["steady"] += (
+                f"; sampled for {timing_kwargs['span_ms']:.0f} ms, not {STEADY_SPAN_MS:.0f}, in at most "
+                f"{timing_kwargs.get('max_samples', 100_000)} samples"
+            )
     with console.status("measuring this machine's ceilings (copy bandwidth, bf16 GEMM)"):
         ceilings = measure_ceilings(device, timing=timing)
     results = ResultsFile(out_dir / "results.json", env, ceilings)

@@ -117,12 +117,12 @@ def time_cpu(
     return _summary(samples, "cpu-timer", keep_series=keep_series)
 
 
-#: Hot start replays its settling runs from one CUDA graph once there are more than this many.
-#: Each run queues a flush and a kernel behind the spin, and a CUDA stream holds only about a
-#: thousand pending launches before the CPU blocks in the next one: at 524746d the 3040 settling
-#: runs of a 66 us GEMM (200 ms) filled it, the CPU's queueing outlasted the spin, and every
-#: measurement was retried with ever longer spins (mid-sized GEMMs took 20-47 s a store entry to
-#: re-time, 2 s at clean timing; reports/h100/NOTES.md, Session 19).
+#: Hot start replays its settling runs from one CUDA graph once there are more than this many,
+#: which saves the CPU thousands of Python launches.  It does not keep the stream's launch queue
+#: short: on the H100 the 16 replays of a 0.05 ms GEMM's 4000 runs still blocked the CPU for
+#: 330-370 ms behind the spin (NOTES.md, Session 20).  A blocked CPU is harmless (the GPU is
+#: busy); what made every such measurement retry at 524746d and cef31a3 was the old check, which
+#: took it for an idle GPU.
 SETTLE_GRAPH_ABOVE = 64
 #: The settling runs' graph is replayed at most this many times (a replay is one launch).
 SETTLE_REPLAYS = 16
@@ -163,8 +163,8 @@ def _settling(
     one step to queue, how many times, and the runs that makes (at least ``settle_calls``).
 
     Few runs are queued one by one; more than ``SETTLE_GRAPH_ABOVE`` as replays of one graph
-    of runs, so the queue behind the spin stays short.  A kernel that cannot be captured in a
-    graph settles run by run (its queueing may then outlast the spin, and be retried)."""
+    of runs, which costs the CPU a replay's launch instead of each run's.  A kernel that cannot
+    be captured in a graph settles run by run, with a warning."""
 
     def run() -> None:
         if flusher is not None:
@@ -383,6 +383,7 @@ def measure(
     flush: str = "write",
     hot_start: bool = False,
     span_ms: float | None = None,
+    max_samples: int | None = None,
     keep_series: bool = False,
 ) -> Timing:
     """Time ``fn`` with the right clock for ``device``.
@@ -397,7 +398,8 @@ def measure(
     ``hot_start`` (with ``steady``) queues the settling runs behind the spin that lets the CPU
     get ahead, not before it: without it the GPU idles through the spin (tens of ms at low
     power) between settling and the first sample.  ``span_ms`` replaces steady's
-    ``STEADY_SPAN_MS`` and lifts its 200-sample cap, so the samples really span that long.
+    ``STEADY_SPAN_MS`` and lifts its 200-sample cap, so the samples really span that long, or
+    as long as ``max_samples`` of them last (a short kernel's window stays short).
     ``keep_series`` returns every sample, in order, in ``Timing.series_ms``.
     """
     if flush not in FLUSH_MODES:
@@ -408,6 +410,9 @@ def measure(
         isinstance(span_ms, bool) or not (isinstance(span_ms, (int, float)) and 0 < span_ms <= 60_000)
     ):
         raise ValueError(f"span_ms: expected milliseconds in (0, 60000], got {span_ms!r}")
+    whole = isinstance(max_samples, int) and not isinstance(max_samples, bool)
+    if max_samples is not None and (span_ms is None or not whole or max_samples < 20):
+        raise ValueError(f"max_samples: expected an int >= 20 with span_ms, got {max_samples!r}")
     if torch.device(device).type == "cuda":
         if steady:
             return time_cuda(
@@ -418,7 +423,7 @@ def measure(
                 span_ms=STEADY_SPAN_MS if span_ms is None else float(span_ms),
                 flush=flush,
                 hot_start=hot_start,
-                max_span_samples=200 if span_ms is None else 100_000,
+                max_span_samples=200 if span_ms is None else max_samples or 100_000,
                 keep_series=keep_series,
             )
         return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush, keep_series=keep_series)

@@ -362,11 +362,14 @@ def test_an_entry_may_record_the_sm_clock_of_its_final():
 
 
 def test_each_timing_mode_names_its_measure_keywords():
-    assert store.TIMING_MODES == ("default", "steady", "clean", "hot")
+    assert store.TIMING_MODES == ("default", "steady", "clean", "hot", "sustained")
     assert store.measure_kwargs("default") == {"steady": False, "flush": "write", "hot_start": False}
     assert store.measure_kwargs("steady") == {"steady": True, "flush": "write", "hot_start": False}
     assert store.measure_kwargs("clean") == {"steady": True, "flush": "read", "hot_start": False}
     assert store.measure_kwargs("hot") == {"steady": True, "flush": "read", "hot_start": True}
+    assert store.measure_kwargs("sustained") == {
+        "steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 2000,
+    }
     store.measure_kwargs("clean")["flush"] = "write"  # a copy: the mode is unchanged
     assert store.measure_kwargs("clean")["flush"] == "read"
     with pytest.raises(ValueError, match=r"timing: expected one of .* got 'fast'"):

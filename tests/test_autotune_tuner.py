@@ -457,6 +457,7 @@ def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
         ("steady", (True, "write", False)),
         ("clean", (True, "read", False)),
         ("hot", (True, "read", True)),
+        ("sustained", (True, "read", True, 1000.0, 2000)),
     ],
 )
 def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):
@@ -465,8 +466,12 @@ def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, ti
 
     seen = []
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False):
-        seen.append((steady, flush, hot_start))
+    def fake_measure(
+        fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False, **rest
+    ):
+        window = (rest.pop("span_ms"), rest.pop("max_samples")) if rest else ()
+        assert not rest, rest
+        seen.append((steady, flush, hot_start, *window))
         return bench_timing.Timing(1.0, 0.0, repeats, "cpu-timer")
 
     monkeypatch.setattr(bench_timing, "measure", fake_measure)

@@ -169,23 +169,29 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
 
 
-#: What each --timing mode must ask of ``bench.timing.measure`` (steady, flush, hot_start).
+#: What each --timing mode must ask of ``bench.timing.measure``: (steady, flush, hot_start,
+#: span_ms, max_samples).
 MEASURE_ASKED = {
-    "default": (False, "write", False),
-    "steady": (True, "write", False),
-    "clean": (True, "read", False),
-    "hot": (True, "read", True),
+    "default": (False, "write", False, None, None),
+    "steady": (True, "write", False, None, None),
+    "clean": (True, "read", False, None, None),
+    "hot": (True, "read", True, None, None),
+    "sustained": (True, "read", True, 1000.0, 2000),
 }
+Asked = tuple[bool, str, bool, "float | None", "int | None"]
 
 
-def _recording_measure(asked: list[tuple[bool, str, bool]]):
+def _recording_measure(asked: list[Asked]):
     """A stand-in for ``bench.timing.measure`` that runs the call once and records the
-    (steady, flush, hot_start) it was asked for."""
+    (steady, flush, hot_start, span_ms, max_samples) it was asked for."""
     from tilearena.bench.timing import Timing
 
-    def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False):
+    def fake_measure(
+        fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False,
+        span_ms=None, max_samples=None,
+    ):
         fn()
-        asked.append((steady, flush, hot_start))
+        asked.append((steady, flush, hot_start, span_ms, max_samples))
         return Timing(1.0, 0.0, 20, "cpu-timer")
 
     return fake_measure
@@ -197,7 +203,7 @@ def test_bench_times_every_row_the_way_it_was_asked(monkeypatch, tmp_path, timin
     from rich.console import Console
     from tilearena.bench import environment, runner
 
-    asked: list[tuple[bool, str, bool]] = []
+    asked: list[Asked] = []
     fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(runner, "measure", fake_measure)
@@ -226,7 +232,7 @@ def test_ceilings_are_timed_the_way_the_run_is(monkeypatch, timing) -> None:
     the real ones are 1 GiB and 8192^2)."""
     from tilearena.bench import environment
 
-    asked: list[tuple[bool, str, bool]] = []
+    asked: list[Asked] = []
     fake_measure = _recording_measure(asked)
 
     monkeypatch.setattr(environment, "measure", fake_measure)

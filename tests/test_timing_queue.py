@@ -143,9 +143,10 @@ def test_a_kernel_a_graph_cannot_capture_settles_run_by_run(gpu_log, monkeypatch
     assert after_spin == settle + ["record"] + sample * timed.samples + ["sync"]
 
 
-def test_the_settling_graph_keeps_the_queue_behind_the_spin_short(gpu_log) -> None:
-    """A 0.1 ms kernel: 2000 settling runs (10_000 at most) go behind the spin as at most
-    SETTLE_REPLAYS launches, beside the samples' four launches each."""
+def test_the_settling_graph_costs_the_cpu_at_most_sixteen_launches(gpu_log) -> None:
+    """A 0.1 ms kernel: 2000 settling runs (10_000 at most) are queued behind the spin by at
+    most SETTLE_REPLAYS launches from the CPU, beside the samples' four launches each (the GPU's
+    queue still holds every run's work: NOTES.md, Session 20)."""
     timed = timing.time_cuda(_kernel(gpu_log), settle_ms=2000.0, span_ms=100.0, hot_start=True)
     after_spin = gpu_log.cut_at_last("spin")
     assert after_spin.count("graph") <= timing.SETTLE_REPLAYS
@@ -234,6 +235,18 @@ def test_a_long_window_lifts_the_sample_cap(gpu_log) -> None:
     assert capped.samples == 200 and long.samples == 1000
 
 
+def test_the_sustained_mode_samples_a_second_in_at_most_2000_samples(gpu_log, monkeypatch) -> None:
+    """``--timing sustained``'s keywords through ``measure``: a 1 ms kernel is sampled for 1 s
+    (1000 samples), a 0.1 ms one for 2000 samples (0.2 s), not 10_000."""
+    from tilearena.autotune.store import measure_kwargs
+
+    sustained = measure_kwargs("sustained")
+    long = timing.measure(_kernel(gpu_log), "cuda", **sustained)
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.1)
+    short = timing.measure(_kernel(gpu_log), "cuda", **sustained)
+    assert (long.samples, short.samples) == (1000, 2000)
+
+
 def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
     with pytest.raises(ValueError, match="hot_start, span_ms: expected with steady=True"):
         timing.measure(lambda: None, "cpu", hot_start=True)
@@ -242,6 +255,11 @@ def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
     for bad in (0.0, -1.0, 1e9, float("nan"), True):
         with pytest.raises(ValueError, match="span_ms: expected milliseconds"):
             timing.measure(lambda: None, "cpu", steady=True, span_ms=bad)
+    for bad in (0, 19, 2000.0, True, "2000"):
+        with pytest.raises(ValueError, match="max_samples: expected an int >= 20 with span_ms"):
+            timing.measure(lambda: None, "cpu", steady=True, span_ms=500.0, max_samples=bad)
+    with pytest.raises(ValueError, match="max_samples: expected an int >= 20 with span_ms"):
+        timing.measure(lambda: None, "cpu", steady=True, max_samples=2000)
 
 
 def test_measure_keeps_the_series_when_asked() -> None:
