@@ -8,7 +8,8 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
 * the GPU is kept ahead of the CPU: a spin kernel (``torch.cuda._sleep``) is queued first, long
   enough for the CPU to enqueue every sample behind it, so the events time the GPU's work and
   not the Python launch path (a Triton launch with many arguments costs 30-90 us of CPU, more
-  than many kernels it launches; measured on the H100 this made 16 us kernels read as 90 us);
+  than many kernels it launches; measured on the H100 this made 16 us kernels read as 90 us),
+  and event queries confirm that the GPU never waited for the CPU before or inside a sample;
   the GPU idles through that spin and its clocks rise, so ``hot_start`` queues a long kernel's
   settling runs behind the spin, right before the samples (measured on the H100: without it a
   compute-bound GEMM's samples start boosted, and a 100 ms window's deciles stray from its
@@ -220,7 +221,9 @@ def time_cuda(
     the GPU spin that lets the CPU queue the samples, or, with ``hot_start``, behind it: queued
     right before the samples, each after an L2 flush as the samples are, so the GPU goes from
     settling to sampling with no idle gap in which its clocks could rise again (more than
-    ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).
+    ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).  Where the GPU
+    says it waited for the CPU before or inside a sample (``_event_samples``), the samples are
+    taken again behind a longer spin, up to three times.
     """
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
@@ -312,7 +315,7 @@ def _event_samples(
 
     Whether the GPU waited for the CPU is asked of the GPU itself: once the settling runs are
     queued, and once each sample's kernel is, the event just before it must still be pending.
-    Timing the CPU's queueing against the spin instead (up to 697e436..cef31a3) failed whenever
+    Timing the CPU's queueing against the spin instead (up to cef31a3) failed whenever
     a full launch queue blocked the CPU while the GPU was busy, and retried measurements that
     were sound (mid-sized GEMMs took 16-30 s a store entry to re-time hot; NOTES.md, Session 20)."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
