@@ -73,8 +73,8 @@ class MeasureKwargs(_EveryModeSets, total=False):
 #: d526df4: ~9.5 us on event-timed GEMMs near 50 us, reports/h100/NOTES.md, Session 9). "hot"
 #: is "clean" with the settling runs queued right before the samples, so the GPU does not idle
 #: (and its clocks rise) between settling and sampling (``bench.timing.measure``'s hot_start).
-#: "sustained" is "hot" sampled for 1 s (at most 2000 samples, so a short kernel keeps a short
-#: window): the H100's compute-bound GEMMs slow by 9-20 % for about a tenth of each second under
+#: "sustained" is "hot" sampled for 1 s (at most 5000 samples: a kernel under 0.2 ms keeps a
+#: shorter window): the H100's compute-bound GEMMs slow by 9-20 % for about a tenth of each second under
 #: load, which a 100 ms window catches or misses, and 1 s windows spread least from round to round
 #: (median 0.4 %, max 1.6 %, against 0.7 % / 3.1 % hot; NOTES.md, Session 18).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
@@ -82,7 +82,7 @@ _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
     "steady": {"steady": True, "flush": "write", "hot_start": False},
     "clean": {"steady": True, "flush": "read", "hot_start": False},
     "hot": {"steady": True, "flush": "read", "hot_start": True},
-    "sustained": {"steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 2000},
+    "sustained": {"steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 5000},
 }
 TIMING_MODES = tuple(_MEASURE_KWARGS)
 

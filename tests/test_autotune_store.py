@@ -368,7 +368,7 @@ def test_each_timing_mode_names_its_measure_keywords():
     assert store.measure_kwargs("clean") == {"steady": True, "flush": "read", "hot_start": False}
     assert store.measure_kwargs("hot") == {"steady": True, "flush": "read", "hot_start": True}
     assert store.measure_kwargs("sustained") == {
-        "steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 2000,
+        "steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 5000,
     }
     store.measure_kwargs("clean")["flush"] = "write"  # a copy: the mode is unchanged
     assert store.measure_kwargs("clean")["flush"] == "read"

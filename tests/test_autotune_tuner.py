@@ -457,7 +457,7 @@ def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
         ("steady", (True, "write", False)),
         ("clean", (True, "read", False)),
         ("hot", (True, "read", True)),
-        ("sustained", (True, "read", True, 1000.0, 2000)),
+        ("sustained", (True, "read", True, 1000.0, 5000)),
     ],
 )
 def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):

@@ -176,7 +176,7 @@ MEASURE_ASKED = {
     "steady": (True, "write", False, None, None),
     "clean": (True, "read", False, None, None),
     "hot": (True, "read", True, None, None),
-    "sustained": (True, "read", True, 1000.0, 2000),
+    "sustained": (True, "read", True, 1000.0, 5000),
 }
 Asked = tuple[bool, str, bool, "float | None", "int | None"]
 

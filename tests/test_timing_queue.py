@@ -235,16 +235,16 @@ def test_a_long_window_lifts_the_sample_cap(gpu_log) -> None:
     assert capped.samples == 200 and long.samples == 1000
 
 
-def test_the_sustained_mode_samples_a_second_in_at_most_2000_samples(gpu_log, monkeypatch) -> None:
+def test_the_sustained_mode_samples_a_second_in_at_most_5000_samples(gpu_log, monkeypatch) -> None:
     """``--timing sustained``'s keywords through ``measure``: a 1 ms kernel is sampled for 1 s
-    (1000 samples), a 0.1 ms one for 2000 samples (0.2 s), not 10_000."""
+    (1000 samples), a 0.1 ms one for 5000 samples (0.5 s), not 10_000."""
     from tilearena.autotune.store import measure_kwargs
 
     sustained = measure_kwargs("sustained")
     long = timing.measure(_kernel(gpu_log), "cuda", **sustained)
     monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.1)
     short = timing.measure(_kernel(gpu_log), "cuda", **sustained)
-    assert (long.samples, short.samples) == (1000, 2000)
+    assert (long.samples, short.samples) == (1000, 5000)
 
 
 def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
