@@ -74,9 +74,9 @@ class MeasureKwargs(_EveryModeSets, total=False):
 #: is "clean" with the settling runs queued right before the samples, so the GPU does not idle
 #: (and its clocks rise) between settling and sampling (``bench.timing.measure``'s hot_start).
 #: "sustained" is "hot" sampled for 1 s (at most 5000 samples: a kernel under 0.2 ms keeps a
-#: shorter window): the H100's compute-bound GEMMs slow by 9-20 % for about a tenth of each second under
-#: load, which a 100 ms window catches or misses, and 1 s windows spread least from round to round
-#: (median 0.4 %, max 1.6 %, against 0.7 % / 3.1 % hot; NOTES.md, Session 18).
+#: shorter window): in every 1 s window of Session 18 a compute-bound GEMM ran 9-20 % slower for
+#: a tenth of it, 0.7-0.9 s into the load, which 100 ms windows never reach; and 1 s windows spread
+#: least from round to round (median 0.4 %, max 1.6 %, against 0.7 % / 3.1 % hot; NOTES.md).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
     "default": {"steady": False, "flush": "write", "hot_start": False},
     "steady": {"steady": True, "flush": "write", "hot_start": False},
