@@ -128,6 +128,14 @@ SETTLE_GRAPH_ABOVE = 64
 #: The settling runs' graph is replayed at most this many times (a replay is one launch).
 SETTLE_REPLAYS = 16
 
+#: The first spin lets the CPU queue at most this many samples (four launches each: flush, two
+#: events, kernel) before the GPU starts on them.  A stream's launch queue holds about a thousand
+#: launches and the CPU blocks in the next one, so a longer spin cannot put more samples ahead;
+#: it only idles the GPU (0.2 s a measurement for the 5000 samples of a 1 s window at 80 us a
+#: launch).  Past these, the CPU keeps ahead only by queueing faster than the GPU runs, which
+#: the event queries check (``_event_samples``).
+SPIN_COVERS_SAMPLES = 200
+
 #: ``torch.cuda._sleep`` counts clock cycles; 2 GHz is at or above any data-centre GPU's SM clock,
 #: so the spin lasts at least the seconds asked for.
 _SPIN_CYCLES_PER_S = 2.0e9
@@ -266,9 +274,11 @@ def time_cuda(
         if settle_steps < settle_calls:  # replays of a graph: what one costs the CPU to queue
             per_step_s = _cpu_seconds_per_call(settle_step, calls=1) + 2e-5
     # GPU time the settling runs keep the GPU busy while the CPU queues the samples; the spin
-    # covers queueing the settling runs and whatever of the samples' queueing that does not.
+    # covers queueing the settling runs and whatever of the samples' queueing that does not, up
+    # to SPIN_COVERS_SAMPLES of them (the launch queue holds no more).
     ahead_s = settle_calls * estimate_ms * 1e-3
-    spin_for_s = settle_steps * per_step_s + max(0.0, repeats * per_call_s - ahead_s)
+    queued_s = min(repeats, SPIN_COVERS_SAMPLES) * per_call_s
+    spin_for_s = settle_steps * per_step_s + max(0.0, queued_s - ahead_s)
     for _attempt in range(3):
         attempt = _event_samples(fn, flusher, repeats, spin_for_s, settle_step, settle_steps, ahead_s)
         if not (attempt.ran_dry or attempt.caught_up):

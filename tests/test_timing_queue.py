@@ -247,6 +247,17 @@ def test_the_sustained_mode_samples_a_second_in_at_most_5000_samples(gpu_log, mo
     assert (long.samples, short.samples) == (1000, 5000)
 
 
+def test_a_long_window_spins_only_for_what_the_launch_queue_holds(gpu_log, monkeypatch) -> None:
+    """5000 samples at 1 ms of CPU each: the spin covers queueing SPIN_COVERS_SAMPLES of them
+    (0.2 s), not 5 s the GPU would idle while the CPU waits on a full launch queue anyway."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.1)
+    monkeypatch.setattr(timing, "_cpu_seconds_per_call", lambda fn, calls=3: 1e-3)
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0, max_span_samples=5000)
+    covered_s = timing.SPIN_COVERS_SAMPLES * (1e-3 + 2e-5)
+    assert timed.samples == 5000
+    assert gpu_log.spin_cycles[-1] == int((1.5 * covered_s + 2e-4) * timing._SPIN_CYCLES_PER_S)
+
+
 def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
     with pytest.raises(ValueError, match="hot_start, span_ms: expected with steady=True"):
         timing.measure(lambda: None, "cpu", hot_start=True)
