@@ -46,7 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=TIMING_MODES,
         help="how the final is timed (bench.timing.measure): default; steady (long kernels timed at "
         "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines); hot "
-        "(clean, settling queued right before the samples, with no idle gap). "
+        "(clean, settling queued right before the samples, with no idle gap); sustained (hot, sampled "
+        "for 1 s in at most 5000 samples). "
         "Compare with a bench run with the same --timing",
     )
     parser.add_argument(

@@ -6,7 +6,8 @@ The method (the device entry's METHOD.md, and ``triton.testing.do_bench``):
 * flush the L2 before every timed run (write a buffer larger than L2), so every run reads its
   inputs from DRAM as a real model would, and the flush itself sits outside the events;
 * the GPU is kept ahead of the CPU: a spin kernel (``torch.cuda._sleep``) is queued first, long
-  enough for the CPU to enqueue every sample behind it, so the events time the GPU's work and
+  enough for the CPU to enqueue the samples behind it (up to ``SPIN_COVERS_SAMPLES``: the launch
+  queue holds no more), so the events time the GPU's work and
   not the Python launch path (a Triton launch with many arguments costs 30-90 us of CPU, more
   than many kernels it launches; measured on the H100 this made 16 us kernels read as 90 us),
   and event queries confirm that the GPU never waited for the CPU before or inside a sample;

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         ">= 100 ms, so compute-bound GEMMs are timed at settled clocks; clean: steady, with the L2 "
         "emptied by reading a buffer, not writing one, so no dirty lines are left for the timed "
         "kernel to write back; hot: clean, with the settling runs queued right before the samples "
-        "(the GPU never idles between them); use the tuner's --timing",
+        "(the GPU never idles between them); sustained: hot, sampled for 1 s in at most 5000 "
+        "samples; use the tuner's --timing",
     )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
