@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -64,6 +65,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ISO_TIME",
         help="with --effort retime: skip entries re-timed at or after this UTC time "
         "(e.g. 2026-12-06T11:00:00+00:00): resumes a re-time that was cut short",
+    )
+    parser.add_argument(
+        "--faster-than",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="with --effort retime: only entries whose baked time is under MS milliseconds "
+        "(after a timer change that touches short kernels only, e.g. launch-bound ones)",
     )
     parser.add_argument(
         "--budget",
@@ -143,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--finalists: expected at least 1, got {finalists}")
     if args.final_rounds < 1:
         raise ValueError(f"--final-rounds: expected at least 1, got {args.final_rounds}")
+    faster_than = args.faster_than
+    if faster_than is not None and not (retiming and math.isfinite(faster_than) and faster_than > 0):
+        raise ValueError(
+            f"--faster-than: expected milliseconds > 0 with --effort retime, got {faster_than}"
+            + ("" if retiming else f" with --effort {args.effort}")
+        )
     if retiming and args.skip_baked:
         raise ValueError("--skip-baked: not with --effort retime, which re-times the baked entries")
     dtypes = [store.normalise_dtype(d) for d in args.dtype.split(",")]
@@ -180,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
                 for e in entries_to_retime
                 if not ("retimed_at" in e and _utc(e["retimed_at"], "retimed_at") >= since)
             ]
+        if faster_than is not None:
+            entries_to_retime = [e for e in entries_to_retime if e["time_ms"] < faster_than]
         jobs = [(e["backend"], dict(e["shape"]), e["dtype"]) for e in entries_to_retime]
         previous = {job_key(*job): e for job, e in zip(jobs, entries_to_retime)}
         console.print(f"--effort retime: {len(jobs)} baked entries of {args.op} in {store_path}")

@@ -137,6 +137,13 @@ SETTLE_REPLAYS = 16
 #: the event queries check (``_event_samples``).
 SPIN_COVERS_SAMPLES = 200
 
+#: A window longer than ``SPIN_COVERS_SAMPLES`` samples needs a CPU that queues a sample (its
+#: flush, two events and the kernel) faster than the GPU runs it; where the CPU's cost per sample
+#: is above this share of the GPU's, the window is cut to what the spin covers.  A Triton or
+#: Helion launch costs 30-90 us of CPU: 0.05-0.09 ms GEMMs sampled 5000 times read 7-100 %
+#: slow on the H100, the GPU waiting for launches in every attempt (NOTES.md, Session 21).
+KEEP_PACE_SHARE = 0.75
+
 #: ``torch.cuda._sleep`` counts clock cycles; 2 GHz is at or above any data-centre GPU's SM clock,
 #: so the spin lasts at least the seconds asked for.
 _SPIN_CYCLES_PER_S = 2.0e9
@@ -232,7 +239,10 @@ def time_cuda(
     settling to sampling with no idle gap in which its clocks could rise again (more than
     ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).  Where the GPU
     says it waited for the CPU before or inside a sample (``_event_samples``), the samples are
-    taken again behind a longer spin, up to three times.
+    taken again behind a longer spin, up to three times (a warning says when all three waited).
+    A window the spin cannot cover (more than ``SPIN_COVERS_SAMPLES`` samples) is kept only
+    while the CPU queues a sample faster than the GPU runs it, flush included (``_keeps_pace``);
+    otherwise, or once a sample past the spin finds the GPU waiting, it is cut to that many.
     """
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
@@ -242,14 +252,21 @@ def time_cuda(
     torch.cuda.synchronize()
     # Estimate one run's GPU time (the GPU is held back until the three calls are queued), then
     # warm up for about warmup_ms.
+    # The flush's own GPU time is read behind it: a sample keeps the GPU busy for both.
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    _run_ahead(3 * cpu_s)
+    flushed = torch.cuda.Event(enable_timing=True)
+    _run_ahead(3 * cpu_s + (3e-4 if flusher is not None else 0.0))
     start.record()
     for _ in range(3):
         fn()
     end.record()
+    if flusher is not None:
+        for _ in range(3):
+            flusher()
+    flushed.record()
     torch.cuda.synchronize()
     estimate_ms = max(start.elapsed_time(end) / 3, 1e-4)
+    flush_ms = end.elapsed_time(flushed) / 3 if flusher is not None else 0.0
     graphed = bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
     # Settling applies to event-timed (long) kernels only: graph replays are short bursts.
     settle_calls = 0
@@ -269,6 +286,8 @@ def time_cuda(
         return _time_graph(graph_fns, repeats, keep_series)
 
     per_call_s = cpu_s + 2e-5
+    if not _keeps_pace(per_call_s, (estimate_ms + flush_ms) * 1e-3):
+        repeats = min(repeats, max(20, SPIN_COVERS_SAMPLES))
     settle_step, settle_steps, per_step_s = None, 0, per_call_s
     if settle_calls:
         settle_step, settle_steps, settle_calls = _settling(fn, flusher, settle_calls)
@@ -290,7 +309,23 @@ def time_cuda(
         took_s = attempt.enqueue_s - ahead_s if settle_steps else attempt.enqueue_s
         took_s = max(2 * attempt.settle_enqueue_s, took_s) if settle_steps else 2 * took_s
         spin_for_s = max(2 * spin_for_s, took_s)
+        if attempt.caught_up and repeats > SPIN_COVERS_SAMPLES:
+            # Past the samples the spin covers, no spin helps: the CPU fell behind the GPU
+            # (``_keeps_pace`` misjudged it, or the CPU slowed), so sample only those.
+            repeats = max(20, SPIN_COVERS_SAMPLES)
+    else:
+        warnings.warn(
+            f"timing: the GPU waited for the CPU in each of 3 attempts ({len(attempt.samples_ms)} samples "
+            "a try); the samples may hold launch time, not only the kernel's",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return _summary(attempt.samples_ms, "cuda-events", attempt.gpu_state, keep_series)
+
+
+def _keeps_pace(cpu_per_sample_s: float, gpu_per_sample_s: float) -> bool:
+    """Whether the CPU queues samples fast enough to stay ahead of the GPU past the spin."""
+    return cpu_per_sample_s <= KEEP_PACE_SHARE * gpu_per_sample_s
 
 
 @dataclass(frozen=True)

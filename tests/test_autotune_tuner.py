@@ -529,6 +529,16 @@ def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatc
     before = store.read_file(path)["entries"]
     assert cli.main([*base, *since, "--bake"]) == 0
     assert store.read_file(path)["entries"] == before
+    # --faster-than: of both dtypes, only the entry baked under 1.5 ms is re-timed.
+    both = ["--effort", "retime", "--dtype", "bf16,fp16", "--faster-than", "1.5", "--bake"]
+    assert cli.main([*base, *both]) == 0
+    (record,) = json.loads((out / "tuning.json").read_text())
+    assert record["dtype"] == "bfloat16"
+    assert "retimed_at" not in next(e for e in store.read_file(path)["entries"] if e["dtype"] == "float16")
+    for bad in (["--effort", "retime", "--faster-than", "0"], ["--effort", "retime", "--faster-than", "nan"],
+                ["--effort", "quick", "--faster-than", "1.0"]):
+        with pytest.raises(ValueError, match="--faster-than: expected milliseconds > 0 with --effort retime"):
+            cli.main([*base, *bad])
     with pytest.raises(ValueError, match="--skip-retimed-since"):
         cli.main([*base, "--effort", "retime", "--skip-retimed-since", "yesterday"])
     with pytest.raises(ValueError, match="--skip-baked"):

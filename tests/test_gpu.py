@@ -556,6 +556,35 @@ def test_hot_start_settles_a_mid_sized_gemm_without_retries(monkeypatch) -> None
         assert timed.iqr_ms < 0.1 * timed.median_ms, timed
 
 
+def test_a_launch_bound_kernel_in_a_sustained_window_times_the_kernel_not_its_launches() -> None:
+    """A 0.05 ms GEMM behind 0.15 ms of Python a call (a slow launcher's, like Triton's with TMA
+    descriptors): past the spin the GPU would wait for every launch (at f4be60c such GEMMs read
+    7-100 % slow with ``--timing sustained``).  The window is cut to what the spin covers, the
+    GPU never waits, and the median is the bare GEMM's."""
+    import warnings
+
+    from tilearena.autotune.store import measure_kwargs
+    from tilearena.bench import timing
+
+    a = torch.randn(1024, 4096, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def slow_launch() -> torch.Tensor:
+        until = time.perf_counter() + 1.5e-4
+        while time.perf_counter() < until:
+            pass
+        return a @ b
+
+    sustained = measure_kwargs("sustained")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a GPU that waited in every attempt
+        slow = timing.measure(slow_launch, "cuda", **sustained)
+        bare = timing.measure(lambda: a @ b, "cuda", **sustained)
+    assert slow.samples == timing.SPIN_COVERS_SAMPLES, slow
+    assert bare.samples > timing.SPIN_COVERS_SAMPLES, bare  # the bare GEMM keeps its long window
+    assert abs(slow.median_ms / bare.median_ms - 1.0) < 0.05, (slow, bare)
+
+
 def test_timing_records_the_sm_clock_the_samples_ran_at() -> None:
     """Both timing paths read NVML while their samples run: a GEMM's SM clock is a real clock
     (the H100's boost is 1980 MHz), read several times over >= 100 ms of steady samples."""

@@ -248,14 +248,56 @@ def test_the_sustained_mode_samples_a_second_in_at_most_5000_samples(gpu_log, mo
 
 
 def test_a_long_window_spins_only_for_what_the_launch_queue_holds(gpu_log, monkeypatch) -> None:
-    """5000 samples at 1 ms of CPU each: the spin covers queueing SPIN_COVERS_SAMPLES of them
-    (0.2 s), not 5 s the GPU would idle while the CPU waits on a full launch queue anyway."""
-    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.1)
+    """5000 samples of a 2 ms kernel at 1 ms of CPU each (the CPU keeps pace): the spin covers
+    queueing SPIN_COVERS_SAMPLES of them (0.2 s), not 5 s the GPU would idle while the CPU waits
+    on a full launch queue anyway."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 2.0)
     monkeypatch.setattr(timing, "_cpu_seconds_per_call", lambda fn, calls=3: 1e-3)
-    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0, max_span_samples=5000)
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=10_000.0, max_span_samples=5000)
     covered_s = timing.SPIN_COVERS_SAMPLES * (1e-3 + 2e-5)
     assert timed.samples == 5000
     assert gpu_log.spin_cycles[-1] == int((1.5 * covered_s + 2e-4) * timing._SPIN_CYCLES_PER_S)
+
+
+def test_a_window_the_cpu_cannot_keep_pace_with_is_cut_to_what_the_spin_covers(gpu_log, monkeypatch) -> None:
+    """A 0.1 ms kernel at 0.1 ms of CPU a launch (a Triton GEMM's): past the spin the GPU
+    would wait for every launch, so a 1 s window is cut to SPIN_COVERS_SAMPLES samples, all of
+    them queued within the spin, and taken once."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.1)
+    monkeypatch.setattr(timing, "_cpu_seconds_per_call", lambda fn, calls=3: 1e-4)
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0, max_span_samples=5000)
+    assert timed.samples == timing.SPIN_COVERS_SAMPLES
+    assert gpu_log.count("spin") == 2
+    covered_s = timing.SPIN_COVERS_SAMPLES * (1e-4 + 2e-5)
+    assert gpu_log.spin_cycles[-1] == int((1.5 * covered_s + 2e-4) * timing._SPIN_CYCLES_PER_S)
+
+
+def test_keeping_pace_counts_the_flush_as_gpu_time() -> None:
+    """A sample keeps the GPU busy for its flush and its kernel; the CPU must queue it in at
+    most KEEP_PACE_SHARE of that."""
+    assert timing._keeps_pace(0.07e-3, (0.06 + 0.04) * 1e-3)
+    assert not timing._keeps_pace(0.08e-3, (0.06 + 0.04) * 1e-3)
+    assert not timing._keeps_pace(0.07e-3, 0.06e-3)
+
+
+def test_a_long_window_that_finds_the_gpu_waiting_is_cut(gpu_log, monkeypatch) -> None:
+    """The CPU looked fast enough, but a sample's start was done once its kernel was queued
+    (query 300: the first attempt's 300th sample, past what the spin covers): the second
+    attempt samples only SPIN_COVERS_SAMPLES, behind a longer spin."""
+    gpu_log.done = frozenset({300})
+    timed = timing.time_cuda(_kernel(gpu_log), settle_ms=1.0, span_ms=1000.0, max_span_samples=5000)
+    assert gpu_log.count("spin") == 3 and gpu_log.spin_cycles[2] > gpu_log.spin_cycles[1]
+    assert timed.samples == timing.SPIN_COVERS_SAMPLES
+    assert gpu_log.cut_at_last("spin").count("kernel") == timing.SPIN_COVERS_SAMPLES
+
+
+def test_a_gpu_that_waited_in_every_attempt_is_reported(gpu_log) -> None:
+    """Three attempts, each finding the GPU idle before its samples: the samples are returned
+    with a warning, not passed off as clean."""
+    gpu_log.done = frozenset(range(100_000))
+    with pytest.warns(RuntimeWarning, match="GPU waited for the CPU in each of 3 attempts"):
+        timing.time_cuda(_kernel(gpu_log), settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert gpu_log.count("spin") == 4  # the estimate's, then three attempts'
 
 
 def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
