@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,16 @@ def bench_shape(
     advance: Callable[[str], None],
     time_it: bool = True,
     timing: str = "default",
+    log: Callable[[str], None] | None = None,
 ) -> None:
+    """Check every backend on one shape against float64, then time those that pass.  ``log``
+    gets one line of where the shape's seconds went (a bench cut by a time limit at f4be60c
+    took ~19 s a matmul shape where its timing windows account for ~10)."""
+    began = time.perf_counter()
     seed = random.SystemRandom().randrange(1 << 31)
     args = op_spec.make_inputs(shape, dtype, device, seed)
     ref = numerics.reference_on(op_spec, args)
+    reference_s = time.perf_counter() - began
     cost = op_spec.cost(shape, dtype)
     outputs: dict[str, torch.Tensor | str] = {}
     rows: list[dict[str, Any]] = []
@@ -159,10 +166,19 @@ def bench_shape(
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
         rows.append(row)
+    checked = time.perf_counter()
     # Timed after every backend's numerics, in interleaved rounds (A B C, then C B A, ...): a
     # drift of the GPU's clocks or power state over the shape's run (several percent on long
     # compute-bound GEMMs) falls on every backend alike instead of on whichever ran last.
-    for name, outcome in _time_interleaved(timers).items():
+    outcomes = _time_interleaved(timers)
+    timed = time.perf_counter()
+    if log is not None:
+        log(
+            f"{op_spec.name} {DTYPE_NAMES[dtype]} {shape}: {timed - began:.1f} s (inputs and reference "
+            f"{reference_s:.1f}, checks of {len(backend_names)} backends and timer setup "
+            f"{checked - began - reference_s:.1f}, timing {len(timers)} rows {timed - checked:.1f})"
+        )
+    for name, outcome in outcomes.items():
         row = next(r for r in rows if r["backend"] == name)
         if isinstance(outcome, Exception):
             row["ok"] = False
@@ -446,7 +462,10 @@ def run_bench(
             progress.update(task, advance=1, description=label)
 
         for op_spec, names, shape, dtype in plan:
-            bench_shape(op_spec, names, shape, dtype, device, ceilings, results, advance, timing=timing)
+            bench_shape(
+                op_spec, names, shape, dtype, device, ceilings, results, advance,
+                timing=timing, log=progress.console.print,
+            )
     print_tables(results.data, console)
     if write_report:
         from .report import write_report as build

@@ -89,8 +89,13 @@ def test_bench_on_cpu_end_to_end(tmp_path: Path) -> None:
     shape = dict(op_spec.shapes["quick"][2])
     plan_args = (op_spec, ["eager", "triton", "quack"], shape, torch.float32)
     out = results.ResultsFile(tmp_path / "results.json", {"gpu": "cpu"}, {})
-    runner.bench_shape(*plan_args, "cpu", {}, out, advance=lambda label: None)
+    lines: list[str] = []
+    runner.bench_shape(*plan_args, "cpu", {}, out, advance=lambda label: None, log=lines.append)
     rows = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    # One line says where the shape's seconds went: 3 backends checked, the 2 available timed.
+    (line,) = lines
+    assert line.startswith(f"softmax float32 {shape}: ") and "checks of 3 backends" in line
+    assert "timing 2 rows" in line
     assert rows["eager"]["ok"] and rows["eager"]["ms"] > 0
     assert rows["triton"]["ok"] and rows["triton"]["rel_err"] < op_spec.tolerance[torch.float32]
     assert not rows["quack"]["ok"] and rows["quack"]["error"].startswith("unavailable")
