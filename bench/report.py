@@ -228,6 +228,9 @@ class Run:
     ops: list[OpSection] = field(default_factory=list)
     agreement: list[Plot] = field(default_factory=list)
     tuning: list[Plot] = field(default_factory=list)
+    #: Why the run stopped early (``tilearena bench --budget``), and the shapes it left, as text.
+    stopped: str = ""
+    not_measured: list[str] = field(default_factory=list)
 
 
 def _as_float(value: Any) -> float | None:
@@ -983,6 +986,16 @@ def _build_run(results: Mapping[str, Any], index: int) -> Run:
         ceilings=ceilings,
         rows=rows,
     )
+    left = _as_dict(results.get("not_measured"))
+    if left:
+        run.stopped = _as_text(left.get("reason"), "stopped early")
+        for entry in _as_list(left.get("shapes")):
+            entry = _as_dict(entry)
+            shape = _as_dict(entry.get("shape"))
+            dims = "x".join(_as_text(shape[k]) for k in shape)
+            run.not_measured.append(
+                f"{_as_text(entry.get('op'))} {dims} {_as_text(entry.get('dtype'))}".strip()
+            )
     colors = _colors_for(row.backend for row in rows)
     ops: list[str] = []
     for row in rows:

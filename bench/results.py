@@ -78,6 +78,11 @@ class ResultsFile:
         self.data["agreement"].append(_finite(entry))
         self.flush()
 
+    def set_not_measured(self, entries: list[dict[str, Any]], reason: str) -> None:
+        """The shapes a run stopped before (``run_bench``'s budget), and why."""
+        self.data["not_measured"] = {"reason": reason, "shapes": entries}
+        self.flush()
+
     def flush(self) -> None:
         atomic_write_json(self.path, self.data)
 

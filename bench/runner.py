@@ -387,12 +387,20 @@ def run_bench(
     write_report: bool = False,
     warm_workers: int = 0,
     timing: str = "default",
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Check every (op, backend, shape, dtype) against float64 and time it; rows are written
     to ``out_dir/results.json`` as they are measured. ``timing`` is one of
     ``autotune.store.TIMING_MODES`` (``measure_kwargs``): compare with baked times tuned with the
-    same ``--timing``."""
+    same ``--timing``.
+
+    ``budget_s`` bounds the run's wall clock: no shape is started that the slowest shape so far
+    would carry past it.  The shapes left are listed in the file's ``not_measured`` (a run cut
+    from outside, by a signal or a time limit, keeps its rows but cannot say what it missed)."""
+    started = time.perf_counter()
     timing_kwargs = measure_kwargs(timing)  # refuses an unknown mode before any work
+    if budget_s is not None and not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
+        raise ValueError(f"budget: expected seconds > 0, got {budget_s!r}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         console.print(
@@ -461,11 +469,26 @@ def run_bench(
         def advance(label: str) -> None:
             progress.update(task, advance=1, description=label)
 
-        for op_spec, names, shape, dtype in plan:
+        slowest_s = 0.0
+        for index, (op_spec, names, shape, dtype) in enumerate(plan):
+            if budget_s is not None and time.perf_counter() - started + slowest_s > budget_s:
+                left = plan[index:]
+                results.set_not_measured(
+                    [{"op": o.name, "shape": dict(sh), "dtype": DTYPE_NAMES[dt], "backends": list(n)}
+                     for o, n, sh, dt in left],
+                    f"--budget {budget_s:g} s: stopped after {time.perf_counter() - started:.0f} s",
+                )
+                console.print(
+                    f"[yellow]--budget {budget_s:g} s: {len(left)} of {len(plan)} shapes not measured "
+                    f"(listed in results.json's not_measured)[/]"
+                )
+                break
+            shape_began = time.perf_counter()
             bench_shape(
                 op_spec, names, shape, dtype, device, ceilings, results, advance,
                 timing=timing, log=progress.console.print,
             )
+            slowest_s = max(slowest_s, time.perf_counter() - shape_began)
     print_tables(results.data, console)
     if write_report:
         from .report import write_report as build

@@ -304,3 +304,36 @@ def test_backends_are_timed_in_interleaved_rounds(monkeypatch, tmp_path: Path) -
     rows = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     assert rows["eager"]["ok"] and rows["triton"]["ok"] and rows["eager"]["ms"] == 1.0
     assert not rows["compile"]["ok"] and "boom" in rows["compile"]["error"]
+
+
+def test_a_bench_budget_starts_no_shape_the_slowest_so_far_would_carry_past_it(monkeypatch, tmp_path) -> None:
+    """Each shape "takes" 10 s of a fake clock: with --budget 25 the first two run (0 + 10 and
+    10 + 10 are within 25), the third would end at 30, so it and the rest are listed as not
+    measured, with the reason; a bad budget is refused before any work."""
+    import types
+
+    from rich.console import Console
+    from tilearena.bench import runner
+
+    clock = [0.0]
+    measured: list[dict] = []
+
+    def fake_bench_shape(op_spec, names, shape, dtype, *args, **kwargs) -> None:
+        measured.append(dict(shape))
+        clock[0] += 10.0
+
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(runner, "bench_shape", fake_bench_shape)
+    monkeypatch.setattr(runner, "measure_ceilings", lambda device, timing="default": {})
+    # A machine without a GPU benches the quick shapes, whatever it is asked for.
+    shapes = [dict(s) for s in registry.spec("softmax").shapes["quick"]]
+    assert len(shapes) >= 3
+    plan = (["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True))
+    data = runner.run_bench(*plan, budget_s=25.0)
+    assert measured == shapes[:2]
+    left = data["not_measured"]
+    assert [s["shape"] for s in left["shapes"]] == shapes[2:] and left["reason"].startswith("--budget 25 s")
+    assert json.loads((tmp_path / "results.json").read_text())["not_measured"] == left
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="budget: expected seconds > 0"):
+            runner.run_bench(*plan, budget_s=bad)

@@ -586,6 +586,27 @@ def test_missing_optional_keys_still_make_a_page() -> None:
     assert "NaN" not in html.split('id="tilearena-results">')[1]
 
 
+def test_a_run_stopped_by_its_budget_says_which_shapes_it_left(no_plots: None) -> None:
+    """``not_measured`` (tilearena bench --budget): the reason and every shape left, escaped."""
+    row = {"op": "copy", "backend": "triton", "shape": {"N": 1024}, "ms": 0.01, "bytes": 4096, "ok": True}
+    stopped = {
+        "schema": 1,
+        "rows": [row],
+        "not_measured": {
+            "reason": "--budget 25 s: stopped after 20 s",
+            "shapes": [
+                {"op": "matmul", "shape": {"M": 16384, "N": 57344, "K": 8192, "BT": 1}, "dtype": "bfloat16"},
+                {"op": XSS_BACKEND, "shape": {"M": "<b>"}, "dtype": None},
+            ],
+        },
+    }
+    html = report.build_report([stopped])
+    assert "This run stopped early (--budget 25 s: stopped after 20 s); 2 shapes not measured" in html
+    assert "matmul 16384x57344x8192x1 bfloat16" in html
+    assert XSS_BACKEND not in html.split('id="tilearena-results">')[0] and "&lt;b&gt;" in html
+    assert "stopped early" not in report.build_report([{"schema": 1, "rows": [row]}])
+
+
 def test_rows_as_the_bench_writes_them(no_plots: None) -> None:
     """Rows of tilearena bench: "ours" and per-row timing given, bytes/flops possibly left out."""
     row = {

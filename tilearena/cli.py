@@ -104,6 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
         write_report=args.report,
         warm_workers=args.warm_workers,
         timing=args.timing,
+        budget_s=args.budget,
     )
     return 0
 
@@ -146,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel to write back; hot: clean, with the settling runs queued right before the samples "
         "(the GPU never idles between them); sustained: hot, sampled for 1 s in at most 5000 "
         "samples; use the tuner's --timing",
+    )
+    bench.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock limit: start no shape that the slowest so far would carry past it; the "
+        "rows measured are kept and the shapes left are listed in results.json's not_measured",
     )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
