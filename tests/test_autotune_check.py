@@ -68,6 +68,17 @@ def test_a_row_that_ran_another_config_is_not_counted_as_reproduced(tmp_path, ca
     # Only the first row ran its baked config, and it reproduces: the check passes.
     assert main(["baked-check", str(results), "--store", path]) == 0
     assert "1/1 rows running their baked config" in capsys.readouterr().out
+    # A bench that stopped at its --budget before a shape cannot pass, and says why.
+    left = {"reason": "--budget 60 s: stopped after 58 s",
+            "shapes": [{"op": "rmsnorm", "shape": {"M": 1, "N": 8192}, "dtype": "bfloat16"}]}
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows, "not_measured": left}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    assert "1 bench shape(s) not measured (--budget 60 s: stopped after 58 s)" in capsys.readouterr().out
+    assert main(["baked-check", str(results), "--store", path, "--op", "rmsnorm"]) == 1
+    left["shapes"][0]["op"] = "softmax"  # another op's shape: not this check's business
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows, "not_measured": left}))
+    assert main(["baked-check", str(results), "--store", path, "--op", "rmsnorm"]) == 0
+    capsys.readouterr()
     rows[1]["config"] = {"num_warps": 8}  # now the slow row ran the baked config too
     results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
     assert main(["baked-check", str(results), "--store", path]) == 1
