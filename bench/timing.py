@@ -303,16 +303,19 @@ def time_cuda(
         attempt = _event_samples(fn, flusher, repeats, spin_for_s, settle_step, settle_steps, ahead_s)
         if not (attempt.ran_dry or attempt.caught_up):
             break
+        if attempt.caught_up and repeats > SPIN_COVERS_SAMPLES:
+            # Past the samples the spin covers, no spin helps: the CPU fell behind the GPU
+            # (``_keeps_pace`` misjudged it, or the CPU slowed), so sample only those, behind
+            # twice the spin sized for them (what the long window took to queue is no guide).
+            repeats = max(20, SPIN_COVERS_SAMPLES)
+            spin_for_s *= 2
+            continue
         # The GPU ran out of queued work before a sample's kernel was queued (a stall in Python,
         # another process on the CPU, or a spin too short): again, behind a spin at least twice
         # as long, and long enough for what queueing actually took.
         took_s = attempt.enqueue_s - ahead_s if settle_steps else attempt.enqueue_s
         took_s = max(2 * attempt.settle_enqueue_s, took_s) if settle_steps else 2 * took_s
         spin_for_s = max(2 * spin_for_s, took_s)
-        if attempt.caught_up and repeats > SPIN_COVERS_SAMPLES:
-            # Past the samples the spin covers, no spin helps: the CPU fell behind the GPU
-            # (``_keeps_pace`` misjudged it, or the CPU slowed), so sample only those.
-            repeats = max(20, SPIN_COVERS_SAMPLES)
     else:
         warnings.warn(
             f"timing: the GPU waited for the CPU in each of 3 attempts ({len(attempt.samples_ms)} samples "
