@@ -286,8 +286,9 @@ def time_cuda(
         return _time_graph(graph_fns, repeats, keep_series)
 
     per_call_s = cpu_s + 2e-5
+    covered = max(20, SPIN_COVERS_SAMPLES)  # the samples a window the CPU cannot keep pace with keeps
     if not _keeps_pace(per_call_s, (estimate_ms + flush_ms) * 1e-3):
-        repeats = min(repeats, max(20, SPIN_COVERS_SAMPLES))
+        repeats = min(repeats, covered)
     settle_step, settle_steps, per_step_s = None, 0, per_call_s
     if settle_calls:
         settle_step, settle_steps, settle_calls = _settling(fn, flusher, settle_calls)
@@ -307,7 +308,7 @@ def time_cuda(
             # Past the samples the spin covers, no spin helps: the CPU fell behind the GPU
             # (``_keeps_pace`` misjudged it, or the CPU slowed), so sample only those, behind
             # twice the spin sized for them (what the long window took to queue is no guide).
-            repeats = max(20, SPIN_COVERS_SAMPLES)
+            repeats = covered
             spin_for_s *= 2
             continue
         # The GPU ran out of queued work before a sample's kernel was queued (a stall in Python,
@@ -318,8 +319,8 @@ def time_cuda(
         spin_for_s = max(2 * spin_for_s, took_s)
     else:
         warnings.warn(
-            f"timing: the GPU waited for the CPU in each of 3 attempts ({len(attempt.samples_ms)} samples "
-            "a try); the samples may hold launch time, not only the kernel's",
+            f"timing: the GPU waited for the CPU in each of 3 attempts (the last of "
+            f"{len(attempt.samples_ms)} samples); the samples may hold launch time, not only the kernel's",
             RuntimeWarning,
             stacklevel=2,
         )
