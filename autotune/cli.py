@@ -75,6 +75,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(after a timer change that touches short kernels only, e.g. launch-bound ones)",
     )
     parser.add_argument(
+        "--slower-than",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="with --effort retime: only entries whose baked time is at least MS milliseconds "
+        "(e.g. to leave out the kernels timed as CUDA graph replays, which a change to the "
+        "event-timed path does not touch)",
+    )
+    parser.add_argument(
         "--budget",
         type=float,
         default=None,
@@ -152,11 +161,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--finalists: expected at least 1, got {finalists}")
     if args.final_rounds < 1:
         raise ValueError(f"--final-rounds: expected at least 1, got {args.final_rounds}")
-    faster_than = args.faster_than
-    if faster_than is not None and not (retiming and math.isfinite(faster_than) and faster_than > 0):
+    faster_than, slower_than = args.faster_than, args.slower_than
+    for flag, limit in (("--faster-than", faster_than), ("--slower-than", slower_than)):
+        if limit is not None and not (retiming and math.isfinite(limit) and limit > 0):
+            raise ValueError(
+                f"{flag}: expected milliseconds > 0 with --effort retime, got {limit}"
+                + ("" if retiming else f" with --effort {args.effort}")
+            )
+    if faster_than is not None and slower_than is not None and not slower_than < faster_than:
         raise ValueError(
-            f"--faster-than: expected milliseconds > 0 with --effort retime, got {faster_than}"
-            + ("" if retiming else f" with --effort {args.effort}")
+            f"--slower-than: expected less than --faster-than ({faster_than} ms), got {slower_than}"
         )
     if retiming and args.skip_baked:
         raise ValueError("--skip-baked: not with --effort retime, which re-times the baked entries")
@@ -197,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
             ]
         if faster_than is not None:
             entries_to_retime = [e for e in entries_to_retime if e["time_ms"] < faster_than]
+        if slower_than is not None:
+            entries_to_retime = [e for e in entries_to_retime if e["time_ms"] >= slower_than]
         jobs = [(e["backend"], dict(e["shape"]), e["dtype"]) for e in entries_to_retime]
         previous = {job_key(*job): e for job, e in zip(jobs, entries_to_retime)}
         console.print(f"--effort retime: {len(jobs)} baked entries of {args.op} in {store_path}")

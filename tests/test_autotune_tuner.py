@@ -535,10 +535,24 @@ def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatc
     (record,) = json.loads((out / "tuning.json").read_text())
     assert record["dtype"] == "bfloat16"
     assert "retimed_at" not in next(e for e in store.read_file(path)["entries"] if e["dtype"] == "float16")
-    for bad in (["--effort", "retime", "--faster-than", "0"], ["--effort", "retime", "--faster-than", "nan"],
-                ["--effort", "quick", "--faster-than", "1.0"]):
-        with pytest.raises(ValueError, match="--faster-than: expected milliseconds > 0 with --effort retime"):
-            cli.main([*base, *bad])
+    # --slower-than: the bfloat16 entry (1.07 ms now) is re-timed from 1.0 ms up, not from 1.5 ms.
+    slower = ["--effort", "retime", "--dtype", "bf16", "--slower-than"]
+    assert cli.main([*base, *slower, "1.5", "--bake"]) == 0
+    assert json.loads((out / "tuning.json").read_text()) == []
+    assert cli.main([*base, *slower, "1.0", "--bake"]) == 0
+    (record,) = json.loads((out / "tuning.json").read_text())
+    assert record["dtype"] == "bfloat16"
+    # Both bounds: a window with no entry in it re-times nothing.
+    window = ["--effort", "retime", "--dtype", "bf16,fp16", "--slower-than", "1.2", "--faster-than", "1.9"]
+    assert cli.main([*base, *window]) == 0
+    assert json.loads((out / "tuning.json").read_text()) == []
+    for flag in ("--faster-than", "--slower-than"):
+        for bad in (["--effort", "retime", flag, "0"], ["--effort", "retime", flag, "nan"],
+                    ["--effort", "quick", flag, "1.0"]):
+            with pytest.raises(ValueError, match=f"{flag}: expected milliseconds > 0 with --effort retime"):
+                cli.main([*base, *bad])
+    with pytest.raises(ValueError, match="--slower-than: expected less than --faster-than"):
+        cli.main([*base, "--effort", "retime", "--slower-than", "2", "--faster-than", "1"])
     with pytest.raises(ValueError, match="--skip-retimed-since"):
         cli.main([*base, "--effort", "retime", "--skip-retimed-since", "yesterday"])
     with pytest.raises(ValueError, match="--skip-baked"):
