@@ -60,6 +60,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--final-rounds", type=int, default=5, help="interleaved rounds of the final")
     parser.add_argument(
+        "--max-final-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rounds the final may take in all while the winner's median is known less well "
+        "than 1 %% (its standard error); default 3 x --final-rounds",
+    )
+    parser.add_argument(
         "--skip-retimed-since",
         default=None,
         metavar="ISO_TIME",
@@ -82,6 +90,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="with --effort retime: only entries whose baked time is at least MS milliseconds "
         "(e.g. to leave out the kernels timed as CUDA graph replays, which a change to the "
         "event-timed path does not touch)",
+    )
+    parser.add_argument(
+        "--noisier-than",
+        type=float,
+        default=None,
+        metavar="NOISE",
+        help="with --effort retime: only entries whose baked noise field exceeds NOISE (e.g. "
+        "0.0283: a final whose median was known less well than 1 %%, which --max-final-rounds "
+        "now re-times with more rounds)",
     )
     parser.add_argument(
         "--budget",
@@ -161,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--finalists: expected at least 1, got {finalists}")
     if args.final_rounds < 1:
         raise ValueError(f"--final-rounds: expected at least 1, got {args.final_rounds}")
+    max_final_rounds = args.max_final_rounds if args.max_final_rounds is not None else 3 * args.final_rounds
+    if max_final_rounds < args.final_rounds:
+        raise ValueError(
+            f"--max-final-rounds: expected at least --final-rounds ({args.final_rounds}), "
+            f"got {max_final_rounds}"
+        )
     faster_than, slower_than = args.faster_than, args.slower_than
     for flag, limit in (("--faster-than", faster_than), ("--slower-than", slower_than)):
         if limit is not None and not (retiming and math.isfinite(limit) and limit > 0):
@@ -168,6 +191,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{flag}: expected milliseconds > 0 with --effort retime, got {limit}"
                 + ("" if retiming else f" with --effort {args.effort}")
             )
+    noisier_than = args.noisier_than
+    if noisier_than is not None and not (retiming and math.isfinite(noisier_than) and noisier_than >= 0):
+        raise ValueError(
+            f"--noisier-than: expected a relative noise >= 0 with --effort retime, got {noisier_than}"
+            + ("" if retiming else f" with --effort {args.effort}")
+        )
     if faster_than is not None and slower_than is not None and not slower_than < faster_than:
         raise ValueError(
             f"--slower-than: expected less than --faster-than ({faster_than} ms), got {slower_than}"
@@ -213,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
             entries_to_retime = [e for e in entries_to_retime if e["time_ms"] < faster_than]
         if slower_than is not None:
             entries_to_retime = [e for e in entries_to_retime if e["time_ms"] >= slower_than]
+        if noisier_than is not None:
+            entries_to_retime = [e for e in entries_to_retime if e.get("noise", 0.0) > noisier_than]
         jobs = [(e["backend"], dict(e["shape"]), e["dtype"]) for e in entries_to_retime]
         previous = {job_key(*job): e for job, e in zip(jobs, entries_to_retime)}
         console.print(f"--effort retime: {len(jobs)} baked entries of {args.op} in {store_path}")
@@ -277,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
                         on_progress=show,
                         finalists=finalists,
                         final_rounds=args.final_rounds,
+                        max_final_rounds=max_final_rounds,
                     )
                 except Exception as exc:  # one broken job must not end the run
                     console.print(f"[red]{label.strip()}: {type(exc).__name__}: {exc}")

@@ -69,6 +69,8 @@ class TuneResult:
     error: str | None = None
     seconds: float = 0.0
     extra_outcomes: list[Outcome] = field(default_factory=list)
+    #: The GPU's state over the winner's final (``bench.gpu_state``), where the timer read one.
+    final_gpu_state: dict[str, Any] | None = None
 
     def log_record(self) -> dict[str, Any]:
         """The convergence record the HTML report plots (one element of ``tuning.json``)."""
@@ -88,6 +90,12 @@ class TuneResult:
             "failed": [o.as_dict() for o in outcomes if not o.ok],
             "error": self.error,
             "seconds": round(self.seconds, 3),
+            # How many rounds the final took (more than asked where the winner was noisy).
+            "final_rounds": self.decision.rounds if self.decision else None,
+            "final_median_error": round(self.decision.median_error, 5) if self.decision else None,
+            # The GPU's state over the winner's final (SM clock, power, temperature): a bench that
+            # reads another time at another state can be compared with it.
+            "final_gpu_state": self.final_gpu_state,
         }
 
 
@@ -189,7 +197,14 @@ class WorkerEvaluator:
     def retime(self, configs: Sequence[Config], rounds: int) -> list[list[float | None]]:
         """The final's head-to-head rounds, timed the request's way (``TuneRequest.timing``);
         each config's GPU state over them lands in ``final_states``."""
+        from ..bench.gpu_state import combine
+
+        before = {store_key(c): self.final_states.get(store_key(c)) for c in configs}
         results = self._time(configs, rounds, self.request.timing, with_state=True)
+        # A final that adds rounds calls this again: the state is over all of its rounds.
+        for key, state in before.items():
+            if state and key in self.final_states:
+                self.final_states[key] = combine([state, self.final_states[key]])
         return [[None] * rounds if isinstance(r, Outcome) else list(r) for r in results]
 
 
@@ -271,6 +286,7 @@ def tune(
     on_progress: Callable[[SearchResult], None] | None = None,
     finalists: int = 4,
     final_rounds: int = 5,
+    max_final_rounds: int | None = None,
 ) -> TuneResult:
     from ..kernels import registry
 
@@ -303,7 +319,14 @@ def tune(
         if all(store_key(o.config) != store_key(u.config) for u in unique):
             unique.append(o)
     decision = (
-        decide([o.config for o in unique[:finalists]], evaluator, rounds=final_rounds) if unique else None
+        decide(
+            [o.config for o in unique[:finalists]],
+            evaluator,
+            rounds=final_rounds,
+            max_rounds=max_final_rounds,
+        )
+        if unique
+        else None
     )
     entry = None
     if decision is not None:
@@ -342,7 +365,8 @@ def tune(
             if "tuned_at" in previous:
                 entry["tuned_at"] = previous["tuned_at"]
     error = None if decision else "no candidate passed the accuracy check"
-    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra)
+    final_state = evaluator.final_states.get(store_key(decision.winner)) if decision is not None else None
+    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra, final_state)
 
 
 def _search(

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
-from tilearena.autotune.search import Decision, Outcome, decide, plan_search, search
+from tilearena.autotune.search import (
+    FINAL_MEDIAN_ERROR,
+    Decision,
+    Outcome,
+    decide,
+    median_error,
+    plan_search,
+    relative_spread,
+    search,
+)
 from tilearena.autotune.space import DictConfigSpace, TuneContext, canonical_json, divides, shared_memory_fits
 
 MATMUL_PARAMS = {
@@ -284,3 +294,47 @@ def test_plan_lets_the_budget_limit_a_search_of_a_space_too_large_to_list():
     assert plan_search("quick", 5000).max_evaluations == 96
     assert plan_search("quick", 256).max_evaluations == 24
     assert plan_search("quick", 40).strategy == "exhaustive"
+
+
+class SeriesEvaluator:
+    """Each config's rounds come from its own series, in order, across calls (a final that adds
+    rounds gets the next ones, as a GPU would give new measurements)."""
+
+    def __init__(self, series_by_config):
+        self.series = {key: iter(values) for key, values in series_by_config.items()}
+        self.calls: list[int] = []
+
+    def evaluate(self, configs):
+        raise AssertionError("not used")
+
+    def retime(self, configs, rounds):
+        self.calls.append(rounds)
+        return [[next(self.series[canonical_json(c)]) for _ in range(rounds)] for c in configs]
+
+
+def test_a_noisy_final_takes_rounds_until_the_winners_median_is_known_to_one_percent():
+    a, b = {"x": 1}, {"x": 2}
+    # a's first three rounds spread 3 % (as a graph-timed 0.019 ms GEMM's did at 7f64ecb): its
+    # median is known to ~2 %; the next three are quiet, and six rounds know it to < 1 %.
+    noisy = [0.97, 1.03, 1.00, 1.00, 1.00, 1.00, 1.01, 0.99, 1.00, 1.00, 1.00, 1.00]
+    evaluator = SeriesEvaluator({canonical_json(a): noisy, canonical_json(b): [1.2] * 12})
+    decision = decide([a, b], evaluator, rounds=3, max_rounds=9)
+    assert evaluator.calls == [3, 3]  # after six rounds the median is known to < 1 %
+    assert decision.rounds == 6 and decision.winner == a
+    assert decision.median_error == pytest.approx(median_error(relative_spread(noisy[:6]), 6))
+    assert decision.median_error <= FINAL_MEDIAN_ERROR < median_error(relative_spread(noisy[:3]), 3)
+    assert decision.time_ms == pytest.approx(statistics.median(noisy[:6]))
+
+
+def test_a_quiet_final_takes_the_rounds_asked_and_a_noisy_one_stops_at_the_limit():
+    a = {"x": 1}
+    quiet = SeriesEvaluator({canonical_json(a): [1.0, 1.002, 0.999] * 4})
+    assert decide([a], quiet, rounds=3, max_rounds=9).rounds == 3 and quiet.calls == [3]
+    # Never quiet: rounds are added up to the limit, the last call only what is left of it.
+    loud = SeriesEvaluator({canonical_json(a): [0.9, 1.1] * 10})
+    decision = decide([a], loud, rounds=3, max_rounds=8)
+    assert loud.calls == [3, 3, 2] and decision.rounds == 8
+    assert decision.median_error > FINAL_MEDIAN_ERROR  # reported, not hidden
+    # Without max_rounds the final is the rounds asked, however noisy (the old behaviour).
+    once = SeriesEvaluator({canonical_json(a): [0.9, 1.1] * 10})
+    assert decide([a], once, rounds=3).rounds == 3 and once.calls == [3]

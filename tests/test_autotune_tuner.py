@@ -422,6 +422,36 @@ def test_retime_rechecks_and_retimes_the_baked_winner_without_searching(fake_bac
     assert result.log_record()["strategy"] == "retime"
 
 
+class NoisyFinalWorker(InProcessWorker):
+    """A board whose first final rounds spread 3 %, then settle; each call's SM clock differs."""
+
+    def __init__(self):
+        super().__init__()
+        self.series = iter([0.97, 1.03, 1.00, 1.00, 1.00, 1.00])
+        self.clocks = iter([1500.0, 1700.0])
+
+    def time_candidates(self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20,
+                        timing="default", with_state=False):
+        assert with_state and len(configs) == 1  # only the final is timed in a re-time
+        self.timed.append([dict(c) for c in configs])
+        times = [[fake_ms(configs[0]) * next(self.series) for _ in range(rounds)]]
+        return {"ms": times, "gpu_state": [{"sm_clock_mhz": next(self.clocks), "sm_clock_range_mhz": [1, 2]}]}
+
+
+def test_a_noisy_retime_adds_rounds_and_records_them_and_the_clock_over_all(fake_backend):
+    previous = {**tune(_request(), InProcessWorker()).entry, "tuned_at": "2026-11-30T10:00:00+00:00"}
+    worker = NoisyFinalWorker()
+    request = TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "retime", device="cpu", previous=previous)
+    result = tune(request, worker, finalists=1, final_rounds=3, max_final_rounds=9)
+    # Three rounds spreading 3 % know the median to ~2 %: three more, and it is known to < 1 %.
+    assert worker.timed == [[BEST], [BEST]]
+    record = result.log_record()
+    assert record["final_rounds"] == 6 and record["final_median_error"] < 0.01
+    assert result.entry["time_ms"] == pytest.approx(fake_ms(BEST))
+    assert result.entry["sm_clock_mhz"] == 1600.0  # both calls' clocks, not the last one's
+    assert record["final_gpu_state"]["sm_clock_mhz"] == 1600.0
+
+
 def test_retime_lets_a_runner_up_win_when_the_baked_winner_now_fails_the_check(fake_backend):
     previous = {
         "op": OP,
@@ -546,6 +576,19 @@ def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatc
     window = ["--effort", "retime", "--dtype", "bf16,fp16", "--slower-than", "1.2", "--faster-than", "1.9"]
     assert cli.main([*base, *window]) == 0
     assert json.loads((out / "tuning.json").read_text()) == []
+    # --noisier-than: the bfloat16 entry's final was quiet (the 0.5 % noise floor).
+    noisier = ["--effort", "retime", "--dtype", "bf16", "--noisier-than"]
+    assert cli.main([*base, *noisier, "0.01", "--bake"]) == 0
+    assert json.loads((out / "tuning.json").read_text()) == []
+    assert cli.main([*base, *noisier, "0.001", "--bake"]) == 0
+    (record,) = json.loads((out / "tuning.json").read_text())
+    # Quiet (the fake times every round alike): the 5 rounds asked, none added, up to 15 allowed.
+    assert record["dtype"] == "bfloat16" and record["final_rounds"] == 5
+    expected = "--noisier-than: expected a relative noise >= 0 with --effort retime"
+    for bad in (["--effort", "retime", "--noisier-than", "-1"],
+                ["--effort", "quick", "--noisier-than", "0.1"]):
+        with pytest.raises(ValueError, match=expected):
+            cli.main([*base, *bad])
     for flag in ("--faster-than", "--slower-than"):
         for bad in (["--effort", "retime", flag, "0"], ["--effort", "retime", flag, "nan"],
                     ["--effort", "quick", flag, "1.0"]):
@@ -557,6 +600,8 @@ def test_cli_retime_rebakes_every_baked_entry_of_the_op(fake_backend, monkeypatc
         cli.main([*base, "--effort", "retime", "--skip-retimed-since", "yesterday"])
     with pytest.raises(ValueError, match="--skip-baked"):
         cli.main([*base, "--effort", "retime", "--skip-baked"])
+    with pytest.raises(ValueError, match=r"--max-final-rounds: expected at least --final-rounds \(3\)"):
+        cli.main([*base, "--effort", "retime", "--final-rounds", "3", "--max-final-rounds", "2"])
     with pytest.raises(ValueError, match="--shapes"):
         cli.main([*base, "--effort", "quick", "--shapes", "baked"])
     with pytest.raises(ValueError, match="--store"):
