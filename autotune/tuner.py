@@ -201,7 +201,8 @@ class WorkerEvaluator:
 
         before = {store_key(c): self.final_states.get(store_key(c)) for c in configs}
         results = self._time(configs, rounds, self.request.timing, with_state=True)
-        # A final that adds rounds calls this again: the state is over all of its rounds.
+        # A final that adds rounds calls this again: its state is then the calls' combined
+        # (``combine``: the mean of their median clocks, the union of the rest).
         for key, state in before.items():
             if state and key in self.final_states:
                 self.final_states[key] = combine([state, self.final_states[key]])
@@ -329,6 +330,7 @@ def tune(
         else None
     )
     entry = None
+    final_state = evaluator.final_states.get(store_key(decision.winner)) if decision is not None else None
     if decision is not None:
         sources = {store_key(o.config): o.source for o in unique}
         failed = sum(1 for o in result.outcomes + extra if not o.ok)
@@ -350,9 +352,8 @@ def tune(
         }
         # The SM clock the winner's final ran at: a later bench at another clock explains a
         # compute-bound kernel's different time (tilearena baked-check shows both).
-        winner_state = evaluator.final_states.get(store_key(decision.winner)) or {}
-        if winner_state.get("sm_clock_mhz"):
-            entry["sm_clock_mhz"] = float(winner_state["sm_clock_mhz"])
+        if (final_state or {}).get("sm_clock_mhz"):
+            entry["sm_clock_mhz"] = float(final_state["sm_clock_mhz"])
         if request.effort == "retime" and request.previous:
             # Re-timed, not re-searched: what the search found and when stays on record.
             previous = request.previous
@@ -365,7 +366,6 @@ def tune(
             if "tuned_at" in previous:
                 entry["tuned_at"] = previous["tuned_at"]
     error = None if decision else "no candidate passed the accuracy check"
-    final_state = evaluator.final_states.get(store_key(decision.winner)) if decision is not None else None
     return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra, final_state)
 
 
