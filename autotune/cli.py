@@ -184,19 +184,26 @@ def run(args: argparse.Namespace) -> int:
             f"--max-final-rounds: expected at least --final-rounds ({args.final_rounds}), "
             f"got {max_final_rounds}"
         )
-    faster_than, slower_than = args.faster_than, args.slower_than
-    for flag, limit in (("--faster-than", faster_than), ("--slower-than", slower_than)):
-        if limit is not None and not (retiming and math.isfinite(limit) and limit > 0):
+    # --effort retime's filters: (flag, its value, what it expects, the check, which entries pass).
+    retime_filters = [
+        given
+        for given in (
+            ("--faster-than", args.faster_than, "milliseconds > 0", lambda v: v > 0,
+             lambda e, v: e["time_ms"] < v),
+            ("--slower-than", args.slower_than, "milliseconds > 0", lambda v: v > 0,
+             lambda e, v: e["time_ms"] >= v),
+            ("--noisier-than", args.noisier_than, "a relative noise >= 0", lambda v: v >= 0,
+             lambda e, v: e.get("noise", 0.0) > v),
+        )
+        if given[1] is not None
+    ]
+    for flag, value, expected, valid, _ in retime_filters:
+        if not (retiming and math.isfinite(value) and valid(value)):
             raise ValueError(
-                f"{flag}: expected milliseconds > 0 with --effort retime, got {limit}"
+                f"{flag}: expected {expected} with --effort retime, got {value}"
                 + ("" if retiming else f" with --effort {args.effort}")
             )
-    noisier_than = args.noisier_than
-    if noisier_than is not None and not (retiming and math.isfinite(noisier_than) and noisier_than >= 0):
-        raise ValueError(
-            f"--noisier-than: expected a relative noise >= 0 with --effort retime, got {noisier_than}"
-            + ("" if retiming else f" with --effort {args.effort}")
-        )
+    faster_than, slower_than = args.faster_than, args.slower_than
     if faster_than is not None and slower_than is not None and not slower_than < faster_than:
         raise ValueError(
             f"--slower-than: expected less than --faster-than ({faster_than} ms), got {slower_than}"
@@ -238,12 +245,9 @@ def run(args: argparse.Namespace) -> int:
                 for e in entries_to_retime
                 if not ("retimed_at" in e and _utc(e["retimed_at"], "retimed_at") >= since)
             ]
-        if faster_than is not None:
-            entries_to_retime = [e for e in entries_to_retime if e["time_ms"] < faster_than]
-        if slower_than is not None:
-            entries_to_retime = [e for e in entries_to_retime if e["time_ms"] >= slower_than]
-        if noisier_than is not None:
-            entries_to_retime = [e for e in entries_to_retime if e.get("noise", 0.0) > noisier_than]
+        entries_to_retime = [
+            e for e in entries_to_retime if all(keep(e, value) for _, value, _, _, keep in retime_filters)
+        ]
         jobs = [(e["backend"], dict(e["shape"]), e["dtype"]) for e in entries_to_retime]
         previous = {job_key(*job): e for job, e in zip(jobs, entries_to_retime)}
         console.print(f"--effort retime: {len(jobs)} baked entries of {args.op} in {store_path}")
