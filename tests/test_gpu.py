@@ -466,6 +466,7 @@ def test_triton_swap_ab_matches_float64(shape: dict, path: str) -> None:
     assert result.ok, result
 
 
+@pytest.mark.timing
 def test_timing_measures_gpu_time_not_launch_cost() -> None:
     """A call that spends 300 us of CPU before launching a ~5 us kernel must time as the kernel:
     the harness queues the samples behind a GPU spin, so Python's launch path is not measured."""
@@ -487,6 +488,7 @@ def test_timing_measures_gpu_time_not_launch_cost() -> None:
     assert graph.median_ms < 0.1, graph
 
 
+@pytest.mark.timing
 def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     """``measure(steady=True)``: a GEMM of ~1.5 ms gets >= 100 ms of samples (not 20), after the
     settling warm-up; a short kernel is still a graph replay, which steady leaves alone."""
@@ -507,6 +509,7 @@ def test_steady_timing_samples_a_long_kernel_for_at_least_100_ms() -> None:
     assert short.method == "cuda-graph"
 
 
+@pytest.mark.timing
 def test_hot_start_and_long_windows_time_a_real_gemm() -> None:
     """``measure(steady=True, hot_start=True)`` queues its settling behind the spin and still
     samples >= 100 ms; ``span_ms=1000`` samples past steady's 200-sample cap; ``keep_series``
@@ -526,6 +529,7 @@ def test_hot_start_and_long_windows_time_a_real_gemm() -> None:
     assert short.method == "cuda-graph"
 
 
+@pytest.mark.timing
 def test_hot_start_settles_a_mid_sized_gemm_without_retries(monkeypatch) -> None:
     """A ~0.05 ms GEMM needs ~4000 settling runs, each after a read flush (hot timing's).  At
     524746d and cef31a3 the CPU blocked behind a full launch queue while queueing them, the timer
@@ -556,6 +560,7 @@ def test_hot_start_settles_a_mid_sized_gemm_without_retries(monkeypatch) -> None
         assert timed.iqr_ms < 0.1 * timed.median_ms, timed
 
 
+@pytest.mark.timing
 def test_a_launch_bound_kernel_in_a_sustained_window_times_the_kernel_not_its_launches() -> None:
     """A 0.05 ms GEMM behind 0.15 ms of Python a call (a slow launcher's, like Triton's with TMA
     descriptors): past the spin the GPU would wait for every launch (at f4be60c such GEMMs read
@@ -585,6 +590,7 @@ def test_a_launch_bound_kernel_in_a_sustained_window_times_the_kernel_not_its_la
     assert abs(slow.median_ms / bare.median_ms - 1.0) < 0.05, (slow, bare)
 
 
+@pytest.mark.timing
 def test_timing_records_the_sm_clock_the_samples_ran_at() -> None:
     """Both timing paths read NVML while their samples run: a GEMM's SM clock is a real clock
     (the H100's boost is 1980 MHz), read several times over >= 100 ms of steady samples."""
