@@ -106,7 +106,9 @@ def time_candidates(
     clocks or temperature spreads over all of them. Returns each config's per-round medians.
     ``timing`` is one of ``store.TIMING_MODES`` (the bench's ``--timing``).  ``with_state``:
     ``{"ms": those medians, "gpu_state": [each config's SM clock, power ... over its rounds
-    (bench.gpu_state.combine), or None]}``."""
+    (bench.gpu_state.combine), or None], "methods": [each config's timing method per round]}``
+    (the method, CUDA-graph replay or event-timed, is chosen in every round from a fresh
+    estimate, so a kernel near ``bench.timing.GRAPH_BELOW_US`` may get both)."""
     from ..bench.gpu_state import combine
     from ..bench.timing import measure
     from ..kernels import registry
@@ -125,6 +127,7 @@ def time_candidates(
 
     results: list[list[float]] = [[] for _ in configs]
     states: list[list[dict[str, Any] | None]] = [[] for _ in configs]
+    methods: list[list[str]] = [[] for _ in configs]
     for round_index in range(rounds):
         for offset in range(len(configs)):
             i = (offset + round_index) % len(configs)
@@ -135,8 +138,9 @@ def time_candidates(
             )
             results[i].append(measured.median_ms)
             states[i].append(measured.gpu_state)
+            methods[i].append(measured.method)
     if with_state:
-        return {"ms": results, "gpu_state": [combine(s) for s in states]}
+        return {"ms": results, "gpu_state": [combine(s) for s in states], "methods": methods}
     return results
 
 

@@ -8,6 +8,7 @@ run goes on and the config is recorded as failed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import math
@@ -71,6 +72,8 @@ class TuneResult:
     extra_outcomes: list[Outcome] = field(default_factory=list)
     #: The GPU's state over the winner's final (``bench.gpu_state``), where the timer read one.
     final_gpu_state: dict[str, Any] | None = None
+    #: How many of the winner's final rounds each timing method timed ("cuda-graph": 4, ...).
+    final_timing_methods: dict[str, int] | None = None
 
     def log_record(self) -> dict[str, Any]:
         """The convergence record the HTML report plots (one element of ``tuning.json``)."""
@@ -96,6 +99,9 @@ class TuneResult:
             # The GPU's state over the winner's final (SM clock, power, temperature): a bench that
             # reads another time at another state can be compared with it.
             "final_gpu_state": self.final_gpu_state,
+            # A final whose rounds were timed by two methods (a kernel near the timer's CUDA-graph
+            # line) may read between the two; the bench may time it by either.
+            "final_timing_methods": self.final_timing_methods,
         }
 
 
@@ -124,6 +130,8 @@ class WorkerEvaluator:
         self.compile_parallel: int | None = None
         #: The final's GPU state (SM clock, power; ``bench.gpu_state``) per config's store_key.
         self.final_states: dict[str, dict[str, Any] | None] = {}
+        #: The final's timing method of every round so far, per config's store_key.
+        self.final_methods: dict[str, list[str]] = {}
 
     def _common(self) -> tuple:
         r = self.request
@@ -188,6 +196,8 @@ class WorkerEvaluator:
                 return reply.value
             for config, state in zip(configs, reply.value["gpu_state"]):
                 self.final_states[store_key(config)] = state
+            for config, methods in zip(configs, reply.value.get("methods") or []):
+                self.final_methods.setdefault(store_key(config), []).extend(methods)
             return reply.value["ms"]
         if len(configs) == 1:
             return [Outcome(configs[0], None, reply.failure, "timing: " + reply.detail)]
@@ -366,7 +376,11 @@ def tune(
             if "tuned_at" in previous:
                 entry["tuned_at"] = previous["tuned_at"]
     error = None if decision else "no candidate passed the accuracy check"
-    return TuneResult(request, result, decision, entry, error, time.monotonic() - start, extra, final_state)
+    final_methods = evaluator.final_methods.get(store_key(decision.winner)) if decision is not None else None
+    method_counts = dict(sorted(collections.Counter(final_methods).items())) if final_methods else None
+    return TuneResult(
+        request, result, decision, entry, error, time.monotonic() - start, extra, final_state, method_counts
+    )
 
 
 def _search(

@@ -429,13 +429,20 @@ class NoisyFinalWorker(InProcessWorker):
         super().__init__()
         self.series = iter([0.97, 1.03, 1.00, 1.00, 1.00, 1.00])
         self.clocks = iter([1500.0, 1700.0])
+        self.methods = iter([["cuda-graph", "cuda-events", "cuda-graph"], ["cuda-events"] * 3])
 
     def time_candidates(self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20,
                         timing="default", with_state=False):
         assert with_state and len(configs) == 1  # only the final is timed in a re-time
         self.timed.append([dict(c) for c in configs])
         times = [[fake_ms(configs[0]) * next(self.series) for _ in range(rounds)]]
-        return {"ms": times, "gpu_state": [{"sm_clock_mhz": next(self.clocks), "sm_clock_range_mhz": [1, 2]}]}
+        # A kernel on the timer's CUDA-graph line: the first call's rounds get both methods.
+        methods = next(self.methods)
+        return {
+            "ms": times,
+            "gpu_state": [{"sm_clock_mhz": next(self.clocks), "sm_clock_range_mhz": [1, 2]}],
+            "methods": [methods[:rounds]],
+        }
 
 
 def test_a_noisy_retime_adds_rounds_and_records_them_and_the_clock_over_all(fake_backend):
@@ -450,6 +457,8 @@ def test_a_noisy_retime_adds_rounds_and_records_them_and_the_clock_over_all(fake
     assert result.entry["time_ms"] == pytest.approx(fake_ms(BEST))
     assert result.entry["sm_clock_mhz"] == 1600.0  # both calls' clocks, not the last one's
     assert record["final_gpu_state"]["sm_clock_mhz"] == 1600.0
+    # Every round's timing method, over both calls: a final that mixed the two says so.
+    assert record["final_timing_methods"] == {"cuda-events": 4, "cuda-graph": 2}
 
 
 def test_retime_lets_a_runner_up_win_when_the_baked_winner_now_fails_the_check(fake_backend):
@@ -507,6 +516,11 @@ def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, ti
     monkeypatch.setattr(bench_timing, "measure", fake_measure)
     times = tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 2, 20, timing)
     assert times == [[1.0, 1.0], [1.0, 1.0]] and seen == [asked] * 4
+    # With the state, each round's timing method comes back too, per config.
+    final = tasks.time_candidates(
+        OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 2, 20, timing, with_state=True
+    )
+    assert final["ms"] == times and final["methods"] == [["cpu-timer"] * 2] * 2
     with pytest.raises(ValueError, match="timing: expected one of"):
         tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST], 1, 20, "fast")
 
