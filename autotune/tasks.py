@@ -5,7 +5,6 @@ Every function here is module-level so it pickles by name into a ``spawn`` worke
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -71,6 +70,7 @@ def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> 
     the L2) for CUDA-graph timing, so replays do not read cached inputs."""
     import torch
 
+    from ..bench.timing import rotated_copy_count
     from ..kernels import registry
 
     key = (op, tuple(sorted(shape.items())), dtype_name, device)
@@ -83,7 +83,7 @@ def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> 
         if torch.device(device).type == "cuda":
             size = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
             l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 50 << 20)
-            count = min(64, max(1, math.ceil(3 * l2 / max(size, 1))))
+            count = rotated_copy_count(size, l2)
             copies += [spec.make_inputs(dict(shape), dtype, device, i) for i in range(1, count)]
         outs = [spec.empty_output(*args) for args in copies]
         _INPUTS[key] = (spec, list(zip(copies, outs)))

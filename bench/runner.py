@@ -29,7 +29,15 @@ from . import numerics
 from .environment import environment, measure_ceilings
 from .gpu_state import combine as combine_gpu_states
 from .results import ResultsFile
-from .timing import SETTLE_GRAPH_ABOVE, STEADY_SETTLE_MS, STEADY_SPAN_MS, Timing, measure, noise_floor
+from .timing import (
+    SETTLE_GRAPH_ABOVE,
+    STEADY_SETTLE_MS,
+    STEADY_SPAN_MS,
+    Timing,
+    measure,
+    noise_floor,
+    rotated_copy_count,
+)
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -62,9 +70,10 @@ def _rotated_calls(
     seed: int,
     config: Any = None,
 ) -> list[Callable[[], Any]]:
-    """Calls on distinct input copies whose total exceeds twice the L2, for graph replay."""
+    """Calls on distinct input copies whose total exceeds the L2 (``rotated_copy_count``), for
+    graph replay."""
     l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
-    copies = max(1, min(64, math.ceil(2 * l2 / max(1, _input_bytes(args)))))
+    copies = rotated_copy_count(_input_bytes(args), l2)
     calls = []
     for i in range(copies):
         copy_args = args if i == 0 else op_spec.make_inputs(shape, dtype, device, seed + 1000 + i)

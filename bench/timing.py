@@ -38,6 +38,18 @@ from .gpu_state import StateSampler, nvml_for_current_device
 #: Samples below this many microseconds are re-measured as CUDA-graph replays.
 GRAPH_BELOW_US = 50.0
 
+#: Graph replays rotate over input copies together this many times the L2, so a replay does
+#: not find its inputs cached.  One rule for the bench and the tuner (until 300d443 the bench
+#: used 2x and the tuner 3x: a kernel could be timed over 3 copies in one and 5 in the other).
+ROTATION_L2_MULTIPLE = 3
+#: At most this many copies (a tiny kernel's inputs would otherwise ask for thousands).
+MAX_ROTATED_COPIES = 64
+
+
+def rotated_copy_count(input_bytes: int, l2_bytes: int) -> int:
+    """How many input copies CUDA-graph timing rotates over (the first is the call's own)."""
+    return max(1, min(MAX_ROTATED_COPIES, math.ceil(ROTATION_L2_MULTIPLE * l2_bytes / max(1, input_bytes))))
+
 
 @dataclass(frozen=True)
 class Timing:

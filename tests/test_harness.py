@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 from tilearena.bench import numerics, results, runner, timing
 from tilearena.kernels import registry
@@ -337,3 +339,23 @@ def test_a_bench_budget_starts_no_shape_the_slowest_so_far_would_carry_past_it(m
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="budget: expected seconds > 0"):
             runner.run_bench(*plan, budget_s=bad)
+
+
+@given(
+    input_bytes=st.integers(min_value=0, max_value=1 << 36),
+    l2_bytes=st.integers(min_value=1 << 20, max_value=1 << 28),
+)
+def test_graph_timing_rotates_over_just_enough_copies_to_outrun_the_l2(
+    input_bytes: int, l2_bytes: int
+) -> None:
+    """One rule for the bench's and the tuner's graph timing: the fewest copies whose total is
+    at least ROTATION_L2_MULTIPLE x the L2, within [1, MAX_ROTATED_COPIES]."""
+    from tilearena.bench.timing import MAX_ROTATED_COPIES, ROTATION_L2_MULTIPLE, rotated_copy_count
+
+    copies = rotated_copy_count(input_bytes, l2_bytes)
+    assert 1 <= copies <= MAX_ROTATED_COPIES
+    target = ROTATION_L2_MULTIPLE * l2_bytes
+    if copies < MAX_ROTATED_COPIES:
+        assert copies * max(1, input_bytes) >= target
+    if copies > 1:
+        assert (copies - 1) * max(1, input_bytes) < target
