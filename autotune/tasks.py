@@ -70,7 +70,7 @@ def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> 
     the L2) for CUDA-graph timing, so replays do not read cached inputs."""
     import torch
 
-    from ..bench.timing import rotated_copy_count
+    from ..bench.timing import l2_cache_bytes, rotated_copy_count
     from ..kernels import registry
 
     key = (op, tuple(sorted(shape.items())), dtype_name, device)
@@ -82,8 +82,7 @@ def _inputs(op: str, shape: Mapping[str, int], dtype_name: str, device: str) -> 
         copies = [first]
         if torch.device(device).type == "cuda":
             size = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
-            l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 50 << 20)
-            count = rotated_copy_count(size, l2)
+            count = rotated_copy_count(size, l2_cache_bytes(device))
             copies += [spec.make_inputs(dict(shape), dtype, device, i) for i in range(1, count)]
         outs = [spec.empty_output(*args) for args in copies]
         _INPUTS[key] = (spec, list(zip(copies, outs)))

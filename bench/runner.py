@@ -34,6 +34,7 @@ from .timing import (
     STEADY_SETTLE_MS,
     STEADY_SPAN_MS,
     Timing,
+    l2_cache_bytes,
     measure,
     noise_floor,
     rotated_copy_count,
@@ -72,8 +73,7 @@ def _rotated_calls(
 ) -> list[Callable[[], Any]]:
     """Calls on distinct input copies whose total exceeds the L2 (``rotated_copy_count``), for
     graph replay."""
-    l2 = getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 64 << 20)
-    copies = rotated_copy_count(_input_bytes(args), l2)
+    copies = rotated_copy_count(_input_bytes(args), l2_cache_bytes(device))
     calls = []
     for i in range(copies):
         copy_args = args if i == 0 else op_spec.make_inputs(shape, dtype, device, seed + 1000 + i)

@@ -46,6 +46,12 @@ ROTATION_L2_MULTIPLE = 3
 MAX_ROTATED_COPIES = 64
 
 
+def l2_cache_bytes(device: torch.device | str) -> int:
+    """The GPU's L2 size (64 MiB where torch does not say): what flushing and rotation outrun."""
+    properties = torch.cuda.get_device_properties(torch.device(device))
+    return getattr(properties, "L2_cache_size", 0) or 64 << 20
+
+
 def rotated_copy_count(input_bytes: int, l2_bytes: int) -> int:
     """How many input copies CUDA-graph timing rotates over (the first is the call's own)."""
     return max(1, min(MAX_ROTATED_COPIES, math.ceil(ROTATION_L2_MULTIPLE * l2_bytes / max(1, input_bytes))))
@@ -103,8 +109,7 @@ class L2Flusher:
         if mode not in FLUSH_MODES:
             raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {mode!r}")
         if l2_bytes is None:
-            properties = torch.cuda.get_device_properties(torch.device(device))
-            l2_bytes = getattr(properties, "L2_cache_size", 0) or 64 << 20
+            l2_bytes = l2_cache_bytes(device)
         self.mode, self.l2_bytes = mode, l2_bytes
         self.buffer = torch.zeros(2 * l2_bytes // 4, dtype=torch.int32, device=device)
         # The read's one-value result: written in place, so flushing allocates nothing.
