@@ -50,7 +50,13 @@ _ENTRY_KEYS = {
     "timing",
     "retimed_at",
     "sm_clock_mhz",
+    "timing_method",
+    "gpu_uuid",
 }
+
+#: How a final timed its winner (``bench.timing.TIMING_METHODS`` less "auto"), as an entry's
+#: ``timing_method`` records it; the bench times that baked config the same way.
+PINNED_TIMING_METHODS = ("cuda-graph", "cuda-events")
 
 
 class _EveryModeSets(TypedDict):
@@ -293,6 +299,11 @@ def validate_entry(entry: Any) -> str | None:
         return "noise is not a finite fraction"
     if "sm_clock_mhz" in entry and not _finite_number(entry["sm_clock_mhz"], 1.0, 10000.0):
         return "sm_clock_mhz is not a clock in MHz"
+    card = entry.get("gpu_uuid", "GPU-")
+    if not (isinstance(card, str) and 0 < len(card) <= 64 and card.isprintable()):
+        return "gpu_uuid is not a short printable id"
+    if entry.get("timing_method", "cuda-events") not in PINNED_TIMING_METHODS:
+        return f"timing_method is not one of {PINNED_TIMING_METHODS}"
     if entry.get("timing", "default") not in TIMING_MODES:
         return f"timing is not one of {TIMING_MODES}"
     for key in ("tuned_at", "retimed_at"):

@@ -100,14 +100,18 @@ def time_candidates(
     repeats: int = 20,
     timing: str = "default",
     with_state: bool = False,
+    methods: Sequence[str | None] | None = None,
 ) -> list[list[float]] | dict[str, Any]:
     """Interleaved timing: each round times every config once (rotated start), so drift in
     clocks or temperature spreads over all of them. Returns each config's per-round medians.
     ``timing`` is one of ``store.TIMING_MODES`` (the bench's ``--timing``).  ``with_state``:
     ``{"ms": those medians, "gpu_state": [each config's SM clock, power ... over its rounds
-    (bench.gpu_state.combine), or None], "methods": [each config's timing method per round]}``
-    (the method, CUDA-graph replay or event-timed, is chosen in every round from a fresh
-    estimate, so a kernel near ``bench.timing.GRAPH_BELOW_US`` may get both)."""
+    (bench.gpu_state.combine), or None], "methods": [each config's timing method per round]}``.
+    The method, CUDA-graph replay or event-timed, is each config's entry of ``methods`` where
+    that names one; otherwise the first round picks it from an estimate of the kernel's time
+    and the later rounds keep it, so a kernel near ``bench.timing.GRAPH_BELOW_US`` is not timed
+    both ways within a call (one final at 6b081a4 was: graph replay and events read 1024x4096x4096
+    GEMMs up to 6 % apart)."""
     from ..bench.gpu_state import combine
     from ..bench.timing import measure
     from ..kernels import registry
@@ -124,22 +128,33 @@ def time_candidates(
             return lambda: b.fn(*call_args, out=call_out, config=config)
         return lambda: b.fn(*call_args, out=call_out)
 
+    if methods is not None and len(methods) != len(configs):
+        raise ValueError(f"methods: expected one per config ({len(configs)}), got {len(methods)}")
+    pinned: list[str] = [m or "auto" for m in methods] if methods is not None else ["auto"] * len(configs)
     results: list[list[float]] = [[] for _ in configs]
     states: list[list[dict[str, Any] | None]] = [[] for _ in configs]
-    methods: list[list[str]] = [[] for _ in configs]
+    used_methods: list[list[str]] = [[] for _ in configs]
     for round_index in range(rounds):
         for offset in range(len(configs)):
             i = (offset + round_index) % len(configs)
             config = configs[i]
             graph_fns = [runner(config, a, o) for a, o in pairs] if len(pairs) > 1 else None
+            method = pinned[i] if graph_fns or pinned[i] != "cuda-graph" else "auto"
             measured = measure(
-                runner(config, args, out), device, graph_fns=graph_fns, repeats=repeats, **timing_kwargs
+                runner(config, args, out),
+                device,
+                graph_fns=graph_fns,
+                repeats=repeats,
+                method=method,
+                **timing_kwargs,
             )
+            if pinned[i] == "auto" and measured.method in ("cuda-graph", "cuda-events"):
+                pinned[i] = measured.method
             results[i].append(measured.median_ms)
             states[i].append(measured.gpu_state)
-            methods[i].append(measured.method)
+            used_methods[i].append(measured.method)
     if with_state:
-        return {"ms": results, "gpu_state": [combine(s) for s in states], "methods": methods}
+        return {"ms": results, "gpu_state": [combine(s) for s in states], "methods": used_methods}
     return results
 
 
@@ -194,6 +209,8 @@ def device_context(device: str, shape: Mapping[str, int], dtype_name: str) -> di
             compute_capability=(props.major, props.minor),
             gpu_name=props.name,
             device_memory_bytes=props.total_memory,
+            # Which card: lent machines differ from run to run, and so do their kernels' times.
+            gpu_uuid=str(getattr(props, "uuid", "") or "") or None,
         )
     return context
 

@@ -181,6 +181,10 @@ class WorkerEvaluator:
     def _time(
         self, configs: Sequence[Config], rounds: int, timing: str = "default", with_state: bool = False
     ) -> list[list[float] | Outcome]:
+        # A final's later rounds (``retime`` called again) keep the method its first round used.
+        pinned = None
+        if with_state:
+            pinned = [(self.final_methods.get(store_key(c)) or [None])[0] for c in configs]
         reply = self.worker.call(
             tasks.time_candidates,
             *self._common(),
@@ -189,6 +193,7 @@ class WorkerEvaluator:
             self.repeats,
             timing,
             with_state=with_state,
+            methods=pinned,
             timeout_s=self.timeout_s * len(configs) * rounds,
         )
         if reply.ok:
@@ -243,15 +248,19 @@ def batch_size_for(pool_size: int, compile_parallel: int | None, smallest: int =
     return max(smallest, running)
 
 
-def _context(worker: IsolatedWorker, request: TuneRequest) -> tuple[TuneContext, store.GpuIdentity | None]:
+def _context(
+    worker: IsolatedWorker, request: TuneRequest
+) -> tuple[TuneContext, store.GpuIdentity | None, str | None]:
+    """The config spaces' facts about the device, its identity for the store, and the card's UUID."""
     reply = worker.call(tasks.device_context, request.device, request.shape, request.dtype, timeout_s=180.0)
     if not reply.ok:
         raise RuntimeError(f"could not query the device: {reply.detail}")
     facts = dict(reply.value)
     gpu_name = facts.pop("gpu_name", None)
+    card = facts.pop("gpu_uuid", None)
     cc = facts.get("compute_capability")
     gpu = store.GpuIdentity(gpu_name, store.gpu_slug(gpu_name), tuple(cc)) if gpu_name and cc else None
-    return TuneContext(**facts), gpu
+    return TuneContext(**facts), gpu, card if isinstance(card, str) else None
 
 
 def seeds_for(
@@ -307,7 +316,7 @@ def tune(
     if reason:
         return TuneResult(request, None, None, None, error=f"unavailable: {reason}")
     space = space_for(b)
-    context, gpu = _context(worker, request)
+    context, gpu, card = _context(worker, request)
     limits = {}
     if request.candidate_timeout_s:
         limits = {"timeout_s": request.candidate_timeout_s, "compile_timeout_s": request.candidate_timeout_s}
@@ -364,6 +373,14 @@ def tune(
         # compute-bound kernel's different time (tilearena baked-check shows both).
         if (final_state or {}).get("sm_clock_mhz"):
             entry["sm_clock_mhz"] = float(final_state["sm_clock_mhz"])
+        # How the final timed the winner (every round alike: ``WorkerEvaluator._time``): the
+        # bench times the baked config the same way, so a kernel near the CUDA-graph line is
+        # not tuned with one method and benched with the other.
+        if card and store.validate_entry({**entry, "gpu_uuid": card}) is None:
+            entry["gpu_uuid"] = card  # baked-check tells a bench on another card apart
+        winner_methods = evaluator.final_methods.get(store_key(decision.winner)) or []
+        if winner_methods and winner_methods[0] in store.PINNED_TIMING_METHODS:
+            entry["timing_method"] = winner_methods[0]
         if request.effort == "retime" and request.previous:
             # Re-timed, not re-searched: what the search found and when stays on record.
             previous = request.previous

@@ -89,6 +89,9 @@ def environment(device: str) -> dict[str, Any]:
             cc=f"{props.major}.{props.minor}",
             l2_bytes=getattr(props, "L2_cache_size", None),
             driver=_driver_version(),
+            # Which card (lent machines differ from run to run): baked-check compares it with the
+            # card a baked entry was tuned on.
+            gpu_uuid=str(getattr(props, "uuid", "") or "") or None,
         )
     else:
         env["gpu"] = "cpu"

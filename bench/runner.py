@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..autotune.store import measure_kwargs
-from ..dispatch import baked_config, why_not
+from ..dispatch import baked_config, baked_timing_method, why_not
 from ..kernels import registry
 from . import numerics
 from .environment import environment, measure_ceilings
@@ -151,6 +151,8 @@ def bench_shape(
         # The autotuner's baked config for this GPU and shape, as a user's call would get it.
         config = baked_config(op_spec.name, b, args, shape)
         row["config"] = config
+        # Timed the way the tuner timed this baked config (None: the timer picks by its estimate).
+        method = baked_timing_method(op_spec.name, b.name, args, shape) if config else None
         try:
             out = numerics.run_into(b, args, numerics.poisoned_output(op_spec, args), config)
             if device != "cpu":
@@ -170,7 +172,9 @@ def bench_shape(
         outputs[name] = out
         if check.ok and time_it:
             try:
-                timers[name] = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config, timing)
+                timers[name] = _RowTimer(
+                    op_spec, b, args, shape, dtype, device, seed, config, timing, method=method
+                )
             except Exception as exc:
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -197,6 +201,7 @@ def bench_shape(
         row.update(_speed(timing, cost, op_spec.bound, ceilings))
         row["noise"] = noise
         row["timing_method"] = timing.method
+        row["timing_method_from"] = timers[name].method_from
     for row in rows:
         results.add_row(row)
     if len(outputs) > 1:
@@ -233,18 +238,30 @@ class _RowTimer:
         seed: int,
         config: Any = None,
         timing: str = "default",
+        method: str | None = None,
     ) -> None:
         self.device, self.timing_kwargs = device, measure_kwargs(timing)
         self.call = _timed_call(op_spec, b, args, config)
         self.graph_calls = (
             _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
         )
+        #: The timing method every measurement uses: the baked entry's (``method``) or, when
+        #: that is None, the first measurement's pick, kept for the rest (the two methods read
+        #: a kernel near the CUDA-graph line differently; a row's rounds must not mix them).
+        self.method = method or "auto"
+        self.method_from = "baked" if method else "estimate"
         self.measurements: list[Timing] = []
 
     def measure_once(self) -> None:
+        method = self.method if self.graph_calls or self.method != "cuda-graph" else "cuda-events"
         try:
             timing = measure(
-                self.call, self.device, graph_fns=self.graph_calls, repeats=20, **self.timing_kwargs
+                self.call,
+                self.device,
+                graph_fns=self.graph_calls,
+                repeats=20,
+                method=method,
+                **self.timing_kwargs,
             )
         except RuntimeError as exc:
             if self.graph_calls is None or "graph" not in str(exc).lower():
@@ -252,7 +269,9 @@ class _RowTimer:
             # Some libraries cannot be captured in a CUDA graph: time them with events instead.
             torch.cuda.synchronize()
             self.graph_calls = None
-            timing = measure(self.call, self.device, repeats=20, **self.timing_kwargs)
+            timing = measure(self.call, self.device, repeats=20, method="cuda-events", **self.timing_kwargs)
+        if self.method == "auto" and timing.method in ("cuda-graph", "cuda-events"):
+            self.method = timing.method
         self.measurements.append(timing)
 
     def disturbed(self) -> bool:

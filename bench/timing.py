@@ -37,6 +37,12 @@ from .gpu_state import StateSampler, nvml_for_current_device
 
 #: Samples below this many microseconds are re-measured as CUDA-graph replays.
 GRAPH_BELOW_US = 50.0
+#: How ``time_cuda`` times a kernel: "auto" picks CUDA-graph replay under ``GRAPH_BELOW_US`` of
+#: one call's estimated GPU time, event-timed windows above; the other two pin the method, so a
+#: kernel near the line is timed the same way every time (the tuner records the method its final
+#: used and the bench times a baked config by it: at 6b081a4 the two methods gave 1024x4096x4096
+#: GEMMs times up to 6 % apart, and one tuner final mixed both).
+TIMING_METHODS = ("auto", "cuda-graph", "cuda-events")
 
 #: Graph replays rotate over input copies together this many times the L2, so a replay does
 #: not find its inputs cached.  One rule for the bench and the tuner (until 300d443 the bench
@@ -228,6 +234,13 @@ def _cpu_seconds_per_call(fn: Callable[[], Any], calls: int = 3) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _check_method(method: str, graph_fns: Sequence[Callable[[], Any]] | None) -> None:
+    if method not in TIMING_METHODS:
+        raise ValueError(f"method: expected one of {TIMING_METHODS}, got {method!r}")
+    if method == "cuda-graph" and not graph_fns:
+        raise ValueError("method: 'cuda-graph' times replays of graph_fns; expected graph_fns, got none")
+
+
 def time_cuda(
     fn: Callable[[], Any],
     *,
@@ -242,12 +255,14 @@ def time_cuda(
     hot_start: bool = False,
     max_span_samples: int = 200,
     keep_series: bool = False,
+    method: str = "auto",
 ) -> Timing:
     """Median and IQR of ``fn`` on the current CUDA stream.
 
     ``graph_fns``, when given, are calls of the same kernel on distinct input copies (together
     larger than the L2); if one run of ``fn`` takes under ``GRAPH_BELOW_US``, they are captured
-    in one CUDA graph and each sample is one replay divided by the number of calls.
+    in one CUDA graph and each sample is one replay divided by the number of calls.  ``method``
+    (``TIMING_METHODS``) pins that choice: "cuda-graph" needs ``graph_fns``.
 
     An event-timed kernel runs ``settle_ms`` before its samples, then is sampled for at least
     ``span_ms`` (at most ``max_span_samples`` samples for that).  The settling runs go before
@@ -261,6 +276,7 @@ def time_cuda(
     while the CPU queues a sample faster than the GPU runs it, flush included (``_keeps_pace``);
     otherwise, or once a sample past the spin finds the GPU waiting, it is cut to that many.
     """
+    _check_method(method, graph_fns)
     device = torch.device("cuda", torch.cuda.current_device())
     flusher = L2Flusher(device, flush) if flush_l2 else None
     fn()
@@ -284,7 +300,9 @@ def time_cuda(
     torch.cuda.synchronize()
     estimate_ms = max(start.elapsed_time(end) / 3, 1e-4)
     flush_ms = end.elapsed_time(flushed) / 3 if flusher is not None else 0.0
-    graphed = bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
+    graphed = method == "cuda-graph" or (
+        method == "auto" and bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
+    )
     # Settling applies to event-timed (long) kernels only: graph replays are short bursts.
     settle_calls = 0
     if hot_start and settle_ms and not graphed:
@@ -455,6 +473,7 @@ def measure(
     span_ms: float | None = None,
     max_samples: int | None = None,
     keep_series: bool = False,
+    method: str = "auto",
 ) -> Timing:
     """Time ``fn`` with the right clock for ``device``.
 
@@ -471,7 +490,11 @@ def measure(
     ``STEADY_SPAN_MS`` and lifts its 200-sample cap, so the samples really span that long, or
     as long as ``max_samples`` of them last (a short kernel's window stays short).
     ``keep_series`` returns every sample, in order, in ``Timing.series_ms``.
+    ``method`` (``TIMING_METHODS``) pins CUDA-graph replay or event timing on a GPU; a CPU
+    device has one timer and ignores it.
     """
+    if method not in TIMING_METHODS:
+        raise ValueError(f"method: expected one of {TIMING_METHODS}, got {method!r}")
     if flush not in FLUSH_MODES:
         raise ValueError(f"flush: expected one of {FLUSH_MODES}, got {flush!r}")
     if (hot_start or span_ms is not None) and not steady:
@@ -495,8 +518,11 @@ def measure(
                 hot_start=hot_start,
                 max_span_samples=200 if span_ms is None else max_samples or 100_000,
                 keep_series=keep_series,
+                method=method,
             )
-        return time_cuda(fn, graph_fns=graph_fns, repeats=repeats, flush=flush, keep_series=keep_series)
+        return time_cuda(
+            fn, graph_fns=graph_fns, repeats=repeats, flush=flush, keep_series=keep_series, method=method
+        )
     return time_cpu(fn, repeats=min(repeats, 5), warmup=1, keep_series=keep_series)
 
 

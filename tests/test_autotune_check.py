@@ -186,3 +186,64 @@ def test_a_miss_at_another_sm_clock_is_told_apart_in_cycles(tmp_path, capsys, mo
     assert "0/3 rows running their baked config within 3%" in out
     assert "1800/1698" in out
     assert "of the 2 rows outside 3% with both SM clocks recorded, 1 are within it in SM cycles" in out
+
+
+def test_rows_timed_by_another_method_than_their_final_are_flagged(tmp_path, capsys, monkeypatch) -> None:
+    """An entry records how its final was timed; a row timed the other way (graph replay against
+    events) is shown and counted, and one with no method on record is not."""
+    monkeypatch.setenv("COLUMNS", "240")
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [
+            {**baked_entry({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}), "timing_method": "cuda-events"},
+            {**baked_entry({"M": 8192, "N": 8192}, 0.020, {"num_warps": 8}), "timing_method": "cuda-graph"},
+            baked_entry({"M": 16384, "N": 8192}, 0.100, {"num_warps": 8}),  # no method on record
+        ],
+        GPU,
+        path,
+    )
+    rows = [
+        {**bench_row({"M": 4096, "N": 8192}, 0.053, {"num_warps": 8}), "timing_method": "cuda-graph"},
+        {**bench_row({"M": 8192, "N": 8192}, 0.020, {"num_warps": 8}), "timing_method": "cuda-graph"},
+        {**bench_row({"M": 16384, "N": 8192}, 0.100, {"num_warps": 8}), "timing_method": "cuda-events"},
+    ]
+    found = sorted(compare_with_baked(rows, store.read_file(path)["entries"]), key=lambda r: r.shape["M"])
+    assert [(r.tuned_method, r.bench_method) for r in found] == [
+        ("cuda-events", "cuda-graph"), ("cuda-graph", "cuda-graph"), (None, "cuda-events")
+    ]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    out = capsys.readouterr().out
+    assert "events/graph" in out and "graph/graph" in out and "?/events" in out
+    assert "1 of those rows were timed by another method than their tuner's final (CUDA graph / events); " \
+        "0 of them within 3%" in out
+
+
+def test_rows_benched_on_another_card_than_their_entry_are_counted(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "240")  # rich wraps a narrow console's lines
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [
+            {**baked_entry({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}), "gpu_uuid": "GPU-aaaa"},
+            {**baked_entry({"M": 8192, "N": 8192}, 0.100, {"num_warps": 8}), "gpu_uuid": "GPU-bbbb"},
+            baked_entry({"M": 16384, "N": 8192}, 0.200, {"num_warps": 8}),  # card not on record
+        ],
+        GPU,
+        path,
+    )
+    rows = [
+        bench_row({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}),
+        bench_row({"M": 8192, "N": 8192}, 0.110, {"num_warps": 8}),
+        bench_row({"M": 16384, "N": 8192}, 0.200, {"num_warps": 8}),
+    ]
+    found = compare_with_baked(rows, store.read_file(path)["entries"], "GPU-aaaa")
+    assert sorted((r.shape["M"], r.other_card) for r in found) == [
+        (4096, False), (8192, True), (16384, False)
+    ]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"], "gpu_uuid": "GPU-aaaa"}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    assert "1 of those rows ran on another card than their entry was tuned on; 0 of them within 3%" in (
+        capsys.readouterr().out
+    )

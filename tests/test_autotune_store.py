@@ -412,3 +412,21 @@ def test_a_partial_triton_matmul_config_is_judged_as_the_kernel_runs_it():
     assert plan.block_n < 256
     chosen = {**partial, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}
     assert "shared memory" in space.invalid_reason(chosen, context)
+
+
+def test_an_entry_may_record_how_its_final_was_timed():
+    """``timing_method``: the method the bench then times that baked config by."""
+    entry = {"op": "rmsnorm", "backend": "triton", "dtype": "bfloat16", "shape": {"M": 8, "N": 64},
+             "config": {"BLOCK": 64}, "time_ms": 1.0}
+    for method in store.PINNED_TIMING_METHODS:
+        assert store.validate_entry({**entry, "timing_method": method}) is None
+    for bad in ("auto", "cpu-timer", "graph", None, 1, ["cuda-graph"]):
+        assert "timing_method" in store.validate_entry({**entry, "timing_method": bad}), bad
+
+
+def test_an_entry_may_record_the_card_it_was_tuned_on():
+    entry = {"op": "rmsnorm", "backend": "triton", "dtype": "bfloat16", "shape": {"M": 8, "N": 64},
+             "config": {"BLOCK": 64}, "time_ms": 1.0}
+    assert store.validate_entry({**entry, "gpu_uuid": "GPU-6f1c2a4e-0000-1111-2222-333344445555"}) is None
+    for bad in ("", "x" * 65, "GPU-\n", 5, None, ["GPU-1"]):
+        assert "gpu_uuid" in store.validate_entry({**entry, "gpu_uuid": bad}), bad

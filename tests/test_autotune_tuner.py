@@ -63,6 +63,10 @@ def fake_rmsnorm(x, weight, eps, out=None, config=None):
     return y.to(x.dtype)
 
 
+#: The fake GPU's card (its CUDA UUID): every entry the fake worker's tuning bakes records it.
+CARD = "GPU-00000000-1111-2222-3333-444444444444"
+
+
 class InProcessWorker:
     """Stands in for ``IsolatedWorker``: runs each task here and answers with a ``Reply`` the way
     the worker's ``_serve`` does (an exception becomes "fatal" or "error" by its message). The
@@ -72,6 +76,7 @@ class InProcessWorker:
         self.calls = Counter()
         self.timed = []  # every batch passed to the timer
         self.timings = []  # how each batch was to be timed (a TIMING_MODES name)
+        self.pinned = []  # each batch's pinned timing methods (None: the timer picks)
 
     def call(self, task, *args, timeout_s=60.0, **kwargs):
         self.calls[task.__name__] += 1
@@ -98,6 +103,7 @@ class InProcessWorker:
             "sm_count": 132,
             "compute_capability": GPU.compute_capability,
             "gpu_name": GPU.name,
+            "gpu_uuid": CARD,
         }
 
     def time_candidates(
@@ -112,17 +118,28 @@ class InProcessWorker:
         repeats=20,
         timing="default",
         with_state=False,
+        methods=None,
     ):
         assert (op, backend, shape) == (OP, BACKEND, SHAPE)
         self.timed.append([dict(c) for c in configs])
         self.timings.append(timing)
+        self.pinned.append(methods)
         if CRASHES in configs:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         times = [[self.clock_factor * fake_ms(c)] * rounds for c in configs]
         if not with_state:
             return times
-        # The final reports the SM clock it ran at (as bench.gpu_state.combine does).
-        return {"ms": times, "gpu_state": [{"sm_clock_mhz": self.sm_clock_mhz} for _ in configs]}
+        # The final reports the SM clock it ran at (as bench.gpu_state.combine does) and, like
+        # the real task, each round's method: the pinned one, else the fake timer's pick.
+        used = [[m or self.picked_method] * rounds for m in (methods or [None] * len(configs))]
+        return {
+            "ms": times,
+            "gpu_state": [{"sm_clock_mhz": self.sm_clock_mhz} for _ in configs],
+            "methods": used,
+        }
+
+    #: The method the fake timer picks when none is pinned.
+    picked_method = "cuda-graph"
 
     #: The fake's GPU: its SM clock in the final, and how much slower every config runs.
     sm_clock_mhz = 1755.0
@@ -429,19 +446,20 @@ class NoisyFinalWorker(InProcessWorker):
         super().__init__()
         self.series = iter([0.97, 1.03, 1.00, 1.00, 1.00, 1.00])
         self.clocks = iter([1500.0, 1700.0])
-        self.methods = iter([["cuda-graph", "cuda-events", "cuda-graph"], ["cuda-events"] * 3])
+        self.pinned = []  # the methods each call was asked to keep (None: the timer picks)
 
     def time_candidates(self, op, backend, shape, dtype_name, device, configs, rounds=2, repeats=20,
-                        timing="default", with_state=False):
+                        timing="default", with_state=False, methods=None):
         assert with_state and len(configs) == 1  # only the final is timed in a re-time
         self.timed.append([dict(c) for c in configs])
+        self.pinned.append(methods)
         times = [[fake_ms(configs[0]) * next(self.series) for _ in range(rounds)]]
-        # A kernel on the timer's CUDA-graph line: the first call's rounds get both methods.
-        methods = next(self.methods)
+        # A kernel on the timer's CUDA-graph line: left to pick, the timer picks graph replay.
+        used = (methods or [None])[0] or "cuda-graph"
         return {
             "ms": times,
             "gpu_state": [{"sm_clock_mhz": next(self.clocks), "sm_clock_range_mhz": [1, 2]}],
-            "methods": [methods[:rounds]],
+            "methods": [[used] * rounds],
         }
 
 
@@ -456,9 +474,48 @@ def test_a_noisy_retime_adds_rounds_and_records_them_and_the_clock_over_all(fake
     assert record["final_rounds"] == 6 and record["final_median_error"] < 0.01
     assert result.entry["time_ms"] == pytest.approx(fake_ms(BEST))
     assert result.entry["sm_clock_mhz"] == 1600.0  # both calls' clocks, not the last one's
+    assert result.entry["gpu_uuid"] == CARD  # the card it was re-timed on
     assert record["final_gpu_state"]["sm_clock_mhz"] == 1600.0
-    # Every round's timing method, over both calls: a final that mixed the two says so.
-    assert record["final_timing_methods"] == {"cuda-events": 4, "cuda-graph": 2}
+    # The added rounds keep the method the final's first rounds used, and the entry records it
+    # for the bench; the log counts every round's.
+    assert worker.pinned == [[None], ["cuda-graph"]]
+    assert record["final_timing_methods"] == {"cuda-graph": 6}
+    assert result.entry["timing_method"] == "cuda-graph"
+
+
+def test_time_candidates_keeps_each_configs_first_method_or_the_pinned_one(fake_backend, monkeypatch):
+    """The worker's timing task: a config's later rounds are timed the way its first was (the
+    timer's pick from its estimate can flip near the CUDA-graph line), and a pinned method is
+    asked for in every round."""
+    from tilearena.bench import timing as bench_timing
+
+    asked: list[str] = []
+
+    def fake_measure(fn, device, graph_fns=None, repeats=30, method="auto", **_):
+        asked.append(method)
+        # Left to pick, this timer picks events (a CPU run has no rotated copies to replay).
+        return bench_timing.Timing(1.0, 0.0, repeats, "cuda-events" if method == "auto" else method)
+
+    monkeypatch.setattr(bench_timing, "measure", fake_measure)
+    final = tasks.time_candidates(
+        OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 3, 20, "default", with_state=True
+    )
+    assert final["methods"] == [["cuda-events"] * 3] * 2
+    assert asked == ["auto", "auto"] + ["cuda-events"] * 4
+    asked.clear()
+    tasks.time_candidates(
+        OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 1, 20, "default", methods=["cuda-events", None]
+    )
+    assert asked == ["cuda-events", "auto"]
+    # Graph replay pinned where there are no rotated copies to replay (one input set on the
+    # CPU): the timer picks instead of failing.
+    asked.clear()
+    tasks.time_candidates(OP, BACKEND, SHAPE, "bf16", "cpu", [BEST], 1, 20, "default", methods=["cuda-graph"])
+    assert asked == ["auto"]
+    with pytest.raises(ValueError, match="methods: expected one per config"):
+        tasks.time_candidates(
+            OP, BACKEND, SHAPE, "bf16", "cpu", [BEST, DEFAULT], 1, 20, methods=["cuda-graph"]
+        )
 
 
 def test_retime_lets_a_runner_up_win_when_the_baked_winner_now_fails_the_check(fake_backend):
@@ -508,6 +565,7 @@ def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, ti
     def fake_measure(
         fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False, **rest
     ):
+        assert rest.pop("method") == "auto"  # on the CPU nothing pins a method
         window = (rest.pop("span_ms"), rest.pop("max_samples")) if rest else ()
         assert not rest, rest
         seen.append((steady, flush, hot_start, *window))

@@ -195,9 +195,10 @@ def _recording_measure(asked: list[Asked]):
 
     def fake_measure(
         fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False,
-        span_ms=None, max_samples=None,
+        span_ms=None, max_samples=None, method="auto",
     ):
         fn()
+        assert method == "auto"  # nothing baked for these rows: the timer picks its method
         asked.append((steady, flush, hot_start, span_ms, max_samples))
         return Timing(1.0, 0.0, 20, "cpu-timer")
 
@@ -359,3 +360,67 @@ def test_graph_timing_rotates_over_just_enough_copies_to_outrun_the_l2(
         assert copies * max(1, input_bytes) >= target
     if copies > 1:
         assert (copies - 1) * max(1, input_bytes) < target
+
+
+def test_a_timing_method_is_checked_before_anything_is_timed() -> None:
+    with pytest.raises(ValueError, match="method: expected one of"):
+        timing.measure(lambda: None, "cpu", method="graph")
+    # Graph replay needs the rotated calls to replay; the check comes before any CUDA call.
+    with pytest.raises(ValueError, match="method: 'cuda-graph' times replays of graph_fns"):
+        timing.time_cuda(lambda: None, method="cuda-graph")
+    with pytest.raises(ValueError, match="method: expected one of"):
+        timing.time_cuda(lambda: None, method="events")
+
+
+def test_a_row_keeps_one_timing_method_the_baked_one_or_its_first_pick(monkeypatch) -> None:
+    """Every measurement of a row uses one method: the baked entry's where there is one (the
+    way the tuner timed that config), else the timer's first pick; graph replay pinned where
+    there is nothing to replay (no rotated copies) falls back to events."""
+    spec = registry.spec("softmax")
+    backend = registry.backend("softmax", "eager")
+    args = spec.make_inputs({"M": 4, "N": 32}, torch.float32, "cpu", 0)
+    asked: list[str] = []
+
+    def fake_measure(fn, device, graph_fns=None, repeats=30, method="auto", **_):
+        fn()
+        asked.append(method)
+        return timing.Timing(1.0, 0.0, repeats, "cuda-events" if method == "auto" else method)
+
+    monkeypatch.setattr(runner, "measure", fake_measure)
+
+    def two_rounds(method: str | None) -> runner._RowTimer:
+        shape = {"M": 4, "N": 32}
+        timer = runner._RowTimer(spec, backend, args, shape, torch.float32, "cpu", 0, method=method)
+        timer.measure_once()
+        timer.measure_once()
+        return timer
+
+    assert two_rounds(None).method_from == "estimate" and asked == ["auto", "cuda-events"]
+    asked.clear()
+    assert two_rounds("cuda-events").method_from == "baked" and asked == ["cuda-events"] * 2
+    asked.clear()
+    two_rounds("cuda-graph")
+    assert asked == ["cuda-events"] * 2
+
+
+def test_only_an_entry_of_this_very_bucket_pins_the_benchs_timing_method(monkeypatch) -> None:
+    from tilearena.autotune import store
+
+    from tilearena import dispatch
+
+    args = (torch.ones(4, 32),)
+    shape = {"M": 4, "N": 32}
+    entry = {"shape": dict(shape), "bucket": store.shape_bucket(shape), "timing_method": "cuda-graph"}
+    monkeypatch.setattr(dispatch, "_device_of", lambda args: torch.device("cuda", 0))
+    monkeypatch.setattr(store, "lookup_entry", lambda *a, **k: entry)
+    assert dispatch.baked_timing_method("softmax", "triton", args, shape) == "cuda-graph"
+    # The nearest entry is another bucket's: its method was for another shape's time.
+    neighbour = {"M": 4096, "N": 32}
+    entry.update(shape=neighbour, bucket=store.shape_bucket(neighbour))
+    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None
+    # An entry that does not say, and a lookup that fails, pin nothing.
+    entry.update(shape=dict(shape), bucket=store.shape_bucket(shape))
+    del entry["timing_method"]
+    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None
+    monkeypatch.setattr(store, "lookup_entry", lambda *a, **k: 1 / 0)
+    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None

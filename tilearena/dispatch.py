@@ -136,6 +136,29 @@ def baked_config(op: str, b: registry.Backend, args: Sequence[Any], shape: Mappi
     return config
 
 
+def baked_timing_method(op: str, backend: str, args: Sequence[Any], shape: Mapping[str, int]) -> str | None:
+    """How the autotuner timed the config it baked for exactly this shape's bucket
+    ("cuda-graph" or "cuda-events"), or None: no entry for this bucket, or one that does not
+    say.  The bench times a baked config the same way (a config borrowed from a neighbouring
+    bucket was timed at another shape, so its method says nothing here).  Never fatal."""
+    try:
+        from .autotune import store
+    except Exception:
+        return None
+    device = _device_of(args)
+    if device.type != "cuda":
+        return None
+    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+    try:
+        entry = store.lookup_entry(op, backend, dtype, dict(shape), device=device)
+    except Exception:
+        return None
+    if entry is None or entry.get("bucket", store.shape_bucket(entry["shape"])) != store.shape_bucket(shape):
+        return None
+    method = entry.get("timing_method")
+    return method if method in store.PINNED_TIMING_METHODS else None
+
+
 def resolve(op: str, backend: str | None, args: Sequence[Any], shape: Mapping[str, int]) -> registry.Backend:
     name = backend or _context_choice(op)
     if name is not None:
