@@ -108,10 +108,10 @@ def time_candidates(
     ``{"ms": those medians, "gpu_state": [each config's SM clock, power ... over its rounds
     (bench.gpu_state.combine), or None], "methods": [each config's timing method per round]}``.
     The method, CUDA-graph replay or event-timed, is each config's entry of ``methods`` where
-    that names one; otherwise the first round picks it from an estimate of the kernel's time
-    and the later rounds keep it, so a kernel near ``bench.timing.GRAPH_BELOW_US`` is not timed
-    both ways within a call (one final at 6b081a4 was: graph replay and events read 1024x4096x4096
-    GEMMs up to 6 % apart)."""
+    that names one; otherwise the call's first measurement picks it from an estimate of the
+    kernel's time and every later one keeps it, so configs are compared by one method and a
+    kernel near ``bench.timing.GRAPH_BELOW_US`` is not timed both ways (one final at 6b081a4
+    was: graph replay and events read 1024x4096x4096 GEMMs up to 6 % apart)."""
     from ..bench.gpu_state import combine
     from ..bench.timing import measure
     from ..kernels import registry
@@ -130,7 +130,7 @@ def time_candidates(
 
     if methods is not None and len(methods) != len(configs):
         raise ValueError(f"methods: expected one per config ({len(configs)}), got {len(methods)}")
-    pinned: list[str] = [m or "auto" for m in methods] if methods is not None else ["auto"] * len(configs)
+    pinned: list[str | None] = list(methods) if methods is not None else [None] * len(configs)
     results: list[list[float]] = [[] for _ in configs]
     states: list[list[dict[str, Any] | None]] = [[] for _ in configs]
     used_methods: list[list[str]] = [[] for _ in configs]
@@ -139,7 +139,9 @@ def time_candidates(
             i = (offset + round_index) % len(configs)
             config = configs[i]
             graph_fns = [runner(config, a, o) for a, o in pairs] if len(pairs) > 1 else None
-            method = pinned[i] if graph_fns or pinned[i] != "cuda-graph" else "auto"
+            method = pinned[i] or "auto"
+            if method == "cuda-graph" and not graph_fns:
+                method = "auto"  # nothing to replay (one input set, the CPU): the timer picks
             measured = measure(
                 runner(config, args, out),
                 device,
@@ -148,8 +150,8 @@ def time_candidates(
                 method=method,
                 **timing_kwargs,
             )
-            if pinned[i] == "auto" and measured.method in ("cuda-graph", "cuda-events"):
-                pinned[i] = measured.method
+            if measured.method in ("cuda-graph", "cuda-events"):
+                pinned = [m or measured.method for m in pinned]
             results[i].append(measured.median_ms)
             states[i].append(measured.gpu_state)
             used_methods[i].append(measured.method)

@@ -181,10 +181,12 @@ class WorkerEvaluator:
     def _time(
         self, configs: Sequence[Config], rounds: int, timing: str = "default", with_state: bool = False
     ) -> list[list[float] | Outcome]:
-        # A final's later rounds (``retime`` called again) keep the method its first round used.
+        # A final's later rounds (``retime`` called again) keep the method its first round used
+        # (one for all its configs: ``tasks.time_candidates``).
         pinned = None
         if with_state:
-            pinned = [(self.final_methods.get(store_key(c)) or [None])[0] for c in configs]
+            first = next((methods[0] for methods in self.final_methods.values() if methods), None)
+            pinned = [first] * len(configs)
         reply = self.worker.call(
             tasks.time_candidates,
             *self._common(),
