@@ -299,9 +299,10 @@ def validate_entry(entry: Any) -> str | None:
         return "noise is not a finite fraction"
     if "sm_clock_mhz" in entry and not _finite_number(entry["sm_clock_mhz"], 1.0, 10000.0):
         return "sm_clock_mhz is not a clock in MHz"
-    card = entry.get("gpu_uuid", "GPU-")
-    if not (isinstance(card, str) and 0 < len(card) <= 64 and card.isprintable()):
-        return "gpu_uuid is not a short printable id"
+    if "gpu_uuid" in entry:
+        card = entry["gpu_uuid"]
+        if not (isinstance(card, str) and 0 < len(card) <= 64 and card.isprintable()):
+            return "gpu_uuid is not a short printable id"
     if entry.get("timing_method", "cuda-events") not in PINNED_TIMING_METHODS:
         return f"timing_method is not one of {PINNED_TIMING_METHODS}"
     if entry.get("timing", "default") not in TIMING_MODES:

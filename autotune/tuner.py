@@ -375,11 +375,11 @@ def tune(
         # compute-bound kernel's different time (tilearena baked-check shows both).
         if (final_state or {}).get("sm_clock_mhz"):
             entry["sm_clock_mhz"] = float(final_state["sm_clock_mhz"])
+        if card and store.validate_entry({**entry, "gpu_uuid": card}) is None:
+            entry["gpu_uuid"] = card  # baked-check tells a bench on another card apart
         # How the final timed the winner (every round alike: ``WorkerEvaluator._time``): the
         # bench times the baked config the same way, so a kernel near the CUDA-graph line is
         # not tuned with one method and benched with the other.
-        if card and store.validate_entry({**entry, "gpu_uuid": card}) is None:
-            entry["gpu_uuid"] = card  # baked-check tells a bench on another card apart
         winner_methods = evaluator.final_methods.get(store_key(decision.winner)) or []
         if winner_methods and winner_methods[0] in store.PINNED_TIMING_METHODS:
             entry["timing_method"] = winner_methods[0]
