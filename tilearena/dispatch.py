@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,8 +73,11 @@ def why_not(b: registry.Backend, args: Sequence[Any]) -> str | None:
     return reason
 
 
-def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) -> Any:
-    """The autotuner's baked choice for these arguments, if any (never fatal)."""
+def _ask_store(
+    args: Sequence[Any], question: Callable[[Any, torch.device, torch.dtype | None], Any]
+) -> Any:
+    """``question(store module, device, dtype)`` for these arguments, or None: not on a GPU, no
+    store, or the lookup failed (a lookup is never fatal)."""
     try:
         from .autotune import store
     except Exception:
@@ -84,11 +87,20 @@ def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) ->
         return None
     dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
     try:
-        if kind == "backend":
-            return store.best_backend(op, dtype, dict(shape), device=device)
-        return store.lookup_config(op, kind, dtype, dict(shape), device=device)
+        return question(store, device, dtype)
     except Exception:
         return None
+
+
+def _baked(op: str, args: Sequence[Any], shape: Mapping[str, int], kind: str) -> Any:
+    """The autotuner's baked choice for these arguments, if any (never fatal)."""
+    if kind == "backend":
+        return _ask_store(
+            args, lambda store, device, dtype: store.best_backend(op, dtype, dict(shape), device=device)
+        )
+    return _ask_store(
+        args, lambda store, device, dtype: store.lookup_config(op, kind, dtype, dict(shape), device=device)
+    )
 
 
 #: (op, backend, dtype, shape, config) -> whether a baked config is valid at that shape.
@@ -141,22 +153,17 @@ def baked_timing_method(op: str, backend: str, args: Sequence[Any], shape: Mappi
     ("cuda-graph" or "cuda-events"), or None: no entry for this bucket, or one that does not
     say.  The bench times a baked config the same way (a config borrowed from a neighbouring
     bucket was timed at another shape, so its method says nothing here).  Never fatal."""
-    try:
-        from .autotune import store
-    except Exception:
-        return None
-    device = _device_of(args)
-    if device.type != "cuda":
-        return None
-    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
-    try:
+
+    def method(store: Any, device: torch.device, dtype: torch.dtype | None) -> str | None:
         entry = store.lookup_entry(op, backend, dtype, dict(shape), device=device)
-    except Exception:
-        return None
-    if entry is None or entry.get("bucket", store.shape_bucket(entry["shape"])) != store.shape_bucket(shape):
-        return None
-    method = entry.get("timing_method")
-    return method if method in store.PINNED_TIMING_METHODS else None
+        if entry is None:
+            return None
+        if entry.get("bucket", store.shape_bucket(entry["shape"])) != store.shape_bucket(shape):
+            return None
+        recorded = entry.get("timing_method")
+        return recorded if recorded in store.PINNED_TIMING_METHODS else None
+
+    return _ask_store(args, method)
 
 
 def resolve(op: str, backend: str | None, args: Sequence[Any], shape: Mapping[str, int]) -> registry.Backend:
