@@ -186,6 +186,9 @@ def test_tune_picks_the_known_best_and_broken_configs_cannot_win(fake_backend):
     assert result.entry["time_ms"] == pytest.approx(1.0)
     assert result.entry["dtype"] == "bfloat16" and result.entry["shape"] == SHAPE
     assert (result.entry["evaluated"], result.entry["failed"]) == (12, 3)
+    # How the final timed the winner (the fake timer's pick) and the card, for the bench and
+    # baked-check.
+    assert result.entry["timing_method"] == "cuda-graph" and result.entry["gpu_uuid"] == CARD
 
     # Each broken config is recorded as failed, with its kind, and never got a time.
     failed = {canonical_json(o.config): o for o in result.search.failures}
