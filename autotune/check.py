@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .store import JobId
+from .store import PINNED_TIMING_METHODS, JobId
 
 #: Largest |bench / tuned - 1| that still counts as reproduced.
 DEFAULT_TOLERANCE = 0.03
@@ -112,7 +112,7 @@ def compare_with_baked(
 
 
 def _method(value: Any) -> str | None:
-    return value if isinstance(value, str) and value in ("cuda-graph", "cuda-events") else None
+    return value if isinstance(value, str) and value in PINNED_TIMING_METHODS else None
 
 
 def _short_method(method: str | None) -> str:

@@ -115,7 +115,7 @@ def time_candidates(
     from ..bench.gpu_state import combine
     from ..bench.timing import measure
     from ..kernels import registry
-    from .store import measure_kwargs
+    from .store import PINNED_TIMING_METHODS, measure_kwargs
 
     timing_kwargs = measure_kwargs(timing)
 
@@ -150,7 +150,7 @@ def time_candidates(
                 method=method,
                 **timing_kwargs,
             )
-            if measured.method in ("cuda-graph", "cuda-events"):
+            if measured.method in PINNED_TIMING_METHODS:
                 pinned = [m or measured.method for m in pinned]
             results[i].append(measured.median_ms)
             states[i].append(measured.gpu_state)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..autotune.store import measure_kwargs
+from ..autotune.store import PINNED_TIMING_METHODS, measure_kwargs
 from ..dispatch import baked_config, baked_timing_method, why_not
 from ..kernels import registry
 from . import numerics
@@ -270,7 +270,7 @@ class _RowTimer:
             torch.cuda.synchronize()
             self.graph_calls = None
             timing = measure(self.call, self.device, repeats=20, method="cuda-events", **self.timing_kwargs)
-        if self.method == "auto" and timing.method in ("cuda-graph", "cuda-events"):
+        if self.method == "auto" and timing.method in PINNED_TIMING_METHODS:
             self.method = timing.method
         self.measurements.append(timing)
 
