@@ -152,7 +152,7 @@ def bench_shape(
         config = baked_config(op_spec.name, b, args, shape)
         row["config"] = config
         # Timed the way the tuner timed this baked config (None: the timer picks by its estimate).
-        method = baked_timing_method(op_spec.name, b.name, args, shape) if config else None
+        method = baked_timing_method(op_spec.name, b.name, args, shape, config)
         try:
             out = numerics.run_into(b, args, numerics.poisoned_output(op_spec, args), config)
             if device != "cpu":

@@ -309,6 +309,36 @@ def test_backends_are_timed_in_interleaved_rounds(monkeypatch, tmp_path: Path) -
     assert not rows["compile"]["ok"] and "boom" in rows["compile"]["error"]
 
 
+def test_the_bench_asks_for_the_baked_method_even_when_the_baked_config_is_the_default(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A baked entry whose config is empty (the kernel's default won) runs as config=None; the
+    bench still times it by that entry's method (it skipped the question for such rows until
+    session 25, and benched a graph-tuned TileLang GEMM with events)."""
+    from tilearena.bench import runner
+    from tilearena.bench.timing import Timing
+
+    asked: list[tuple[str, object]] = []
+
+    def baked_method(op, backend, args, shape, config):
+        asked.append((backend, config))
+        return "cuda-events"
+
+    monkeypatch.setattr(runner, "baked_config", lambda *a: None)
+    monkeypatch.setattr(runner, "baked_timing_method", baked_method)
+    monkeypatch.setattr(
+        runner._RowTimer,
+        "measure_once",
+        lambda self: self.measurements.append(Timing(1.0, 0.0, 20, "cuda-events")),
+    )
+    out = results.ResultsFile(tmp_path / "results.json", {"gpu": "cpu"}, {})
+    shape = {"M": 4, "N": 64}
+    runner.bench_shape(registry.spec("softmax"), ["triton"], shape, torch.float32, "cpu", {}, out, advance=print)
+    assert asked == [("triton", None)]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert row["ok"] and row["timing_method_from"] == "baked"
+
+
 def test_a_bench_budget_starts_no_shape_the_slowest_so_far_would_carry_past_it(monkeypatch, tmp_path) -> None:
     """Each shape "takes" 10 s of a fake clock: with --budget 25 the first two run (0 + 10 and
     10 + 10 are within 25), the third would end at 30, so it and the rest are listed as not
@@ -403,24 +433,41 @@ def test_a_row_keeps_one_timing_method_the_baked_one_or_its_first_pick(monkeypat
     assert asked == ["cuda-events"] * 2
 
 
-def test_only_an_entry_of_this_very_bucket_pins_the_benchs_timing_method(monkeypatch) -> None:
+def test_only_an_entry_of_this_very_bucket_and_config_pins_the_benchs_timing_method(monkeypatch) -> None:
     from tilearena.autotune import store
 
     from tilearena import dispatch
 
     args = (torch.ones(4, 32),)
     shape = {"M": 4, "N": 32}
-    entry = {"shape": dict(shape), "bucket": store.shape_bucket(shape), "timing_method": "cuda-graph"}
+    config = {"BLOCK_N": 32, "num_warps": 4}
+    entry = {
+        "shape": dict(shape),
+        "bucket": store.shape_bucket(shape),
+        "config": dict(config),
+        "timing_method": "cuda-graph",
+    }
     monkeypatch.setattr(dispatch, "_device_of", lambda args: torch.device("cuda", 0))
     monkeypatch.setattr(store, "lookup_entry", lambda *a, **k: entry)
-    assert dispatch.baked_timing_method("softmax", "triton", args, shape) == "cuda-graph"
+
+    def asked(config: dict | None) -> str | None:
+        return dispatch.baked_timing_method("softmax", "triton", args, shape, config)
+
+    assert asked(config) == "cuda-graph"
+    # The call runs another config (the baked one failed its check here): its time is not the
+    # entry's, so neither is its method.
+    assert asked(None) is None and asked({"BLOCK_N": 64, "num_warps": 4}) is None
+    # An entry that baked the kernel's default (an empty config) is run as config=None.
+    entry["config"] = {}
+    assert asked(None) == "cuda-graph" and asked(config) is None
+    entry["config"] = dict(config)
     # The nearest entry is another bucket's: its method was for another shape's time.
     neighbour = {"M": 4096, "N": 32}
     entry.update(shape=neighbour, bucket=store.shape_bucket(neighbour))
-    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None
+    assert asked(config) is None
     # An entry that does not say, and a lookup that fails, pin nothing.
     entry.update(shape=dict(shape), bucket=store.shape_bucket(shape))
     del entry["timing_method"]
-    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None
+    assert asked(config) is None
     monkeypatch.setattr(store, "lookup_entry", lambda *a, **k: 1 / 0)
-    assert dispatch.baked_timing_method("softmax", "triton", args, shape) is None
+    assert asked(config) is None

@@ -148,17 +148,25 @@ def baked_config(op: str, b: registry.Backend, args: Sequence[Any], shape: Mappi
     return config
 
 
-def baked_timing_method(op: str, backend: str, args: Sequence[Any], shape: Mapping[str, int]) -> str | None:
+def baked_timing_method(
+    op: str, backend: str, args: Sequence[Any], shape: Mapping[str, int], config: Mapping[str, Any] | None
+) -> str | None:
     """How the autotuner timed the config it baked for exactly this shape's bucket
-    ("cuda-graph" or "cuda-events"), or None: no entry for this bucket, or one that does not
-    say.  The bench times a baked config the same way (a config borrowed from a neighbouring
-    bucket was timed at another shape, so its method says nothing here).  Never fatal."""
+    ("cuda-graph" or "cuda-events"), or None: no entry for this bucket, one that does not say,
+    or one whose config is not ``config``, the one the call runs (``baked_config``'s answer).
+    The bench times a baked config the same way (a config borrowed from a neighbouring bucket
+    was timed at another shape, so its method says nothing here).  An entry whose config is
+    empty baked the kernel's default, which runs as ``config=None``: its method counts too
+    (until this was said, TileLang's default-config entries were benched by the timer's pick;
+    one at 1024x4096x4096, tuned by graph replay, was benched with events).  Never fatal."""
 
     def method(store: Any, device: torch.device, dtype: torch.dtype | None) -> str | None:
         entry = store.lookup_entry(op, backend, dtype, dict(shape), device=device)
         if entry is None:
             return None
         if entry.get("bucket", store.shape_bucket(entry["shape"])) != store.shape_bucket(shape):
+            return None
+        if dict(entry.get("config") or {}) != dict(config or {}):
             return None
         recorded = entry.get("timing_method")
         return recorded if recorded in store.PINNED_TIMING_METHODS else None
