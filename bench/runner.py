@@ -30,6 +30,7 @@ from .environment import environment, measure_ceilings
 from .gpu_state import combine as combine_gpu_states
 from .results import ResultsFile
 from .timing import (
+    GRAPH_SPAN_MS,
     SETTLE_GRAPH_ABOVE,
     STEADY_SETTLE_MS,
     STEADY_SPAN_MS,
@@ -452,12 +453,15 @@ def run_bench(
     if timing_kwargs["steady"] and device == "cuda":
         env["timing"]["steady"] = (
             f"event-timed kernels run {STEADY_SETTLE_MS:.0f} ms before sampling and are sampled for "
-            f">= {STEADY_SPAN_MS:.0f} ms (clocks settled at the power limit); graph-timed ones as default"
+            f">= {STEADY_SPAN_MS:.0f} ms (clocks settled at the power limit)"
+            + ("" if timing_kwargs["hot_start"] else "; graph-timed ones as default")
         )
         if timing_kwargs["hot_start"]:
             env["timing"]["steady"] += (
                 "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap), "
-                f"replayed from a CUDA graph past {SETTLE_GRAPH_ABOVE} runs"
+                f"replayed from a CUDA graph past {SETTLE_GRAPH_ABOVE} runs; graph-timed kernels settle "
+                f"too ({STEADY_SETTLE_MS:.0f} ms of replays), and their samples, replays of several rounds "
+                f"of every input copy, span {GRAPH_SPAN_MS:.0f} ms together"
             )
         if "span_ms" in timing_kwargs:
             env["timing"]["steady"] += (

@@ -152,6 +152,16 @@ SETTLE_GRAPH_ABOVE = 64
 #: The settling runs' graph is replayed at most this many times (a replay is one launch).
 SETTLE_REPLAYS = 16
 
+#: Hot start for a graph-timed kernel (under ``GRAPH_BELOW_US``): its samples, replays of a
+#: graph of several rounds of every input copy, span this long together (or the window asked
+#: for, if shorter).  Until session 25 such kernels got neither settling nor a window: 20 bare
+#: replays (~4 ms) right behind an idle spin, at whatever clock the GPU came back with.  At
+#: 3d09e87 a compute-bound 1024x4096x4096 GEMM (~50 us) read 1590-1980 MHz inside one tuner final
+#: (median 1701) and 1980 in the bench an hour later, 0.0491 against 0.0473 ms.
+GRAPH_SPAN_MS = 100.0
+#: At most this many kernel calls in one captured graph (a settling or a sample graph).
+MAX_GRAPH_CALLS = 4096
+
 #: The first spin lets the CPU queue at most this many samples (four launches each: flush, two
 #: events, kernel) before the GPU starts on them.  A stream's launch queue holds about a thousand
 #: launches and the CPU blocks in the next one, so a longer spin cannot put more samples ahead;
@@ -269,7 +279,11 @@ def time_cuda(
     the GPU spin that lets the CPU queue the samples, or, with ``hot_start``, behind it: queued
     right before the samples, each after an L2 flush as the samples are, so the GPU goes from
     settling to sampling with no idle gap in which its clocks could rise again (more than
-    ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).  Where the GPU
+    ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).  A graph-timed
+    kernel settles only with ``hot_start``: ``settle_ms`` of untimed replays right behind the
+    spin, then samples that each replay several rounds of every input copy, together spanning
+    ``min(span_ms, GRAPH_SPAN_MS)`` (``_graph_plan``); without it, ``repeats`` replays of one
+    round each, as before.  Where the GPU
     says it waited for the CPU before or inside a sample (``_event_samples``), the samples are
     taken again behind a longer spin, up to three times (a warning says when all three waited).
     A window the spin cannot cover (more than ``SPIN_COVERS_SAMPLES`` samples) is kept only
@@ -303,7 +317,7 @@ def time_cuda(
     graphed = method == "cuda-graph" or (
         method == "auto" and bool(graph_fns) and estimate_ms * 1e3 < GRAPH_BELOW_US
     )
-    # Settling applies to event-timed (long) kernels only: graph replays are short bursts.
+    # Settling runs of an event-timed kernel; a graph-timed one settles in ``_time_graph``.
     settle_calls = 0
     if hot_start and settle_ms and not graphed:
         # The settling runs are queued behind the spin (_event_samples); here only the warm-up.
@@ -318,6 +332,16 @@ def time_cuda(
     repeats = max(20, min(repeats, int(max(max_total_ms, 1.5 * span_ms) / estimate_ms)))
 
     if graphed:
+        if hot_start and settle_ms:
+            rounds, settle_rounds = _graph_plan(estimate_ms, len(graph_fns), repeats, settle_ms, span_ms)
+            return _time_graph(
+                graph_fns,
+                repeats,
+                keep_series,
+                rounds=rounds,
+                settle_rounds=settle_rounds,
+                settle_gpu_s=settle_rounds * len(graph_fns) * estimate_ms * 1e-3,
+            )
         return _time_graph(graph_fns, repeats, keep_series)
 
     per_call_s = cpu_s + 2e-5
@@ -432,27 +456,83 @@ def _event_samples(
     return _Attempt(samples, spin_s, settle_enqueue_s, enqueue_s, state, ran_dry, caught_up)
 
 
-def _time_graph(fns: Sequence[Callable[[], Any]], repeats: int, keep_series: bool = False) -> Timing:
-    """Each sample: one replay of a graph holding every call in ``fns``, per call."""
+def _graph_plan(
+    call_ms: float, copies: int, repeats: int, settle_ms: float, span_ms: float
+) -> tuple[int, int]:
+    """Hot start of a graph-timed kernel: how many rounds of every input copy one sample's graph
+    holds, so that ``repeats`` samples span ``min(span_ms, GRAPH_SPAN_MS)`` (one round without a
+    window), and how many rounds settle it for ``settle_ms`` first (at most 10 000, as for
+    event-timed settling).  ``call_ms`` is one call's estimated GPU time."""
+    round_ms = max(call_ms, 1e-4) * copies
+    most = max(1, MAX_GRAPH_CALLS // copies)
+    window_ms = min(span_ms, GRAPH_SPAN_MS)
+    rounds = min(most, max(1, math.ceil(window_ms / (repeats * round_ms)))) if window_ms > 0 else 1
+    settle_rounds = max(1, min(10_000, math.ceil(settle_ms / round_ms)))
+    return rounds, settle_rounds
+
+
+def _time_graph(
+    fns: Sequence[Callable[[], Any]],
+    repeats: int,
+    keep_series: bool = False,
+    *,
+    rounds: int = 1,
+    settle_rounds: int = 0,
+    settle_gpu_s: float = 0.0,
+) -> Timing:
+    """Each sample: one replay of a graph holding ``rounds`` rounds of every call in ``fns``,
+    per call.  ``settle_rounds`` (hot start) more rounds run untimed first, queued right behind
+    the spin as at most ``SETTLE_REPLAYS`` replays of a graph of their own (more only where that
+    graph would exceed ``MAX_GRAPH_CALLS``), so the samples start at the clocks this kernel
+    sustains, not the idle GPU's.  Where the GPU finished the settling before the first sample
+    was queued, or reached a sample before its replay was queued, the samples are taken again
+    (twice at most; then a warning): a sample must hold the kernel's time, not a launch's."""
 
     def every_call() -> None:
         for f in fns:
             f()
 
-    replay = _capture_graph(every_call, 1)
+    replay = _capture_graph(every_call, rounds)
+    settle_replay, settle_replays = replay, 0
+    if settle_rounds:
+        per_replay = min(max(1, MAX_GRAPH_CALLS // len(fns)), math.ceil(settle_rounds / SETTLE_REPLAYS))
+        settle_replays = math.ceil(settle_rounds / per_replay)
+        if per_replay != rounds:
+            settle_replay = _capture_graph(every_call, per_replay)
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    with StateSampler(nvml_for_current_device()) as sampler:
-        spin_s = _run_ahead(repeats * 3e-5)  # a replay's launch costs the CPU ~10 us
-        begin = time.perf_counter()
-        for i in range(repeats):
-            starts[i].record()
-            replay()
-            ends[i].record()
-        torch.cuda.synchronize()
-    per_call = [s.elapsed_time(e) / len(fns) for s, e in zip(starts, ends)]
-    return _summary(per_call, "cuda-graph", sampler.summary(from_s=begin + spin_s), keep_series)
+    settled = torch.cuda.Event()
+    for _attempt in range(3):
+        waited = False
+        with StateSampler(nvml_for_current_device()) as sampler:
+            # A replay's launch costs the CPU ~10 us; 30 us each covers it with room.
+            spin_s = _run_ahead((settle_replays + repeats) * 3e-5)
+            begin = time.perf_counter()
+            for _ in range(settle_replays):
+                settle_replay()
+            if settle_replays:
+                settled.record()
+                waited = settled.query()
+            for i in range(repeats):
+                starts[i].record()
+                replay()
+                if settle_replays:  # asked of every sample, so each attempt asks as often
+                    waited = starts[i].query() or waited
+                ends[i].record()
+            torch.cuda.synchronize()
+        if not waited:
+            break
+    else:
+        warnings.warn(
+            "timing: the GPU waited for the CPU around a hot-started graph's samples in each of 3 "
+            "attempts; the samples may hold launch time, not only the kernel's",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    per_call = [s.elapsed_time(e) / (len(fns) * rounds) for s, e in zip(starts, ends)]
+    state = sampler.summary(from_s=begin + spin_s + settle_gpu_s)
+    return _summary(per_call, "cuda-graph", state, keep_series)
 
 
 #: ``steady`` timing (see :func:`measure`): kernels timed with events run this long before the

@@ -10,6 +10,8 @@ import time
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from tilearena.bench import timing
 
 #: What one kernel call "takes" on the stand-in GPU (ms): long enough to be event-timed.
@@ -211,13 +213,76 @@ def test_a_cpu_blocked_by_a_full_launch_queue_measures_once(gpu_log, monkeypatch
 
 
 def test_a_short_kernel_is_timed_as_replays_of_one_graph_of_every_input_copy(gpu_log, monkeypatch) -> None:
+    """Without hot start a graph-timed kernel is not settled, even in a steady mode."""
     monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.01)  # under GRAPH_BELOW_US
     copies = [_kernel(gpu_log)] * 3
-    timed = timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, hot_start=True)
+    timed = timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, span_ms=100.0)
     after_spin = gpu_log.cut_at_last("spin")
     replay = ["record", "graph", "kernel", "kernel", "kernel", "record"]
     assert after_spin == replay * timed.samples + ["sync"]
     assert timed.method == "cuda-graph" and timed.median_ms == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("span_ms", [100.0, 1000.0])
+def test_hot_start_settles_a_graph_timed_kernel_and_its_samples_span_the_graph_window(
+    gpu_log, monkeypatch, span_ms: float
+) -> None:
+    """A 10 us kernel over 3 input copies (a round is 0.03 ms): 200 ms of settling is 6667
+    rounds, queued right behind the spin as 16 replays of a graph of 417 rounds; then 30 samples,
+    each a replay of 112 rounds (30 x 112 x 0.03 ms >= 100 ms: GRAPH_SPAN_MS, also for a 1 s
+    window); the time is per call."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.01)
+    copies = [_kernel(gpu_log)] * 3
+    timed = timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, span_ms=span_ms, hot_start=True)
+    after_spin = gpu_log.cut_at_last("spin")
+    settle = (["graph"] + ["kernel"] * 3 * 417) * 16
+    sample = ["record", "graph"] + ["kernel"] * 3 * 112 + ["record"]
+    assert 16 * 417 >= 200.0 / 0.03 > 16 * 416 and timing.GRAPH_SPAN_MS <= 30 * 112 * 0.03
+    assert after_spin == settle + ["record"] + sample * 30 + ["sync"]
+    assert timed.method == "cuda-graph" and timed.samples == 30
+    assert timed.median_ms == pytest.approx(0.01)
+    assert gpu_log.count("spin") == 2  # the estimate's and the samples': no retry
+
+
+def test_a_hot_graph_measurement_is_taken_again_when_the_gpu_waited(gpu_log, monkeypatch) -> None:
+    """The settling's end found done when the samples are queued (the GPU ran dry), or a
+    sample's start reached before its replay was queued: the attempt is repeated; after three
+    such attempts a warning says so."""
+    monkeypatch.setattr(sys.modules[__name__], "KERNEL_MS", 0.01)
+    copies = [_kernel(gpu_log)] * 3
+    gpu_log.done = frozenset({0})  # the first attempt's settling check: the GPU ran dry
+    timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert gpu_log.count("spin") == 3
+    gpu_log.clear()
+    gpu_log.queries = 0
+    # Each attempt asks 31 times (the settling, then each of 30 samples): a sample of each.
+    gpu_log.done = frozenset({5, 31 + 7, 62 + 30})
+    with pytest.warns(RuntimeWarning, match="hot-started graph"):
+        timing.time_cuda(copies[0], graph_fns=copies, settle_ms=200.0, span_ms=100.0, hot_start=True)
+    assert gpu_log.count("spin") == 4
+
+
+@given(
+    call_ms=st.floats(min_value=1e-5, max_value=0.05),
+    copies=st.integers(min_value=1, max_value=timing.MAX_ROTATED_COPIES),
+    repeats=st.integers(min_value=20, max_value=200),
+    settle_ms=st.floats(min_value=0.5, max_value=1000.0),
+    span_ms=st.sampled_from([0.0, 50.0, 100.0, 1000.0]),
+)
+def test_a_graph_plan_spans_its_window_within_the_graph_size_cap(
+    call_ms: float, copies: int, repeats: int, settle_ms: float, span_ms: float
+) -> None:
+    rounds, settle_rounds = timing._graph_plan(call_ms, copies, repeats, settle_ms, span_ms)
+    round_ms = max(call_ms, 1e-4) * copies
+    assert rounds >= 1 and rounds * copies <= max(copies, timing.MAX_GRAPH_CALLS)
+    window_ms = min(span_ms, timing.GRAPH_SPAN_MS)
+    if window_ms == 0:
+        assert rounds == 1
+    elif rounds * copies + copies <= timing.MAX_GRAPH_CALLS:  # not held back by the cap
+        assert repeats * rounds * round_ms >= window_ms * (1 - 1e-9)
+        assert rounds == 1 or repeats * (rounds - 1) * round_ms < window_ms
+    assert 1 <= settle_rounds <= 10_000
+    assert settle_rounds == 10_000 or settle_rounds * round_ms >= settle_ms * (1 - 1e-9)
 
 
 def test_without_hot_start_the_settling_runs_before_the_spin(gpu_log) -> None:
