@@ -160,7 +160,7 @@ SETTLE_REPLAYS = 16
 #: (median 1701) and 1980 in the bench an hour later, 0.0491 against 0.0473 ms.
 GRAPH_SPAN_MS = 100.0
 #: At most this many kernel calls in one captured graph (a settling or a sample graph).
-MAX_GRAPH_CALLS = 4096
+MAX_GRAPH_CALLS = 2048
 
 #: The first spin lets the CPU queue at most this many samples (four launches each: flush, two
 #: events, kernel) before the GPU starts on them.  A stream's launch queue holds about a thousand
@@ -485,8 +485,9 @@ def _time_graph(
     the spin as at most ``SETTLE_REPLAYS`` replays of a graph of their own (more only where that
     graph would exceed ``MAX_GRAPH_CALLS``), so the samples start at the clocks this kernel
     sustains, not the idle GPU's.  Where the GPU finished the settling before the first sample
-    was queued, or reached a sample before its replay was queued, the samples are taken again
-    (twice at most; then a warning): a sample must hold the kernel's time, not a launch's."""
+    was queued, or reached a sample's start before the CPU began queueing its replay, the
+    samples are taken again (twice at most; then a warning): a sample must hold the kernel's
+    time, not a launch's."""
 
     def every_call() -> None:
         for f in fns:
@@ -516,9 +517,13 @@ def _time_graph(
                 waited = settled.query()
             for i in range(repeats):
                 starts[i].record()
-                replay()
-                if settle_replays:  # asked of every sample, so each attempt asks as often
+                # Asked before the replay is queued: a start already passed means the GPU idles
+                # until the replay arrives, inside the sample.  Asked after, a replay longer than
+                # the launch queue (it blocks the CPU while the GPU runs it) would find its start
+                # passed with no gap at all.  Asked of every sample, so each attempt asks as often.
+                if settle_replays:
                     waited = starts[i].query() or waited
+                replay()
                 ends[i].record()
             torch.cuda.synchronize()
         if not waited:
