@@ -557,7 +557,6 @@ def test_sustained_timing_settles_a_graph_timed_gemm_and_spans_its_window() -> N
     assert hot.method == plain.method == "cuda-graph" and hot.samples == 20
     assert took_ms >= 0.8 * (STEADY_SETTLE_MS + GRAPH_SPAN_MS), took_ms
     assert 0.75 * plain.median_ms <= hot.median_ms <= 1.25 * plain.median_ms, (hot, plain)
-    assert hot.gpu_state is None or hot.gpu_state.get("readings", 1) >= 1
 
 
 @pytest.mark.timing
