@@ -206,6 +206,13 @@ def _capture_graph(step: Callable[[], Any], calls: int) -> Callable[[], None]:
     return graph.replay
 
 
+def _settling_replays(runs: int, most_per_graph: int) -> tuple[int, int]:
+    """``runs`` settling runs as replays of one graph: the runs one graph holds and the replays,
+    ``SETTLE_REPLAYS`` of them unless that graph would hold more than ``most_per_graph`` runs."""
+    per_graph = max(1, min(most_per_graph, math.ceil(runs / SETTLE_REPLAYS)))
+    return per_graph, math.ceil(runs / per_graph)
+
+
 def _settling(
     fn: Callable[[], Any], flusher: L2Flusher | None, settle_calls: int
 ) -> tuple[Callable[[], Any], int, int]:
@@ -223,8 +230,7 @@ def _settling(
 
     if settle_calls <= SETTLE_GRAPH_ABOVE:
         return run, settle_calls, settle_calls
-    calls_per_replay = math.ceil(settle_calls / SETTLE_REPLAYS)
-    replays = math.ceil(settle_calls / calls_per_replay)
+    calls_per_replay, replays = _settling_replays(settle_calls, settle_calls)
     try:
         replay = _capture_graph(run, calls_per_replay)
     except RuntimeError as error:
@@ -496,8 +502,7 @@ def _time_graph(
     replay = _capture_graph(every_call, rounds)
     settle_replay, settle_replays = replay, 0
     if settle_rounds:
-        per_replay = min(max(1, MAX_GRAPH_CALLS // len(fns)), math.ceil(settle_rounds / SETTLE_REPLAYS))
-        settle_replays = math.ceil(settle_rounds / per_replay)
+        per_replay, settle_replays = _settling_replays(settle_rounds, MAX_GRAPH_CALLS // len(fns))
         if per_replay != rounds:
             settle_replay = _capture_graph(every_call, per_replay)
     torch.cuda.synchronize()
