@@ -1,0 +1,109 @@
+"""Does a longer window steady a graph-timed GEMM at the power cap? (session 26's probe)
+
+Under ``--timing sustained`` an event-timed kernel is sampled for 1 s, but a graph-timed one
+(under 50 us) for ``bench.timing.GRAPH_SPAN_MS`` (100 ms) after 200 ms of settling.  At 22689c6
+the ~50 us compute-bound GEMMs at the power cap read their SM clock anywhere in 1095-1575 MHz
+inside one 9-round tuner final (CuTe 1024x4096x4096: noise 7.7 %; TileLang's 7.0 %), and missed
+the bench by 4.6-6.7 %.  Event-timed entries at the power cap spread less (median 1.6 %).
+
+For each case this times the baked config as graph replays the way ``--timing sustained`` does,
+with samples spanning 100 ms and 1000 ms, alternating, ``ALTERNATIONS`` times each.  If the
+1000 ms medians spread clearly less than the 100 ms ones, the graph window should follow the
+mode's span.  Needs the project installed (CuTe and TileLang need the devkit):
+    python3 .ci/queue/probe_graph_span.py OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tilearena.autotune.store import measure_kwargs
+from tilearena.bench import timing
+from tilearena.kernels import registry
+
+from tilearena import dispatch
+
+SHAPES_AT_THE_POWER_CAP = [
+    ("cute", {"BT": 1, "M": 1024, "N": 4096, "K": 4096}),
+    ("tilelang", {"BT": 1, "M": 1024, "N": 4096, "K": 4096}),
+    ("triton", {"BT": 1, "M": 1024, "N": 4096, "K": 4096}),
+    ("cute", {"BT": 0, "M": 2048, "N": 2048, "K": 2048}),
+    ("tilelang", {"BT": 1, "M": 128, "N": 4096, "K": 4096}),
+]
+SPANS_MS = (100.0, 1000.0)
+ALTERNATIONS = 4
+DEVICE = "cuda"
+
+
+def _call(b: registry.Backend, args: tuple, out: torch.Tensor, config: Any) -> Callable[[], Any]:
+    kwargs = {"config": config} if config else {}
+    return lambda: b.fn(*args, out=out, **kwargs)
+
+
+def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
+    spec = registry.spec("matmul")
+    b = registry.backend("matmul", backend)
+    first = spec.make_inputs(shape, torch.bfloat16, DEVICE, 0)
+    reason = dispatch.why_not(b, first)
+    if reason:
+        return {"backend": backend, "shape": shape, "error": f"unavailable: {reason}"}
+    config = dispatch.baked_config("matmul", b, first, shape)
+    input_bytes = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
+    count = timing.rotated_copy_count(input_bytes, timing.l2_cache_bytes(DEVICE))
+    copies = [first] + [spec.make_inputs(shape, torch.bfloat16, DEVICE, i) for i in range(1, count)]
+    calls = [_call(b, args, spec.empty_output(*args), config) for args in copies]
+    runs: dict[str, list[dict[str, Any]]] = {str(int(s)): [] for s in SPANS_MS}
+    default_span = timing.GRAPH_SPAN_MS
+    try:
+        for _ in range(ALTERNATIONS):
+            for span in SPANS_MS:
+                timing.GRAPH_SPAN_MS = span
+                measured = timing.measure(
+                    calls[0], DEVICE, graph_fns=calls, repeats=20, method="cuda-graph",
+                    **measure_kwargs("sustained"),
+                )
+                state = measured.gpu_state or {}
+                runs[str(int(span))].append(
+                    {
+                        "ms": measured.median_ms,
+                        "iqr_ms": measured.iqr_ms,
+                        "sm_mhz": state.get("sm_clock_mhz"),
+                        "sm_mhz_range": state.get("sm_clock_range_mhz"),
+                    }
+                )
+                print(backend, shape, f"{span:.0f} ms span", f"{measured.median_ms:.5f} ms",
+                      state.get("sm_clock_range_mhz"), flush=True)
+    finally:
+        timing.GRAPH_SPAN_MS = default_span
+    spread = {
+        span: (max(r["ms"] for r in rs) - min(r["ms"] for r in rs)) / statistics.median(r["ms"] for r in rs)
+        for span, rs in runs.items()
+        if rs and all(math.isfinite(r["ms"]) for r in rs)
+    }
+    return {"backend": backend, "shape": shape, "config": config, "copies": count, "runs": runs,
+            "spread": spread}
+
+
+def main(out_path: str) -> None:
+    results = []
+    for backend, shape in SHAPES_AT_THE_POWER_CAP:
+        try:
+            results.append(probe_case(backend, dict(shape)))
+        except Exception as exc:  # one case's failure must not lose the others'
+            results.append({"backend": backend, "shape": shape, "error": f"{type(exc).__name__}: {exc}"})
+        with open(out_path, "w") as f:  # written as it goes: a cut run keeps what it measured
+            json.dump({"spans_ms": SPANS_MS, "cases": results}, f, indent=1)
+        summary = {k: results[-1].get(k) for k in ("backend", "shape", "spread", "error")}
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: probe_graph_span.py OUT.json")
+    main(sys.argv[1])
