@@ -17,18 +17,14 @@ short.  Needs the project installed (the CuTe and TileLang cases need the devkit
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from probe_cases import baked_case, run_cases
 from tilearena.autotune.store import measure_kwargs
 from tilearena.bench import timing
-from tilearena.kernels import registry
-
-from tilearena import dispatch
 
 CASES = [
     ("cute", {"BT": 1, "M": 1, "N": 6144, "K": 4096}),
@@ -43,33 +39,16 @@ MULTIPLES = (3, 8)
 ALTERNATIONS = 3
 
 
-def _copies(spec: registry.OpSpec, shape: dict[str, int], count: int, seed: int) -> list[tuple]:
-    return [spec.make_inputs(shape, torch.bfloat16, DEVICE, seed + i) for i in range(count)]
-
-
-def _call(b: registry.Backend, args: tuple, out: torch.Tensor, config: Any) -> Callable[[], Any]:
-    if config:
-        return lambda: b.fn(*args, out=out, config=config)
-    return lambda: b.fn(*args, out=out)
-
-
 def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
-    spec = registry.spec("matmul")
-    b = registry.backend("matmul", backend)
-    first = spec.make_inputs(shape, torch.bfloat16, DEVICE, 0)
-    reason = dispatch.why_not(b, first)
-    if reason:
-        return {"backend": backend, "shape": shape, "error": f"unavailable: {reason}"}
-    config = dispatch.baked_config("matmul", b, first, shape)
-    input_bytes = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
+    case = baked_case(backend, shape, DEVICE)
+    if isinstance(case, str):
+        return {"backend": backend, "shape": shape, "error": case}
     l2_bytes = timing.l2_cache_bytes(DEVICE)
     runs: dict[str, list[dict[str, Any]]] = {str(m): [] for m in MULTIPLES}
     for alternation in range(ALTERNATIONS):
         for multiple in MULTIPLES:
-            count = min(timing.MAX_ROTATED_COPIES, max(1, math.ceil(multiple * l2_bytes / input_bytes)))
-            copies = _copies(spec, shape, count, 1000 * (alternation + 1) + multiple)
-            outs = [spec.empty_output(*args) for args in copies]
-            calls = [_call(b, args, out, config) for args, out in zip(copies, outs)]
+            count = min(timing.MAX_ROTATED_COPIES, max(1, math.ceil(multiple * l2_bytes / case.input_bytes)))
+            calls = case.calls(case.fresh_copies(count, 1000 * (alternation + 1) + multiple, DEVICE))
             sustained = measure_kwargs("sustained")
             measured = timing.measure(
                 calls[0], DEVICE, graph_fns=calls, repeats=20, method="cuda-graph", **sustained
@@ -85,23 +64,19 @@ def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
             )
             label = f"{multiple}x L2 ({count} copies)"
             print(backend, shape, label, f"{measured.median_ms:.5f} ms", flush=True)
-            del copies, outs, calls
-            torch.cuda.empty_cache()
-    return {"backend": backend, "shape": shape, "config": config, "input_bytes": input_bytes, "runs": runs}
-
-
-def main(out_path: str) -> None:
-    results = []
-    for backend, shape in CASES:
-        try:
-            results.append(probe_case(backend, dict(shape)))
-        except Exception as exc:  # one case's failure must not lose the others'
-            results.append({"backend": backend, "shape": shape, "error": f"{type(exc).__name__}: {exc}"})
-        with open(out_path, "w") as f:  # written as it goes: a cut run keeps what it measured
-            json.dump({"l2_bytes": timing.l2_cache_bytes(DEVICE), "cases": results}, f, indent=1)
+            del calls
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+    return {
+        "backend": backend,
+        "shape": shape,
+        "config": case.config,
+        "input_bytes": case.input_bytes,
+        "runs": runs,
+    }
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: probe_graph_rotation.py OUT.json")
-    main(sys.argv[1])
+    run_cases(CASES, probe_case, sys.argv[1], {"l2_bytes": timing.l2_cache_bytes(DEVICE)})

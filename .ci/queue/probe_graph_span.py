@@ -19,15 +19,11 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Callable
 from typing import Any
 
-import torch
+from probe_cases import baked_case, run_cases
 from tilearena.autotune.store import measure_kwargs
 from tilearena.bench import timing
-from tilearena.kernels import registry
-
-from tilearena import dispatch
 
 SHAPES_AT_THE_POWER_CAP = [
     ("cute", {"BT": 1, "M": 1024, "N": 4096, "K": 4096}),
@@ -38,26 +34,16 @@ SHAPES_AT_THE_POWER_CAP = [
 ]
 SPANS_MS = (100.0, 1000.0)
 ALTERNATIONS = 4
+#: Where the copies live (a CPU smoke run of this script sets "cpu").
 DEVICE = "cuda"
 
 
-def _call(b: registry.Backend, args: tuple, out: torch.Tensor, config: Any) -> Callable[[], Any]:
-    kwargs = {"config": config} if config else {}
-    return lambda: b.fn(*args, out=out, **kwargs)
-
-
 def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
-    spec = registry.spec("matmul")
-    b = registry.backend("matmul", backend)
-    first = spec.make_inputs(shape, torch.bfloat16, DEVICE, 0)
-    reason = dispatch.why_not(b, first)
-    if reason:
-        return {"backend": backend, "shape": shape, "error": f"unavailable: {reason}"}
-    config = dispatch.baked_config("matmul", b, first, shape)
-    input_bytes = sum(a.numel() * a.element_size() for a in first if isinstance(a, torch.Tensor))
-    count = timing.rotated_copy_count(input_bytes, timing.l2_cache_bytes(DEVICE))
-    copies = [first] + [spec.make_inputs(shape, torch.bfloat16, DEVICE, i) for i in range(1, count)]
-    calls = [_call(b, args, spec.empty_output(*args), config) for args in copies]
+    case = baked_case(backend, shape, DEVICE)
+    if isinstance(case, str):
+        return {"backend": backend, "shape": shape, "error": case}
+    count = timing.rotated_copy_count(case.input_bytes, timing.l2_cache_bytes(DEVICE))
+    calls = case.calls([case.first, *case.fresh_copies(count - 1, 1, DEVICE)])
     runs: dict[str, list[dict[str, Any]]] = {str(int(s)): [] for s in SPANS_MS}
     default_span = timing.GRAPH_SPAN_MS
     try:
@@ -81,29 +67,18 @@ def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
                       state.get("sm_clock_range_mhz"), flush=True)
     finally:
         timing.GRAPH_SPAN_MS = default_span
+    # Each span's spread: (largest - smallest median) / the median of its medians.
     spread = {
         span: (max(r["ms"] for r in rs) - min(r["ms"] for r in rs)) / statistics.median(r["ms"] for r in rs)
         for span, rs in runs.items()
         if rs and all(math.isfinite(r["ms"]) for r in rs)
     }
-    return {"backend": backend, "shape": shape, "config": config, "copies": count, "runs": runs,
-            "spread": spread}
-
-
-def main(out_path: str) -> None:
-    results = []
-    for backend, shape in SHAPES_AT_THE_POWER_CAP:
-        try:
-            results.append(probe_case(backend, dict(shape)))
-        except Exception as exc:  # one case's failure must not lose the others'
-            results.append({"backend": backend, "shape": shape, "error": f"{type(exc).__name__}: {exc}"})
-        with open(out_path, "w") as f:  # written as it goes: a cut run keeps what it measured
-            json.dump({"spans_ms": SPANS_MS, "cases": results}, f, indent=1)
-        summary = {k: results[-1].get(k) for k in ("backend", "shape", "spread", "error")}
-        print(json.dumps(summary), flush=True)
+    summary = {"backend": backend, "shape": shape, "spread": spread}
+    print(json.dumps(summary), flush=True)
+    return {**summary, "config": case.config, "copies": count, "runs": runs}
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: probe_graph_span.py OUT.json")
-    main(sys.argv[1])
+    run_cases(SHAPES_AT_THE_POWER_CAP, probe_case, sys.argv[1], {"spans_ms": SPANS_MS})
