@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if any(r.bench_card for r in in_use):
         # Lent machines differ from run to run, and a memory-bound kernel's time differs with the
-        # card: decode GEMMs read 4-6 % slower on the card of 22689c6 than on that of 3d09e87,
+        # card: decode GEMMs read 3-6 % slower on the card of 22689c6 than on that of 3d09e87,
         # cuBLAS's as much as ours.  So the rows are split by where their entry was timed.
         where_timed = {
             "the card this bench ran on": [r for r in in_use if r.tuned_card and not r.other_card],
