@@ -119,6 +119,12 @@ def _short_method(method: str | None) -> str:
     return {"cuda-graph": "graph", "cuda-events": "events"}.get(method or "", "?")
 
 
+def _method_cell(r: Reproduction) -> str:
+    """"tuned/bench" timing methods, in yellow where the bench timed another way than the final."""
+    cell = f"{_short_method(r.tuned_method)}/{_short_method(r.bench_method)}"
+    return f"[yellow]{cell}[/]" if r.tuned_method and r.tuned_method != r.bench_method else cell
+
+
 def _clock(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
@@ -220,11 +226,7 @@ def run(args: argparse.Namespace) -> int:
             f"[{colour}]{r.ratio:.3f}[/]",
             "baked" if r.config_in_use else "[yellow]other[/]",
             r.tuned_timing if r.tuned_timing == bench_timing else f"[yellow]{r.tuned_timing}[/]",
-            (
-                f"[yellow]{_short_method(r.tuned_method)}/{_short_method(r.bench_method)}[/]"
-                if r.tuned_method and r.tuned_method != r.bench_method
-                else f"{_short_method(r.tuned_method)}/{_short_method(r.bench_method)}"
-            ),
+            _method_cell(r),
         ]
         if clocked:
             cycles = r.cycles_ratio
