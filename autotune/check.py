@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..bench.results import read_json
 from .store import PINNED_TIMING_METHODS, JobId
 
 #: Largest |bench / tuned - 1| that still counts as reproduced.
@@ -191,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.tolerance > 0:
         raise ValueError(f"--tolerance: expected a fraction > 0, got {args.tolerance}")
-    with open(args.results) as handle:
-        results = json.load(handle)
+    results = read_json(args.results, "results")
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
         raise ValueError(f"results: {args.results} has no 'rows' list (not a tilearena bench file)")
     path = args.store

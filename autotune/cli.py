@@ -11,7 +11,10 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..kernels.registry import OpSpec
 
 EFFORT_BUDGET_S = {"none": 30.0, "quick": 30.0, "full": 300.0, "retime": 0.0}
 
@@ -142,14 +145,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_shapes(text: str, shape_sets: dict[str, Sequence[dict[str, int]]]) -> list[dict[str, int]]:
+def parse_shapes(text: str, spec: OpSpec) -> list[dict[str, int]]:
+    """``--shapes``: a shape set of ``spec``'s op, 'all' of them but the quick set, or explicit
+    shapes ('M=4096,N=8192;M=1,N=4096'), each checked against the op's dimensions."""
+    shape_sets = spec.shapes
     if text == "all":
         names = [n for n in shape_sets if n != "quick"]
         return [dict(s) for n in names for s in shape_sets[n]]
     if "=" in text:
         from ..kernels.shapes import parse_explicit_shapes
 
-        return parse_explicit_shapes(text)
+        shapes = parse_explicit_shapes(text)
+        for shape in shapes:
+            problem = spec.shape_problem(shape)
+            if problem:
+                raise ValueError(f"--shapes: {shape} is not a shape of {spec.name}: {problem}")
+        return shapes
     if text not in shape_sets:
         raise ValueError(
             f"--shapes: expected one of {sorted(shape_sets)}, 'all' or 'DIM=N,...', got {text!r}"
@@ -170,12 +181,16 @@ def run(args: argparse.Namespace) -> int:
     spec = registry.spec(args.op)
     retiming = args.effort == "retime"
     shapes_text = args.shapes or ("baked" if retiming else "llama")
-    shapes = None if shapes_text == "baked" else parse_shapes(shapes_text, dict(spec.shapes))
+    shapes = None if shapes_text == "baked" else parse_shapes(shapes_text, spec)
     if shapes is None and not retiming:
         raise ValueError("--shapes: 'baked' names the store's shapes, for --effort retime only")
     finalists = args.finalists if args.finalists is not None else (1 if retiming else 4)
     if finalists < 1:
         raise ValueError(f"--finalists: expected at least 1, got {finalists}")
+    if args.budget is not None and not 0 < args.budget < math.inf:
+        raise ValueError(f"--budget: expected seconds > 0, got {args.budget}")
+    if args.compile_workers < 0:
+        raise ValueError(f"--compile-workers: expected a count >= 0, got {args.compile_workers}")
     if args.final_rounds < 1:
         raise ValueError(f"--final-rounds: expected at least 1, got {args.final_rounds}")
     max_final_rounds = args.max_final_rounds if args.max_final_rounds is not None else 3 * args.final_rounds

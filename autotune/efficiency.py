@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..bench.results import read_json
 from .store import JobId
 
 #: Largest quick / reference time that counts as "within 2 %".
@@ -170,8 +171,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _read_log(path: str) -> list[dict[str, Any]]:
-    with open(path) as handle:
-        records = json.load(handle)
+    records = read_json(path, "tuning log")
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a tuning.json (a list of tuning records)")
     return records

@@ -38,6 +38,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from .results import read_json
+
 SCHEMA_VERSION = 1
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 
@@ -1309,8 +1311,7 @@ def build_report(
 
 
 def load_results(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        results = json.load(handle)
+    results = read_json(path, "results")
     check_schema(results, str(path))
     return results
 
@@ -1325,8 +1326,7 @@ def write_report(
     results = [load_results(Path(path)) for path in paths]
     checks = []
     for path in timing_check_paths:
-        with open(path, encoding="utf-8") as handle:
-            checks.append((Path(path).name, json.load(handle)))
+        checks.append((Path(path).name, read_json(path, "--timing-check")))
     html = build_report(results, layout_svgs, checks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

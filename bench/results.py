@@ -87,9 +87,24 @@ class ResultsFile:
         atomic_write_json(self.path, self.data)
 
 
+def read_json(path: str | os.PathLike[str], argument: str) -> Any:
+    """A JSON file a command was given as ``argument``; an unreadable or malformed one is a
+    ValueError naming the argument, the path and where the JSON broke."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{argument}: {path} is not JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{argument}: {path} is not JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ValueError(f"{argument}: cannot read {path}: {exc.strerror or exc}") from None
+
+
 def load(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json(path, "results")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a tilearena results file of schema {SCHEMA}")
     return data

@@ -406,6 +406,43 @@ def warm_compile_caches(plan: Sequence[tuple], workers: int, console: Console) -
                 console.print(f"[yellow]warm-up: {problem}[/]")
 
 
+def _shape_sets_text(shape_sets: Sequence[str | dict[str, int]]) -> str:
+    return ";".join(
+        ",".join(f"{k}={v}" for k, v in entry.items()) if isinstance(entry, dict) else entry
+        for entry in shape_sets
+    )
+
+
+def check_request(
+    ops: Sequence[str],
+    backends: Sequence[str] | None,
+    shape_sets: Sequence[str | dict[str, int]],
+    dtypes: Sequence[torch.dtype],
+) -> None:
+    """Refuse, before any work, a bench that would measure less than it was asked to with no
+    word of why: a backend, shape set, explicit shape or dtype that none of ``ops`` has.  One
+    that only some of them have is skipped for the others (``run_bench`` says so): ``--op
+    rmsnorm,matmul --backend quack`` benches quack's RMSNorm."""
+    specs = [registry.spec(op) for op in ops]
+    where = ops[0] if len(ops) == 1 else f"any of {', '.join(ops)}"
+    for name in backends or ():
+        if not any(name in registry.backend_names(s.name) for s in specs):
+            known = sorted({n for s in specs for n in registry.backend_names(s.name)})
+            raise ValueError(f"--backend: {where} has no backend {name!r}; expected one of {known}")
+    for entry in shape_sets:
+        if isinstance(entry, dict):
+            problems = [s.shape_problem(entry) for s in specs]
+            if all(problems):
+                raise ValueError(f"--shapes: {entry} is not a shape of {where}: {'; '.join(problems)}")
+        elif not any(entry in s.shapes for s in specs):
+            known = sorted({n for s in specs for n in s.shapes})
+            raise ValueError(f"--shapes: {where} has no shape set {entry!r}; expected one of {known}")
+    for dtype in dtypes:
+        if not any(dtype in s.dtypes for s in specs):
+            known = sorted({DTYPE_NAMES[d] for s in specs for d in s.dtypes})
+            raise ValueError(f"--dtype: {where} does not take {DTYPE_NAMES[dtype]}; expected one of {known}")
+
+
 def run_bench(
     ops: Sequence[str],
     backends: Sequence[str] | None,
@@ -430,12 +467,18 @@ def run_bench(
     timing_kwargs = measure_kwargs(timing)  # refuses an unknown mode before any work
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
         raise ValueError(f"budget: expected seconds > 0, got {budget_s!r}")
+    if warm_workers < 0:
+        raise ValueError(f"--warm-workers: expected a count >= 0, got {warm_workers}")
+    check_request(ops, backends, shape_sets, dtypes)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         console.print(
             "[yellow]No CUDA GPU: running what runs on the CPU (eager, torch.compile, the Triton "
             "interpreter) on the quick shapes. CPU timings say nothing about GPU performance.[/]"
         )
+        if shape_sets != ["quick"]:
+            asked = _shape_sets_text(shape_sets)
+            console.print(f"[yellow]--shapes {asked}: not on a CPU, which runs the quick set[/]")
         shape_sets = ["quick"]
     env = environment(device)
     env["timing"] = {
@@ -475,11 +518,14 @@ def run_bench(
     for op in ops:
         op_spec = registry.spec(op)
         names = [n for n in (backends or registry.backend_names(op)) if n in registry.backend_names(op)]
-        dims = set(next(iter(op_spec.shapes.values()))[0])
+        if backends and not names:
+            console.print(f"[yellow]{op}: skipped; none of the backends asked for is one of its own[/]")
+            continue
         for set_name in shape_sets:
             if isinstance(set_name, dict):  # an explicit shape
-                if set(set_name) != dims:
-                    console.print(f"[yellow]{op}: shape {set_name} skipped; {op} takes {sorted(dims)}[/]")
+                problem = op_spec.shape_problem(set_name)
+                if problem:
+                    console.print(f"[yellow]{op}: shape {set_name} skipped; {problem}[/]")
                     continue
                 chosen = [set_name]
             elif set_name not in op_spec.shapes:

@@ -507,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
             )
         gpu = _adopt_gpu(args.adopt, args.device)
     spec = registry.spec(args.op)
-    shapes = parse_shapes(args.shapes, dict(spec.shapes))
+    shapes = parse_shapes(args.shapes, spec)
     dtype = store.normalise_dtype(args.dtype)
     jobs = []
     for name in [n for n in args.backend.split(",") if n]:

@@ -61,6 +61,27 @@ class OpSpec:
     preference: tuple[str, ...] = ()
     #: backend name -> (module inside the op package, DSL).
     backend_modules: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: Shape dimensions that are switches, 0 or 1 (matmul's BT: B stored transposed), not sizes.
+    flags: tuple[str, ...] = ()
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The dimensions every shape of this op names, in the order its shape sets give them."""
+        return tuple(next(iter(self.shapes.values()))[0])
+
+    def shape_problem(self, shape: Mapping[str, Any]) -> str | None:
+        """Why ``shape`` is not a shape of this op (its dimensions, or a value out of range), or
+        None: every size a positive int, every flag 0 or 1."""
+        if set(shape) != set(self.dims):
+            return f"{self.name} takes the dimensions {','.join(self.dims)}, got {','.join(shape) or 'none'}"
+        for dim, value in shape.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"{dim} must be an int, got {value!r}"
+            if dim in self.flags and value not in (0, 1):
+                return f"{dim} is a switch, 0 or 1, got {value}"
+            if dim not in self.flags and value < 1:
+                return f"{dim} is a size, at least 1, got {value}"
+        return None
 
 
 @dataclass

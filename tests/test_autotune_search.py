@@ -202,13 +202,27 @@ def test_cli_parses_shape_sets_and_explicit_shapes():
     import argparse
 
     from tilearena.autotune import cli
+    from tilearena.kernels import registry
 
-    sets = {"quick": [{"M": 1, "N": 8}], "llama": [{"M": 16, "N": 4096}], "sweep": [{"M": 8, "N": 65536}]}
-    assert cli.parse_shapes("llama", sets) == [{"M": 16, "N": 4096}]
-    assert cli.parse_shapes("all", sets) == [{"M": 16, "N": 4096}, {"M": 8, "N": 65536}]
-    assert cli.parse_shapes("M=4,N=8;M=2,N=16", sets) == [{"M": 4, "N": 8}, {"M": 2, "N": 16}]
-    with pytest.raises(ValueError):
-        cli.parse_shapes("nope", sets)
+    rmsnorm, matmul = registry.spec("rmsnorm"), registry.spec("matmul")
+    assert cli.parse_shapes("llama", rmsnorm) == [dict(s) for s in rmsnorm.shapes["llama"]]
+    assert cli.parse_shapes("all", rmsnorm) == [
+        dict(s) for name in ("llama", "sweep") for s in rmsnorm.shapes[name]
+    ]
+    assert cli.parse_shapes("M=4,N=8;M=2,N=16", rmsnorm) == [{"M": 4, "N": 8}, {"M": 2, "N": 16}]
+    assert cli.parse_shapes("M=1,N=8,K=16,BT=0", matmul) == [{"M": 1, "N": 8, "K": 16, "BT": 0}]
+    with pytest.raises(ValueError, match="expected one of"):
+        cli.parse_shapes("nope", rmsnorm)
+    # An explicit shape is checked against the op's dimensions before any GPU work: a missing
+    # or extra dimension, a zero size, a switch other than 0 or 1.
+    for text, what in (
+        ("M=1,N=8", "matmul takes the dimensions M,N,K,BT, got M,N"),
+        ("M=1,N=8,K=16,BT=0,Q=3", "matmul takes the dimensions M,N,K,BT, got M,N,K,BT,Q"),
+        ("M=0,N=8,K=16,BT=0", "M is a size, at least 1, got 0"),
+        ("M=1,N=8,K=16,BT=2", "BT is a switch, 0 or 1, got 2"),
+    ):
+        with pytest.raises(ValueError, match=f"--shapes: .*not a shape of matmul: {what}"):
+            cli.parse_shapes(text, matmul)
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tune", "--op", "rmsnorm", "--backend", "triton", "--effort", "full", "--bake"])

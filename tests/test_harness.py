@@ -132,6 +132,63 @@ def test_cli_bench_writes_results_on_cpu(tmp_path: Path) -> None:
     assert main(["bench", "--op", "no-such-op", "--out", str(tmp_path)]) == 2
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--op", "matmul", "--backend", "tritn"], "--backend: matmul has no backend 'tritn'; expected"),
+        (["--op", "matmul", "--shapes", "nonsense"], "--shapes: matmul has no shape set 'nonsense'"),
+        (["--op", "matmul", "--shapes", "M=1,N=8"], "is not a shape of matmul: matmul takes the dimensions"),
+        (["--op", "matmul", "--shapes", "M=1,N=8,K=0,BT=0"], "K is a size, at least 1, got 0"),
+        (["--op", "matmul", "--shapes", "M=1,N=8,K=8,BT=3"], "BT is a switch, 0 or 1, got 3"),
+        (["--op", "rmsnorm,softmax", "--shapes", "M=1,N=8,K=8,BT=0"], "not a shape of any of rmsnorm,"),
+        (["--op", "softmax", "--warm-workers", "-1"], "--warm-workers: expected a count >= 0, got -1"),
+    ],
+)
+def test_cli_bench_refuses_what_it_would_not_measure(tmp_path: Path, capsys, arguments, message) -> None:
+    """A backend, shape set, shape or count the bench cannot honour is an error naming the
+    argument, before any work (no results file), on a CPU too: a bench must not measure less
+    than it was asked to without a word (a misspelt backend once ran no backend at all)."""
+    from tilearena.cli import main
+
+    assert main(["bench", *arguments, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_bench_skips_only_what_some_ops_lack(tmp_path: Path) -> None:
+    """With several ops, a backend or shape that only some of them have runs on those."""
+    from tilearena.cli import main
+
+    assert main(["bench", "--op", "softmax,matmul", "--backend", "eager", "--shapes", "M=3,N=8",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and {r["op"] for r in rows} == {"softmax", "matmul"}  # the CPU runs the quick set
+    assert main(["bench", "--op", "matmul,softmax", "--backend", "liger", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and {(r["op"], r["backend"]) for r in rows} == {("softmax", "liger")}
+
+
+@pytest.mark.parametrize("command", [["baked-check"], ["report", "-o", "OUT"], ["tune-efficiency", "OTHER"]])
+def test_cli_names_a_file_it_cannot_read(tmp_path: Path, capsys, command) -> None:
+    """A missing or malformed JSON file given to a command is an error naming the file and where
+    the JSON broke, not a traceback."""
+    from tilearena.cli import main
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"rows": [1,')
+    missing = tmp_path / "missing.json"
+
+    def argv(path: Path) -> list[str]:
+        head, *rest = command
+        rest = [str(tmp_path / "out") if a == "OUT" else str(broken) if a == "OTHER" else a for a in rest]
+        return [head, str(path), *rest]
+
+    assert main(argv(missing)) == 2
+    assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    assert main(argv(broken)) == 2
+    assert f"{broken} is not JSON (Expecting value, line 1 column 13)" in capsys.readouterr().err
+
+
 def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeypatch) -> None:
     """Two measurements 100% apart mean one was disturbed: a third is taken and the two that
     agree are kept, so the row's time and noise floor come from undisturbed runs."""

@@ -23,20 +23,22 @@ XSS_BACKEND = "<script>alert(1)</script>"
 
 
 def load_report_module() -> ModuleType:
-    """bench/report.py of this checkout, loaded from its file.
+    """bench/report.py of this checkout, loaded from its folder as a package of its own.
 
-    The repository folder ``bench`` is installed as ``tilearena.bench``; loading the file directly tests
-    the source tree whether or not (and however) the package is installed, and keeps torch out.
+    The repository folder ``bench`` is installed as ``tilearena.bench``; loading it from its files
+    tests the source tree whether or not (and however) the package is installed, and keeps torch
+    out (report.py imports only its sibling results.py, which needs no torch either).
     """
-    name = "tilearena_report_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is being made
-    spec.loader.exec_module(module)
-    return module
+    name = "tilearena_bench_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, REPO / "bench" / "__init__.py", submodule_search_locations=[str(REPO / "bench")]
+        )
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package  # dataclasses look their module up while the class is being made
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.report")
 
 
 report = load_report_module()
@@ -710,10 +712,12 @@ def test_write_report_and_cli(tmp_path: Path, no_plots: None) -> None:
 
 def test_report_module_does_not_import_torch() -> None:
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('r', {str(REPO / 'bench' / 'report.py')!r})\n"
-        "module = importlib.util.module_from_spec(spec); sys.modules['r'] = module\n"
-        "spec.loader.exec_module(module)\n"
+        "import importlib, importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('b', {str(REPO / 'bench' / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(REPO / 'bench')!r}])\n"
+        "package = importlib.util.module_from_spec(spec); sys.modules['b'] = package\n"
+        "spec.loader.exec_module(package)\n"
+        "module = importlib.import_module('b.report')\n"
         "row = {'op': 'x', 'backend': 'triton', 'ms': 1.0, 'ok': True}\n"
         "module.build_report([{'schema': 1, 'rows': [row]}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         print(f"tilearena {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path given on the command line that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tilearena {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ SPEC = OpSpec(
     # fp32 must be accumulated without TF32 (whose 10-bit mantissa gives ~1e-3).
     tolerance={torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-4},
     bound="compute",
+    flags=("BT",),
     preference=("cublas", "triton", "cute", "tilelang", "helion", "eager"),
     backend_modules={
         "eager": ("torch", "torch"),
