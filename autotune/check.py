@@ -44,6 +44,20 @@ class Reproduction(JobId):
     #: The cards (CUDA UUIDs) the entry was tuned on and the bench ran on, where recorded.
     tuned_card: str | None = None
     bench_card: str | None = None
+    #: How long a graph-timed final's and bench row's samples spanned together (ms; None where
+    #: not graph-timed, or timed without a window: ``store.graph_window_ms``).
+    tuned_window_ms: float | None = None
+    bench_window_ms: float | None = None
+
+    @property
+    def other_window(self) -> bool:
+        """Both graph-timed, over windows of different lengths: at the power cap a 100 ms window
+        catches the clock anywhere in its swing, a 1 s one its average (NOTES.md, Session 28)."""
+        return (
+            self.tuned_window_ms is not None
+            and self.bench_window_ms is not None
+            and self.tuned_window_ms != self.bench_window_ms
+        )
 
     @property
     def other_card(self) -> bool:
@@ -75,11 +89,15 @@ def _key(op: str, backend: str, dtype: str, shape: Mapping[str, Any]) -> tuple[s
 
 
 def compare_with_baked(
-    rows: Iterable[Mapping[str, Any]], entries: Iterable[Mapping[str, Any]], bench_card: str | None = None
+    rows: Iterable[Mapping[str, Any]],
+    entries: Iterable[Mapping[str, Any]],
+    bench_card: str | None = None,
+    bench_timing: str = "default",
 ) -> list[Reproduction]:
     """Every bench row (that ran and passed numerics) whose exact shape has a baked entry;
-    ``bench_card``: the UUID of the card the bench ran on (its ``env.gpu_uuid``)."""
-    from .store import normalise_dtype
+    ``bench_card``: the UUID of the card the bench ran on (its ``env.gpu_uuid``);
+    ``bench_timing``: the bench's ``--timing`` (its ``env.timing.mode``)."""
+    from .store import graph_window_ms, normalise_dtype
 
     baked = {_key(e["op"], e["backend"], e["dtype"], e["shape"]): e for e in entries}
     found = []
@@ -107,6 +125,8 @@ def compare_with_baked(
                 bench_method=_method(row.get("timing_method")),
                 tuned_card=entry.get("gpu_uuid"),
                 bench_card=bench_card,
+                tuned_window_ms=graph_window_ms(str(entry.get("timing", "default")), entry),
+                bench_window_ms=graph_window_ms(bench_timing, row),
             )
         )
     return found
@@ -123,6 +143,8 @@ def _short_method(method: str | None) -> str:
 def _method_cell(r: Reproduction) -> str:
     """"tuned/bench" timing methods, in yellow where the bench timed another way than the final."""
     cell = f"{_short_method(r.tuned_method)}/{_short_method(r.bench_method)}"
+    if r.other_window:
+        return f"[yellow]{cell} {r.tuned_window_ms:.0f}/{r.bench_window_ms:.0f} ms[/]"
     return f"[yellow]{cell}[/]" if r.tuned_method and r.tuned_method != r.bench_method else cell
 
 
@@ -204,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--store: no valid baked file at {path}")
     rows = [r for r in results["rows"] if args.op is None or r.get("op") == args.op]
     card = (results.get("env") or {}).get("gpu_uuid")
-    found = compare_with_baked(rows, data["entries"], card if isinstance(card, str) else None)
-    in_use = [r for r in found if r.config_in_use]
     bench_timing = str(((results.get("env") or {}).get("timing") or {}).get("mode", "default"))
+    found = compare_with_baked(rows, data["entries"], card if isinstance(card, str) else None, bench_timing)
+    in_use = [r for r in found if r.config_in_use]
     table = Table(title=f"bench ({args.results}, --timing {bench_timing}) against baked times ({path})")
     columns = (
         "op", "backend", "shape", "tuned ms", "bench ms", "bench/tuned", "config", "tuned timing",
@@ -261,6 +283,14 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"[yellow]{len(other_method)} of those rows were timed by another method than their tuner's "
             f"final (CUDA graph / events); {within_other} of them within {args.tolerance:.0%}[/]"
+        )
+    other_window = [r for r in in_use if r.other_window]
+    if other_window:
+        within_window = sum(r.within(args.tolerance) for r in other_window)
+        console.print(
+            f"[yellow]{len(other_window)} of those rows were graph-timed over another window than their "
+            f"tuner's final (tuned/bench ms in the method column); {within_window} of them within "
+            f"{args.tolerance:.0%}[/]"
         )
     if any(r.bench_card for r in in_use):
         # Lent machines differ from run to run, and a memory-bound kernel's time differs with the

@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="how the final is timed (bench.timing.measure): default; steady (long kernels timed at "
         "settled clocks); clean (steady, the L2 emptied by a read, leaving no dirty lines); hot "
         "(clean, settling queued right before the samples, with no idle gap); sustained (hot, sampled "
-        "for 1 s in at most 5000 samples). "
+        "for 1 s in at most 5000 samples; graph-timed kernels as replays spanning 1 s). "
         "Compare with a bench run with the same --timing",
     )
     parser.add_argument(

@@ -52,6 +52,7 @@ _ENTRY_KEYS = {
     "sm_clock_mhz",
     "timing_method",
     "gpu_uuid",
+    "graph_window_ms",
 }
 
 #: How a final timed its winner (``bench.timing.TIMING_METHODS`` less "auto"), as an entry's
@@ -70,6 +71,7 @@ class MeasureKwargs(_EveryModeSets, total=False):
 
     span_ms: float  # sample event-timed kernels this long ...
     max_samples: int  # ... in at most this many samples
+    graph_span_ms: float  # hot start: a graph-timed kernel's samples span this long together
 
 
 #: ``bench.timing.measure``'s methods, as the bench's and the tuner's ``--timing`` name them and
@@ -83,12 +85,19 @@ class MeasureKwargs(_EveryModeSets, total=False):
 #: shorter window): in every 1 s window of Session 18 a compute-bound GEMM ran 9-20 % slower for
 #: a tenth of it, 0.7-0.9 s into the load, which 100 ms windows never reach; and 1 s windows spread
 #: least from round to round (median 0.4 %, max 1.6 %, against 0.7 % / 3.1 % hot; NOTES.md).
+#: Since session 28 its graph-timed kernels are sampled for 1 s too (until then 100 ms, as in
+#: "hot"): at e417ff3 five graph-timed GEMMs' medians spread 0.4-3.5 % between 1 s windows and
+#: 0.6-16 % between 100 ms ones, the most at the power cap, where 100 ms windows caught the clock
+#: anywhere in 1245-1590 MHz (NOTES.md, Session 28).
 _MEASURE_KWARGS: dict[str, MeasureKwargs] = {
     "default": {"steady": False, "flush": "write", "hot_start": False},
     "steady": {"steady": True, "flush": "write", "hot_start": False},
     "clean": {"steady": True, "flush": "read", "hot_start": False},
-    "hot": {"steady": True, "flush": "read", "hot_start": True},
-    "sustained": {"steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 5000},
+    "hot": {"steady": True, "flush": "read", "hot_start": True, "graph_span_ms": 100.0},
+    "sustained": {
+        "steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 5000,
+        "graph_span_ms": 1000.0,
+    },
 }
 TIMING_MODES = tuple(_MEASURE_KWARGS)
 
@@ -99,6 +108,27 @@ _DTYPE_ALIASES = {
     "fp32": "float32",
     "float": "float32",
 }
+
+
+#: The window a graph-timed entry or bench row of a hot-start mode was sampled over before they
+#: recorded it (``graph_window_ms``, from session 28; ``bench.timing.GRAPH_SPAN_MS``).
+LEGACY_GRAPH_WINDOW_MS = 100.0
+
+
+def graph_window_ms(timing: str, record: Mapping[str, Any] | None = None) -> float | None:
+    """How long a graph-timed kernel's samples span together under the timing mode ``timing``,
+    or None where they have no window (a mode without hot start: bare replays).  With
+    ``record`` (a baked entry or a bench row): that record's window, None where it was not timed
+    by CUDA graph, and ``LEGACY_GRAPH_WINDOW_MS`` for one timed before records said."""
+    kwargs = measure_kwargs(timing if timing in TIMING_MODES else "default")
+    if not kwargs["hot_start"]:
+        return None
+    if record is None:
+        return kwargs.get("graph_span_ms")
+    if record.get("timing_method") != "cuda-graph":
+        return None
+    window = record.get("graph_window_ms")
+    return float(window) if _finite_number(window, 1e-3, 60_000.0) else LEGACY_GRAPH_WINDOW_MS
 
 
 def measure_kwargs(timing: str) -> MeasureKwargs:
@@ -303,6 +333,10 @@ def validate_entry(entry: Any) -> str | None:
         card = entry["gpu_uuid"]
         if not (isinstance(card, str) and 0 < len(card) <= 64 and card.isprintable()):
             return "gpu_uuid is not a short printable id"
+    if "graph_window_ms" in entry and not (
+        _finite_number(entry["graph_window_ms"], 0.0, 60_000.0) and entry["graph_window_ms"] > 0
+    ):
+        return "graph_window_ms is not a window in milliseconds"
     if entry.get("timing_method", "cuda-events") not in PINNED_TIMING_METHODS:
         return f"timing_method is not one of {PINNED_TIMING_METHODS}"
     if entry.get("timing", "default") not in TIMING_MODES:

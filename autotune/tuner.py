@@ -383,6 +383,10 @@ def tune(
         winner_methods = evaluator.final_methods.get(store_key(decision.winner)) or []
         if winner_methods and winner_methods[0] in store.PINNED_TIMING_METHODS:
             entry["timing_method"] = winner_methods[0]
+            # ... and over how long a window, for a graph-timed one (baked-check compares it).
+            window = store.graph_window_ms(request.timing)
+            if winner_methods[0] == "cuda-graph" and window is not None:
+                entry["graph_window_ms"] = window
         if request.effort == "retime" and request.previous:
             # Re-timed, not re-searched: what the search found and when stays on record.
             previous = request.previous

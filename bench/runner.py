@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..autotune.store import PINNED_TIMING_METHODS, measure_kwargs
+from ..autotune.store import PINNED_TIMING_METHODS, graph_window_ms, measure_kwargs
 from ..dispatch import baked_config, baked_timing_method, why_not
 from ..kernels import registry
 from . import numerics
@@ -137,6 +137,8 @@ def bench_shape(
     reference_s = time.perf_counter() - began
     cost = op_spec.cost(shape, dtype)
     outputs: dict[str, torch.Tensor | str] = {}
+    # How long a graph-timed row's samples span under this mode (None: bare replays, no window).
+    graph_window = graph_window_ms(timing)
     rows: list[dict[str, Any]] = []
     timers: dict[str, _RowTimer] = {}
     for name in backend_names:
@@ -198,11 +200,13 @@ def bench_shape(
             row["ok"] = False
             row["error"] = f"timing failed: {type(outcome).__name__}: {str(outcome)[:300]}"
             continue
-        timing, noise = outcome
-        row.update(_speed(timing, cost, op_spec.bound, ceilings))
+        measured, noise = outcome
+        row.update(_speed(measured, cost, op_spec.bound, ceilings))
         row["noise"] = noise
-        row["timing_method"] = timing.method
+        row["timing_method"] = measured.method
         row["timing_method_from"] = timers[name].method_from
+        if measured.method == "cuda-graph" and graph_window is not None:
+            row["graph_window_ms"] = graph_window
     for row in rows:
         results.add_row(row)
     if len(outputs) > 1:
@@ -504,8 +508,10 @@ def run_bench(
                 "; the settling runs are queued behind the GPU spin, right before the samples (no idle gap), "
                 f"replayed from a CUDA graph past {SETTLE_GRAPH_ABOVE} runs; graph-timed kernels settle "
                 f"too ({STEADY_SETTLE_MS:.0f} ms of replays), and their samples, replays of several rounds "
-                f"of every input copy, span {GRAPH_SPAN_MS:.0f} ms together"
+                f"of every input copy, span {timing_kwargs.get('graph_span_ms', GRAPH_SPAN_MS):.0f} ms "
+                "together (at most, for kernels whose copies fill a graph's node limit first)"
             )
+            env["timing"]["graph_window_ms"] = timing_kwargs.get("graph_span_ms", GRAPH_SPAN_MS)
         if "span_ms" in timing_kwargs:
             env["timing"]["steady"] += (
                 f"; sampled for {timing_kwargs['span_ms']:.0f} ms, not {STEADY_SPAN_MS:.0f}, in at most "

@@ -157,7 +157,10 @@ SETTLE_REPLAYS = 16
 #: for, if shorter).  Until session 25 such kernels got neither settling nor a window: 20 bare
 #: replays (~4 ms) right behind an idle spin, at whatever clock the GPU came back with.  At
 #: 3d09e87 a compute-bound 1024x4096x4096 GEMM (~50 us) read 1590-1980 MHz inside one tuner final
-#: (median 1701) and 1980 in the bench an hour later, 0.0491 against 0.0473 ms.
+#: (median 1701) and 1980 in the bench an hour later, 0.0491 against 0.0473 ms.  This is the
+#: default; a timing mode may ask for a longer window (``measure``'s ``graph_span_ms``): at e417ff3
+#: the medians of such GEMMs at the power cap spread 1.3-3.5 % between 1000 ms windows against
+#: 3.7-16 % between 100 ms ones (NOTES.md, Session 28).
 GRAPH_SPAN_MS = 100.0
 #: At most this many kernel calls in one captured graph (a settling or a sample graph).
 MAX_GRAPH_CALLS = 2048
@@ -270,6 +273,7 @@ def time_cuda(
     flush: str = "write",
     hot_start: bool = False,
     max_span_samples: int = 200,
+    graph_span_ms: float = GRAPH_SPAN_MS,
     keep_series: bool = False,
     method: str = "auto",
 ) -> Timing:
@@ -288,7 +292,7 @@ def time_cuda(
     ``SETTLE_GRAPH_ABOVE`` of them as replays of a CUDA graph: ``_settling``).  A graph-timed
     kernel settles only with ``hot_start``: ``settle_ms`` of untimed replays right behind the
     spin, then samples that each replay several rounds of every input copy, together spanning
-    ``min(span_ms, GRAPH_SPAN_MS)`` (``_graph_plan``); without it, ``repeats`` replays of one
+    ``min(span_ms, graph_span_ms)`` (``_graph_plan``); without it, ``repeats`` replays of one
     round each, as before.  Where the GPU
     says it waited for the CPU before or inside a sample (``_event_samples``), the samples are
     taken again behind a longer spin, up to three times (a warning says when all three waited).
@@ -339,7 +343,9 @@ def time_cuda(
 
     if graphed:
         if hot_start and settle_ms:
-            rounds, settle_rounds = _graph_plan(estimate_ms, len(graph_fns), repeats, settle_ms, span_ms)
+            rounds, settle_rounds = _graph_plan(
+                estimate_ms, len(graph_fns), repeats, settle_ms, span_ms, graph_span_ms
+            )
             return _time_graph(
                 graph_fns,
                 repeats,
@@ -463,15 +469,20 @@ def _event_samples(
 
 
 def _graph_plan(
-    call_ms: float, copies: int, repeats: int, settle_ms: float, span_ms: float
+    call_ms: float,
+    copies: int,
+    repeats: int,
+    settle_ms: float,
+    span_ms: float,
+    graph_span_ms: float = GRAPH_SPAN_MS,
 ) -> tuple[int, int]:
     """Hot start of a graph-timed kernel: how many rounds of every input copy one sample's graph
-    holds, so that ``repeats`` samples span ``min(span_ms, GRAPH_SPAN_MS)`` (one round without a
+    holds, so that ``repeats`` samples span ``min(span_ms, graph_span_ms)`` (one round without a
     window), and how many rounds settle it for ``settle_ms`` first (at most 10 000, as for
     event-timed settling).  ``call_ms`` is one call's estimated GPU time."""
     round_ms = max(call_ms, 1e-4) * copies
     most = max(1, MAX_GRAPH_CALLS // copies)
-    window_ms = min(span_ms, GRAPH_SPAN_MS)
+    window_ms = min(span_ms, graph_span_ms)
     rounds = min(most, max(1, math.ceil(window_ms / (repeats * round_ms)))) if window_ms > 0 else 1
     settle_rounds = max(1, min(10_000, math.ceil(settle_ms / round_ms)))
     return rounds, settle_rounds
@@ -562,6 +573,7 @@ def measure(
     hot_start: bool = False,
     span_ms: float | None = None,
     max_samples: int | None = None,
+    graph_span_ms: float | None = None,
     keep_series: bool = False,
     method: str = "auto",
 ) -> Timing:
@@ -579,6 +591,8 @@ def measure(
     power) between settling and the first sample.  ``span_ms`` replaces steady's
     ``STEADY_SPAN_MS`` and lifts its 200-sample cap, so the samples really span that long, or
     as long as ``max_samples`` of them last (a short kernel's window stays short).
+    ``graph_span_ms`` (with ``hot_start``) is how long a graph-timed kernel's samples span
+    together (``GRAPH_SPAN_MS`` when not given; never longer than the event-timed span).
     ``keep_series`` returns every sample, in order, in ``Timing.series_ms``.
     ``method`` (``TIMING_METHODS``) pins CUDA-graph replay or event timing on a GPU; a CPU
     device has one timer and ignores it.
@@ -593,6 +607,14 @@ def measure(
         isinstance(span_ms, bool) or not (isinstance(span_ms, (int, float)) and 0 < span_ms <= 60_000)
     ):
         raise ValueError(f"span_ms: expected milliseconds in (0, 60000], got {span_ms!r}")
+    if graph_span_ms is not None and (
+        not hot_start
+        or isinstance(graph_span_ms, bool)
+        or not (isinstance(graph_span_ms, (int, float)) and 0 < graph_span_ms <= 60_000)
+    ):
+        raise ValueError(
+            f"graph_span_ms: expected milliseconds in (0, 60000] with hot_start=True, got {graph_span_ms!r}"
+        )
     whole = isinstance(max_samples, int) and not isinstance(max_samples, bool)
     if max_samples is not None and (span_ms is None or not whole or max_samples < 20):
         raise ValueError(f"max_samples: expected an int >= 20 with span_ms, got {max_samples!r}")
@@ -607,6 +629,7 @@ def measure(
                 flush=flush,
                 hot_start=hot_start,
                 max_span_samples=200 if span_ms is None else max_samples or 100_000,
+                graph_span_ms=GRAPH_SPAN_MS if graph_span_ms is None else float(graph_span_ms),
                 keep_series=keep_series,
                 method=method,
             )

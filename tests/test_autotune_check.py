@@ -248,3 +248,52 @@ def test_rows_benched_on_another_card_than_their_entry_are_counted(tmp_path, cap
         "entries timed on: 1 on the card this bench ran on (1 within 3%); 1 on another card (0 within 3%); "
         "1 on a card the entry does not record (1 within 3%)"
     ) in capsys.readouterr().out
+
+
+def test_rows_graph_timed_over_another_window_are_flagged(tmp_path, capsys, monkeypatch) -> None:
+    """A graph-timed entry baked before entries kept their window was sampled over 100 ms; a
+    --timing sustained bench (1 s graph windows since session 28) is not like for like with it,
+    and baked-check says so; an entry that records 1 s, and event-timed rows, are not flagged."""
+    monkeypatch.setenv("COLUMNS", "240")
+    path = str(tmp_path / "h100-sxm.json")
+    graph = {"timing": "sustained", "timing_method": "cuda-graph"}
+    store.bake(
+        [
+            {**baked_entry({"M": 1024, "N": 8192}, 0.020, {"num_warps": 8}), **graph},  # before: 100 ms
+            {**baked_entry({"M": 2048, "N": 8192}, 0.030, {"num_warps": 8}), **graph,
+             "graph_window_ms": 1000.0},
+            {**baked_entry({"M": 4096, "N": 8192}, 0.100, {"num_warps": 8}), "timing": "sustained",
+             "timing_method": "cuda-events"},
+        ],
+        GPU,
+        path,
+    )
+    rows = [
+        {**bench_row({"M": 1024, "N": 8192}, 0.0201, {"num_warps": 8}), "timing_method": "cuda-graph",
+         "graph_window_ms": 1000.0},
+        {**bench_row({"M": 2048, "N": 8192}, 0.0301, {"num_warps": 8}), "timing_method": "cuda-graph",
+         "graph_window_ms": 1000.0},
+        {**bench_row({"M": 4096, "N": 8192}, 0.1001, {"num_warps": 8}), "timing_method": "cuda-events"},
+    ]
+    found = sorted(
+        compare_with_baked(rows, store.read_file(path)["entries"], bench_timing="sustained"),
+        key=lambda r: r.shape["M"],
+    )
+    assert [(r.tuned_window_ms, r.bench_window_ms, r.other_window) for r in found] == [
+        (100.0, 1000.0, True), (1000.0, 1000.0, False), (None, None, False),
+    ]
+    # A row of a bench that ran before rows recorded their window: 100 ms, as that bench's were.
+    (legacy,) = compare_with_baked(
+        [{**rows[1], "graph_window_ms": None}], store.read_file(path)["entries"], bench_timing="sustained"
+    )
+    assert (legacy.tuned_window_ms, legacy.bench_window_ms, legacy.other_window) == (1000.0, 100.0, True)
+    # A mode with no hot start gives graph replays no window at all.
+    (bare,) = compare_with_baked([rows[0]], store.read_file(path)["entries"], bench_timing="steady")
+    assert bare.bench_window_ms is None and not bare.other_window
+    results = tmp_path / "results.json"
+    env = {"gpu": GPU["name"], "timing": {"mode": "sustained"}}
+    results.write_text(json.dumps({"env": env, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 0
+    out = capsys.readouterr().out
+    assert "1 of those rows were graph-timed over another window than their tuner's final" in out
+    assert "graph/graph 100/1000 ms" in out

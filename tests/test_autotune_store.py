@@ -361,14 +361,36 @@ def test_an_entry_may_record_the_sm_clock_of_its_final():
         assert "sm_clock_mhz" in store.validate_entry({**entry, "sm_clock_mhz": bad}), bad
 
 
+def test_graph_windows_of_modes_and_of_records():
+    """The window a graph-timed kernel's samples span: the mode's (None without hot start), and a
+    record's own, or 100 ms for a graph-timed one from before records kept it."""
+    assert [store.graph_window_ms(mode) for mode in store.TIMING_MODES] == [None, None, None, 100.0, 1000.0]
+    graph = {"timing_method": "cuda-graph"}
+    assert store.graph_window_ms("sustained", {**graph, "graph_window_ms": 1000.0}) == 1000.0
+    assert store.graph_window_ms("sustained", graph) == store.LEGACY_GRAPH_WINDOW_MS == 100.0
+    assert store.graph_window_ms("sustained", {"timing_method": "cuda-events"}) is None
+    assert store.graph_window_ms("sustained", {}) is None  # no method on record: events
+    assert store.graph_window_ms("clean", {**graph, "graph_window_ms": 1000.0}) is None
+    entry = {
+        "op": "rmsnorm", "backend": "triton", "dtype": "bfloat16", "shape": {"M": 1, "N": 8},
+        "config": {}, "time_ms": 0.01, "timing_method": "cuda-graph", "timing": "sustained",
+    }
+    assert store.validate_entry({**entry, "graph_window_ms": 1000.0}) is None
+    for bad in (0.0, -1.0, float("nan"), 1e9, "1000", True, None):
+        assert "graph_window_ms" in store.validate_entry({**entry, "graph_window_ms": bad}), bad
+
+
 def test_each_timing_mode_names_its_measure_keywords():
     assert store.TIMING_MODES == ("default", "steady", "clean", "hot", "sustained")
     assert store.measure_kwargs("default") == {"steady": False, "flush": "write", "hot_start": False}
     assert store.measure_kwargs("steady") == {"steady": True, "flush": "write", "hot_start": False}
     assert store.measure_kwargs("clean") == {"steady": True, "flush": "read", "hot_start": False}
-    assert store.measure_kwargs("hot") == {"steady": True, "flush": "read", "hot_start": True}
+    assert store.measure_kwargs("hot") == {
+        "steady": True, "flush": "read", "hot_start": True, "graph_span_ms": 100.0,
+    }
     assert store.measure_kwargs("sustained") == {
         "steady": True, "flush": "read", "hot_start": True, "span_ms": 1000.0, "max_samples": 5000,
+        "graph_span_ms": 1000.0,
     }
     store.measure_kwargs("clean")["flush"] = "write"  # a copy: the mode is unchanged
     assert store.measure_kwargs("clean")["flush"] == "read"

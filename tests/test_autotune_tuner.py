@@ -189,6 +189,11 @@ def test_tune_picks_the_known_best_and_broken_configs_cannot_win(fake_backend):
     # How the final timed the winner (the fake timer's pick) and the card, for the bench and
     # baked-check.
     assert result.entry["timing_method"] == "cuda-graph" and result.entry["gpu_uuid"] == CARD
+    # A graph-timed final of a mode without hot start has no window to record; one with it does.
+    assert "graph_window_ms" not in result.entry
+    sustained = TuneRequest(OP, BACKEND, dict(SHAPE), "bf16", "quick", budget_s=None, device="cpu",
+                            timing="sustained")
+    assert tune(sustained, InProcessWorker()).entry["graph_window_ms"] == 1000.0
 
     # Each broken config is recorded as failed, with its kind, and never got a time.
     failed = {canonical_json(o.config): o for o in result.search.failures}
@@ -557,8 +562,8 @@ def test_retime_needs_the_entry_and_timing_names_a_method(fake_backend):
         ("default", (False, "write", False)),
         ("steady", (True, "write", False)),
         ("clean", (True, "read", False)),
-        ("hot", (True, "read", True)),
-        ("sustained", (True, "read", True, 1000.0, 5000)),
+        ("hot", (True, "read", True, 100.0)),
+        ("sustained", (True, "read", True, 1000.0, 5000, 1000.0)),
     ],
 )
 def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, timing, asked):
@@ -571,9 +576,10 @@ def test_time_candidates_asks_measure_for_the_mode(fake_backend, monkeypatch, ti
         fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False, **rest
     ):
         assert rest.pop("method") == "auto"  # on the CPU nothing pins a method
-        window = (rest.pop("span_ms"), rest.pop("max_samples")) if rest else ()
+        window = (rest.pop("span_ms"), rest.pop("max_samples")) if "span_ms" in rest else ()
+        graph_window = (rest.pop("graph_span_ms"),) if "graph_span_ms" in rest else ()
         assert not rest, rest
-        seen.append((steady, flush, hot_start, *window))
+        seen.append((steady, flush, hot_start, *window, *graph_window))
         return bench_timing.Timing(1.0, 0.0, repeats, "cpu-timer")
 
     monkeypatch.setattr(bench_timing, "measure", fake_measure)

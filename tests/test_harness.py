@@ -234,29 +234,29 @@ def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
 
 
 #: What each --timing mode must ask of ``bench.timing.measure``: (steady, flush, hot_start,
-#: span_ms, max_samples).
+#: span_ms, max_samples, graph_span_ms).
 MEASURE_ASKED = {
-    "default": (False, "write", False, None, None),
-    "steady": (True, "write", False, None, None),
-    "clean": (True, "read", False, None, None),
-    "hot": (True, "read", True, None, None),
-    "sustained": (True, "read", True, 1000.0, 5000),
+    "default": (False, "write", False, None, None, None),
+    "steady": (True, "write", False, None, None, None),
+    "clean": (True, "read", False, None, None, None),
+    "hot": (True, "read", True, None, None, 100.0),
+    "sustained": (True, "read", True, 1000.0, 5000, 1000.0),
 }
-Asked = tuple[bool, str, bool, "float | None", "int | None"]
+Asked = tuple[bool, str, bool, "float | None", "int | None", "float | None"]
 
 
 def _recording_measure(asked: list[Asked]):
     """A stand-in for ``bench.timing.measure`` that runs the call once and records the
-    (steady, flush, hot_start, span_ms, max_samples) it was asked for."""
+    (steady, flush, hot_start, span_ms, max_samples, graph_span_ms) it was asked for."""
     from tilearena.bench.timing import Timing
 
     def fake_measure(
         fn, device, graph_fns=None, repeats=30, steady=False, flush="write", hot_start=False,
-        span_ms=None, max_samples=None, method="auto",
+        span_ms=None, max_samples=None, graph_span_ms=None, method="auto",
     ):
         fn()
         assert method == "auto"  # nothing baked for these rows: the timer picks its method
-        asked.append((steady, flush, hot_start, span_ms, max_samples))
+        asked.append((steady, flush, hot_start, span_ms, max_samples, graph_span_ms))
         return Timing(1.0, 0.0, 20, "cpu-timer")
 
     return fake_measure
@@ -305,6 +305,27 @@ def test_ceilings_are_timed_the_way_the_run_is(monkeypatch, timing) -> None:
     environment._copy_bandwidth("cpu", timing)
     environment._gemm_tflops("cpu", timing)
     assert asked == [MEASURE_ASKED[timing]] * 2
+
+
+@pytest.mark.parametrize("timing", list(MEASURE_ASKED))
+def test_a_graph_timed_row_records_its_window(monkeypatch, tmp_path, timing) -> None:
+    """A row timed by CUDA graph records how long its samples spanned (the mode's graph window;
+    none without hot start), so baked-check can tell a final sampled over another window."""
+    from rich.console import Console
+    from tilearena.bench import runner
+    from tilearena.bench.timing import Timing
+
+    def graph_measure(fn, device, **kwargs):
+        fn()
+        return Timing(0.02, 0.0, 20, "cuda-graph")
+
+    monkeypatch.setattr(runner, "measure", graph_measure)
+    monkeypatch.setattr(runner, "measure_ceilings", lambda device, timing="default": {})
+    data = runner.run_bench(
+        ["softmax"], ["eager"], ["quick"], [torch.float32], tmp_path, Console(quiet=True), timing=timing
+    )
+    windows = {row.get("graph_window_ms") for row in data["rows"]}
+    assert windows == {MEASURE_ASKED[timing][5]}, windows
 
 
 @pytest.mark.parametrize("command", ["bench", "tune"])

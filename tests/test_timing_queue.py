@@ -268,14 +268,15 @@ def test_a_hot_graph_measurement_is_taken_again_when_the_gpu_waited(gpu_log, mon
     repeats=st.integers(min_value=20, max_value=200),
     settle_ms=st.floats(min_value=0.5, max_value=1000.0),
     span_ms=st.sampled_from([0.0, 50.0, 100.0, 1000.0]),
+    graph_span_ms=st.sampled_from([timing.GRAPH_SPAN_MS, 1000.0]),
 )
 def test_a_graph_plan_spans_its_window_within_the_graph_size_cap(
-    call_ms: float, copies: int, repeats: int, settle_ms: float, span_ms: float
+    call_ms: float, copies: int, repeats: int, settle_ms: float, span_ms: float, graph_span_ms: float
 ) -> None:
-    rounds, settle_rounds = timing._graph_plan(call_ms, copies, repeats, settle_ms, span_ms)
+    rounds, settle_rounds = timing._graph_plan(call_ms, copies, repeats, settle_ms, span_ms, graph_span_ms)
     round_ms = max(call_ms, 1e-4) * copies
     assert rounds >= 1 and rounds * copies <= max(copies, timing.MAX_GRAPH_CALLS)
-    window_ms = min(span_ms, timing.GRAPH_SPAN_MS)
+    window_ms = min(span_ms, graph_span_ms)
     if window_ms == 0:
         assert rounds == 1
     elif rounds * copies + copies <= timing.MAX_GRAPH_CALLS:  # not held back by the cap
@@ -382,6 +383,11 @@ def test_measure_refuses_hot_start_or_a_window_without_steady() -> None:
             timing.measure(lambda: None, "cpu", steady=True, span_ms=500.0, max_samples=bad)
     with pytest.raises(ValueError, match="max_samples: expected an int >= 20 with span_ms"):
         timing.measure(lambda: None, "cpu", steady=True, max_samples=2000)
+    for bad in (0.0, -1.0, 1e9, float("nan"), True, "1000"):
+        with pytest.raises(ValueError, match="graph_span_ms: expected milliseconds"):
+            timing.measure(lambda: None, "cpu", steady=True, hot_start=True, graph_span_ms=bad)
+    with pytest.raises(ValueError, match=r"graph_span_ms: expected .* with hot_start=True"):
+        timing.measure(lambda: None, "cpu", steady=True, graph_span_ms=1000.0)  # bare replays: no window
 
 
 def test_measure_keeps_the_series_when_asked() -> None:

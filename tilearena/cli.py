@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "emptied by reading a buffer, not writing one, so no dirty lines are left for the timed "
         "kernel to write back; hot: clean, with the settling runs queued right before the samples "
         "(the GPU never idles between them); sustained: hot, sampled for 1 s in at most 5000 "
-        "samples; use the tuner's --timing",
+        "samples (graph-timed kernels as replays spanning 1 s); use the tuner's --timing",
     )
     bench.add_argument(
         "--budget",

@@ -9,7 +9,10 @@ the bench by 4.6-6.7 %.  Event-timed entries at the power cap spread less (media
 For each case this times the baked config as graph replays the way ``--timing sustained`` does,
 with samples spanning 100 ms and 1000 ms, alternating, ``ALTERNATIONS`` times each.  If the
 1000 ms medians spread clearly less than the 100 ms ones, the graph window should follow the
-mode's span.  Needs the project installed (CuTe and TileLang need the devkit):
+mode's span.  (Run at e417ff3, session 28: they did, 1.3-3.5 % against 3.7-16 % at the power
+cap, and since then --timing sustained samples graph-timed kernels for 1 s too; the probe passes
+each window as ``measure``'s ``graph_span_ms``.)  Needs the project installed (CuTe and TileLang
+need the devkit):
     python3 .ci/queue/probe_graph_span.py OUT.json
 """
 
@@ -45,28 +48,23 @@ def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
     count = timing.rotated_copy_count(case.input_bytes, timing.l2_cache_bytes(DEVICE))
     calls = case.calls([case.first, *case.fresh_copies(count - 1, 1, DEVICE)])
     runs: dict[str, list[dict[str, Any]]] = {str(int(s)): [] for s in SPANS_MS}
-    default_span = timing.GRAPH_SPAN_MS
-    try:
-        for _ in range(ALTERNATIONS):
-            for span in SPANS_MS:
-                timing.GRAPH_SPAN_MS = span
-                measured = timing.measure(
-                    calls[0], DEVICE, graph_fns=calls, repeats=20, method="cuda-graph",
-                    **measure_kwargs("sustained"),
-                )
-                state = measured.gpu_state or {}
-                runs[str(int(span))].append(
-                    {
-                        "ms": measured.median_ms,
-                        "iqr_ms": measured.iqr_ms,
-                        "sm_mhz": state.get("sm_clock_mhz"),
-                        "sm_mhz_range": state.get("sm_clock_range_mhz"),
-                    }
-                )
-                print(backend, shape, f"{span:.0f} ms span", f"{measured.median_ms:.5f} ms",
-                      state.get("sm_clock_range_mhz"), flush=True)
-    finally:
-        timing.GRAPH_SPAN_MS = default_span
+    for _ in range(ALTERNATIONS):
+        for span in SPANS_MS:
+            measured = timing.measure(
+                calls[0], DEVICE, graph_fns=calls, repeats=20, method="cuda-graph",
+                **{**measure_kwargs("sustained"), "graph_span_ms": span},
+            )
+            state = measured.gpu_state or {}
+            runs[str(int(span))].append(
+                {
+                    "ms": measured.median_ms,
+                    "iqr_ms": measured.iqr_ms,
+                    "sm_mhz": state.get("sm_clock_mhz"),
+                    "sm_mhz_range": state.get("sm_clock_range_mhz"),
+                }
+            )
+            print(backend, shape, f"{span:.0f} ms span", f"{measured.median_ms:.5f} ms",
+                  state.get("sm_clock_range_mhz"), flush=True)
     # Each span's spread: (largest - smallest median) / the median of its medians.
     spread = {
         span: (max(r["ms"] for r in rs) - min(r["ms"] for r in rs)) / statistics.median(r["ms"] for r in rs)
