@@ -142,6 +142,7 @@ def test_cli_bench_writes_results_on_cpu(tmp_path: Path) -> None:
         (["--op", "matmul", "--shapes", "M=1,N=8,K=8,BT=3"], "BT is a switch, 0 or 1, got 3"),
         (["--op", "rmsnorm,softmax", "--shapes", "M=1,N=8,K=8,BT=0"], "not a shape of any of rmsnorm,"),
         (["--op", "softmax", "--warm-workers", "-1"], "--warm-workers: expected a count >= 0, got -1"),
+        (["--op", ","], "--op: expected comma-separated op names, got ','"),
     ],
 )
 def test_cli_bench_refuses_what_it_would_not_measure(tmp_path: Path, capsys, arguments, message) -> None:

@@ -89,6 +89,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .kernels import registry
 
     ops = [o for o in args.op.split(",") if o] if args.op else registry.ops()
+    if not ops:
+        raise ValueError(f"--op: expected comma-separated op names, got {args.op!r}")
     for op in ops:
         registry.spec(op)  # unknown op: a clear ValueError before any work
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
