@@ -95,7 +95,8 @@ def compare_with_baked(
     bench_timing: str = "default",
 ) -> list[Reproduction]:
     """Every bench row (that ran and passed numerics) whose exact shape has a baked entry;
-    ``bench_card``: the UUID of the card the bench ran on (its ``env.gpu_uuid``);
+    ``bench_card``: the UUID of the card the bench ran on (its ``env.gpu_uuid``), unless a row
+    names its own (a results file joined from runs on several cards tags each row);
     ``bench_timing``: the bench's ``--timing`` (its ``env.timing.mode``)."""
     from .store import graph_window_ms, normalise_dtype
 
@@ -124,7 +125,7 @@ def compare_with_baked(
                 tuned_method=_method(entry.get("timing_method")),
                 bench_method=_method(row.get("timing_method")),
                 tuned_card=entry.get("gpu_uuid"),
-                bench_card=bench_card,
+                bench_card=row.get("gpu_uuid") or bench_card,
                 tuned_window_ms=graph_window_ms(str(entry.get("timing", "default")), entry),
                 bench_window_ms=graph_window_ms(bench_timing, row),
             )

@@ -250,6 +250,23 @@ def test_rows_benched_on_another_card_than_their_entry_are_counted(tmp_path, cap
     ) in capsys.readouterr().out
 
 
+def test_a_row_that_names_its_card_is_judged_by_it() -> None:
+    """A results file joined from runs on several cards tags each row with its own card; that
+    tag, not the file's env, decides whether the row's entry was timed on the bench's card."""
+    entries = [
+        {**baked_entry({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}), "gpu_uuid": "GPU-aaaa"},
+        {**baked_entry({"M": 8192, "N": 8192}, 0.100, {"num_warps": 8}), "gpu_uuid": "GPU-bbbb"},
+    ]
+    rows = [
+        bench_row({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}),  # ran where the file's env says
+        {**bench_row({"M": 8192, "N": 8192}, 0.100, {"num_warps": 8}), "gpu_uuid": "GPU-bbbb"},
+    ]
+    found = compare_with_baked(rows, entries, "GPU-aaaa")
+    assert sorted((r.shape["M"], r.bench_card, r.other_card) for r in found) == [
+        (4096, "GPU-aaaa", False), (8192, "GPU-bbbb", False)
+    ]
+
+
 def test_rows_graph_timed_over_another_window_are_flagged(tmp_path, capsys, monkeypatch) -> None:
     """A graph-timed entry baked before entries kept their window was sampled over 100 ms; a
     --timing sustained bench (1 s graph windows since session 28) is not like for like with it,

@@ -11,6 +11,13 @@ refuses a new run that is not matmul only, has no commit, or whose schema differ
 runs (a pass benched in parts, as session 28's two halves) are first joined into one: they must
 share the commit, the card and the timing mode, and no (backend, shape, dtype) may appear twice;
 the first one's env and ceilings stand for them, and ``ceilings_matmul_runs`` keeps each one's.
+
+A pass that could not bench every shape (one session's device time holds about 1.5 of the two
+halves) is completed with ``--fill-from OLDER_RUN ...``: each shape the new runs lack takes all
+its rows (so a shape's ratios to cuBLAS stay within one run) from the first older run that has
+it, which must be matmul only, of the same schema and timing mode.  Every row is tagged with its
+own run's commit and card (``gpu_uuid``), and ``--joined-out`` writes the joined, filled matmul
+run alone (``tilearena baked-check`` then counts each row against its own card's entries).
 """
 
 from __future__ import annotations
@@ -31,17 +38,28 @@ def merge(old: dict, new: dict, session: str) -> dict:
         raise SystemExit("the new run: env.commit is empty")
     timing = (new["env"].get("timing") or {}).get("mode", "default")
     for row in new["rows"]:
-        row["commit"] = commit
+        # Rows filled from an older run keep that run's tags.
+        row.setdefault("commit", commit)
+        row.setdefault("gpu_uuid", new["env"].get("gpu_uuid"))
     kept = [row for row in old["rows"] if row["op"] != "matmul"]
     env = dict(old["env"])
     commits = {k: v for k, v in (env.get("commits") or {}).items() if not k.startswith("matmul")}
     commits["matmul (--shapes sweep,llama)"] = commit
+    filled = new.get("filled_from") or []
+    for part in filled:
+        commits[f"matmul ({part['shapes']} shapes not rebenched at {commit})"] = part["commit"]
     env["commits"] = commits
     rowwise = next((v for k, v in commits.items() if not k.startswith("matmul")), "?")
+    older = "".join(
+        f"; {part['shapes']} of its shapes' rows are an earlier run's at {part['commit']} (card "
+        f"{str(part['gpu_uuid'])[:8]})"
+        for part in filled
+    )
     env["note"] = (
-        f"two tilearena bench runs on this GPU, both on main: the row-wise sweep at {rowwise} and the "
-        f"matmul sweep+llama at {commit} (session {session}, --timing {timing}). Every row carries its "
-        "commit; env and ceilings: the row-wise run's; ceilings_matmul_run: the matmul run's"
+        f"tilearena bench runs on this GPU, all on main: the row-wise sweep at {rowwise} and the "
+        f"matmul sweep+llama at {commit} (session {session}, --timing {timing}){older}. Every row carries "
+        "its commit (matmul rows their card too); env and ceilings: the row-wise run's; "
+        "ceilings_matmul_run: the matmul run's"
     )
     return {
         "schema": old["schema"],
@@ -51,6 +69,7 @@ def merge(old: dict, new: dict, session: str) -> dict:
         "agreement": [a for a in old["agreement"] if a["op"] != "matmul"] + new["agreement"],
         "ceilings_matmul_run": new["ceilings"],
         **({"ceilings_matmul_runs": new["ceilings_matmul_runs"]} if "ceilings_matmul_runs" in new else {}),
+        **({"matmul_filled_from": filled} if filled else {}),
     }
 
 
@@ -81,14 +100,66 @@ def join(runs: list[dict]) -> dict:
     }
 
 
+def _shape_key(entry: dict) -> str:
+    return json.dumps([entry["op"], entry["shape"], entry["dtype"]], sort_keys=True)
+
+
+def fill(new: dict, older: list[dict]) -> dict:
+    """``new`` with, for each shape it lacks, every row of the first ``older`` run that has it."""
+    timing = (new["env"].get("timing") or {}).get("mode", "default")
+    have = {_shape_key(row) for row in new["rows"]}
+    rows, agreement, ceilings, filled = list(new["rows"]), list(new["agreement"]), [], []
+    for index, run in enumerate(older):
+        where = f"--fill-from run {index + 1}"
+        if run.get("schema") != new.get("schema"):
+            raise SystemExit(f"{where}: schema {run.get('schema')}, the new run's {new.get('schema')}")
+        if {row["op"] for row in run["rows"]} != {"matmul"}:
+            raise SystemExit(f"{where}: expected matmul rows only")
+        if (run["env"].get("timing") or {}).get("mode", "default") != timing:
+            raise SystemExit(f"{where}: its timing mode is not the new run's ({timing})")
+        commit = (run["env"].get("commit") or "")[:7]
+        if not commit:
+            raise SystemExit(f"{where}: env.commit is empty")
+        taken = {_shape_key(row) for row in run["rows"]} - have
+        if not taken:
+            continue
+        for row in run["rows"]:
+            if _shape_key(row) in taken:
+                rows.append({**row, "commit": commit, "gpu_uuid": run["env"].get("gpu_uuid")})
+        agreement += [a for a in run["agreement"] if _shape_key(a) in taken]
+        ceilings.append(run["ceilings"])
+        filled.append({"commit": commit, "gpu_uuid": run["env"].get("gpu_uuid"), "shapes": len(taken)})
+        have |= taken
+    if not filled:
+        return new
+    return {
+        **new,
+        "rows": rows,
+        "agreement": agreement,
+        "ceilings_matmul_runs": new.get("ceilings_matmul_runs", [new["ceilings"]]) + ceilings,
+        "filled_from": filled,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("new", type=Path, nargs="+", help="the new matmul run's results.json (or its parts')")
     parser.add_argument("--results", type=Path, default=Path("reports/h100/results.json"))
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
     parser.add_argument("--session", default="?", help="the session that ran it, for env.note")
+    parser.add_argument(
+        "--fill-from", type=Path, nargs="+", default=[], help="older matmul runs for the shapes the new lack"
+    )
+    parser.add_argument("--joined-out", type=Path, default=None, help="also write the joined matmul run")
     args = parser.parse_args()
     new = join([json.loads(path.read_text()) for path in args.new])
+    new = fill(new, [json.loads(path.read_text()) for path in args.fill_from])
+    if args.joined_out:
+        # Tagged here too, so baked-check sees each row's own card.
+        for row in new["rows"]:
+            row.setdefault("commit", (new["env"].get("commit") or "")[:7])
+            row.setdefault("gpu_uuid", new["env"].get("gpu_uuid"))
+        args.joined_out.write_text(json.dumps(new, indent=1) + "\n")
     merged = merge(json.loads(args.results.read_text()), new, args.session)
     out = args.out or args.results
     out.write_text(json.dumps(merged, indent=1) + "\n")
