@@ -190,26 +190,32 @@ def test_cli_names_a_file_it_cannot_read(tmp_path: Path, capsys, command) -> Non
     assert f"{broken} is not JSON (Expecting value, line 1 column 13)" in capsys.readouterr().err
 
 
-def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeypatch) -> None:
-    """Two measurements 100% apart mean one was disturbed: a third is taken and the two that
-    agree are kept, so the row's time and noise floor come from undisturbed runs."""
-    from tilearena.bench import runner
-    from tilearena.bench.timing import Timing
+def _time_twice_with(monkeypatch, medians: list[float]) -> tuple[timing.Timing, float, int]:
+    """``runner._time_twice`` on a CPU row whose measurements read ``medians`` in turn (one more
+    measurement than given would raise): the combined timing, its noise floor and how many
+    measurements were taken."""
     from tilearena.kernels import registry
 
-    medians = iter([1.0, 2.0, 1.02])
+    remaining = iter(medians)
     calls = []
 
     def fake_measure(fn, device, graph_fns=None, repeats=30, steady=False, flush="write", **_):
         calls.append(device)
-        return Timing(next(medians), 0.01, repeats, "cpu-timer")
+        return timing.Timing(next(remaining), 0.01, repeats, "cpu-timer")
 
     monkeypatch.setattr(runner, "measure", fake_measure)
     spec = registry.spec("softmax")
     b = registry.backend("softmax", "eager")
     args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
-    timing, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
-    assert len(calls) == 3
+    combined, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
+    return combined, noise, len(calls)
+
+
+def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeypatch) -> None:
+    """Two measurements 100% apart mean one was disturbed: a third is taken and the two that
+    agree are kept, so the row's time and noise floor come from undisturbed runs."""
+    timing, noise, calls = _time_twice_with(monkeypatch, [1.0, 2.0, 1.02])
+    assert calls == 3
     assert abs(timing.median_ms - 1.01) < 1e-9
     assert abs(noise - 0.02) < 1e-9
 
@@ -217,42 +223,14 @@ def test_disturbed_measurement_gets_a_third_and_the_agreeing_pair_stands(monkeyp
 def test_measurements_further_apart_than_the_bench_holds_itself_to_get_a_third(monkeypatch) -> None:
     """3 % apart is within what a disturbed run looked like once (5 %), but not within what a
     row is held to (its tuned time within 3 %): a third measurement is taken."""
-    from tilearena.bench import runner
-    from tilearena.bench.timing import Timing
-    from tilearena.kernels import registry
-
-    medians = iter([1.0, 1.03, 1.025])
-    monkeypatch.setattr(
-        runner,
-        "measure",
-        lambda fn, device, graph_fns=None, repeats=30, steady=False, flush="write", **_: Timing(
-            next(medians), 0.0, 20, "x"
-        ),
-    )
-    spec = registry.spec("softmax")
-    b = registry.backend("softmax", "eager")
-    args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
-    timing, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
+    timing, noise, calls = _time_twice_with(monkeypatch, [1.0, 1.03, 1.025])
+    assert calls == 3
     assert abs(timing.median_ms - 1.0275) < 1e-9 and abs(noise - 0.005 / 1.025) < 1e-9
 
 
 def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
-    from tilearena.bench import runner
-    from tilearena.bench.timing import Timing
-    from tilearena.kernels import registry
-
-    medians = iter([1.0, 1.01])
-    monkeypatch.setattr(
-        runner,
-        "measure",
-        lambda fn, device, graph_fns=None, repeats=30, steady=False, flush="write", **_: Timing(
-            next(medians), 0.0, 20, "x"
-        ),
-    )
-    spec = registry.spec("softmax")
-    b = registry.backend("softmax", "eager")
-    args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
-    timing, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
+    timing, noise, calls = _time_twice_with(monkeypatch, [1.0, 1.01])
+    assert calls == 2
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
 
 
