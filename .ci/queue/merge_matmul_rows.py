@@ -27,6 +27,13 @@ import json
 from pathlib import Path
 
 
+def tag_rows(run: dict) -> None:
+    """Tag ``run``'s rows with its commit and card; rows filled from an older run keep theirs."""
+    for row in run["rows"]:
+        row.setdefault("commit", (run["env"].get("commit") or "")[:7])
+        row.setdefault("gpu_uuid", run["env"].get("gpu_uuid"))
+
+
 def merge(old: dict, new: dict, session: str) -> dict:
     if new.get("schema") != old.get("schema"):
         raise SystemExit(f"schema: the new run has {new.get('schema')}, the results file {old.get('schema')}")
@@ -37,10 +44,7 @@ def merge(old: dict, new: dict, session: str) -> dict:
     if not commit:
         raise SystemExit("the new run: env.commit is empty")
     timing = (new["env"].get("timing") or {}).get("mode", "default")
-    for row in new["rows"]:
-        # Rows filled from an older run keep that run's tags.
-        row.setdefault("commit", commit)
-        row.setdefault("gpu_uuid", new["env"].get("gpu_uuid"))
+    tag_rows(new)
     kept = [row for row in old["rows"] if row["op"] != "matmul"]
     env = dict(old["env"])
     commits = {k: v for k, v in (env.get("commits") or {}).items() if not k.startswith("matmul")}
@@ -155,10 +159,7 @@ def main() -> None:
     new = join([json.loads(path.read_text()) for path in args.new])
     new = fill(new, [json.loads(path.read_text()) for path in args.fill_from])
     if args.joined_out:
-        # Tagged here too, so baked-check sees each row's own card.
-        for row in new["rows"]:
-            row.setdefault("commit", (new["env"].get("commit") or "")[:7])
-            row.setdefault("gpu_uuid", new["env"].get("gpu_uuid"))
+        tag_rows(new)  # so baked-check sees each row's own card
         args.joined_out.write_text(json.dumps(new, indent=1) + "\n")
     merged = merge(json.loads(args.results.read_text()), new, args.session)
     out = args.out or args.results
