@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..autotune.search import FINAL_MEDIAN_ERROR, median_error, relative_spread
 from ..autotune.store import PINNED_TIMING_METHODS, graph_window_ms, measure_kwargs
 from ..dispatch import baked_config, baked_timing_method, why_not
 from ..kernels import registry
@@ -37,7 +39,6 @@ from .timing import (
     Timing,
     l2_cache_bytes,
     measure,
-    noise_floor,
     rotated_copy_count,
 )
 
@@ -203,6 +204,7 @@ def bench_shape(
         measured, noise = outcome
         row.update(_speed(measured, cost, op_spec.bound, ceilings))
         row["noise"] = noise
+        row["measurements"] = len(timers[name].measurements)
         row["timing_method"] = measured.method
         row["timing_method_from"] = timers[name].method_from
         if measured.method == "cuda-graph" and graph_window is not None:
@@ -225,13 +227,15 @@ def bench_shape(
         torch.cuda.empty_cache()
 
 
-#: Two measurements of one row further apart than this (relative) get a third, and the two that
-#: agree best stand.  5 % until session 29, which caught only disturbed runs; but a row is held to
-#: its tuned time within 3 %, and a mean of two measurements 2-5 % apart is known no better than
-#: half that: 16 of the 130 rows of e417ff3's rest half (large GEMMs at the power cap) and 9 of
-#: its decode half's were, among them the Triton 16384x4096x14336 miss (4.1 %).  The tuner's finals
-#: already add rounds while their winner's median is known worse than 1 % (FINAL_MEDIAN_ERROR).
-RETIME_ABOVE = 0.02
+#: A row is measured until the median of its measurements is known as well as the tuner's final
+#: knows a winner's (``autotune.search.FINAL_MEDIAN_ERROR``, judged by the same rule), at most
+#: this many times, and the row's time is that median: the statistic the store promises.  Until
+#: session 30 the bench took two measurements (a third when they lay over 2 % apart) and kept the
+#: mean of the two that agreed best, which for a kernel whose 1 s windows read one of two levels
+#: picks a level while the tuner's median of 2-6 rounds lies between them: at 7c42e99 Triton
+#: 128x4096x4096 (split-K 4) read 0.0181-0.0183 or 0.0193 ms in six benches, its tuner 0.0186-0.0188
+#: in three re-times whose rounds spread 4.7-5.2 % (reports/h100/NOTES.md, Session 30).
+MAX_MEASUREMENTS = 6
 
 
 class _RowTimer:
@@ -284,30 +288,33 @@ class _RowTimer:
             self.method = timing.method
         self.measurements.append(timing)
 
-    def disturbed(self) -> bool:
-        return len(self.measurements) == 2 and noise_floor(*self.measurements) > RETIME_ABOVE
+    def needs_more(self) -> bool:
+        """Its median is not yet known to ``FINAL_MEDIAN_ERROR`` and ``MAX_MEASUREMENTS`` allow more."""
+        medians = [m.median_ms for m in self.measurements]
+        if not 2 <= len(medians) < MAX_MEASUREMENTS:
+            return len(medians) < 2
+        return median_error(relative_spread(medians), len(medians)) > FINAL_MEDIAN_ERROR
 
     def result(self) -> tuple[Timing, float]:
-        """The two measurements that agree best (of two, or three after a disturbed pair),
-        averaged; and their spread, the row's noise floor."""
-        pairs = [(a, b) for i, a in enumerate(self.measurements) for b in self.measurements[i + 1 :]]
-        first, second = min(pairs, key=lambda pair: noise_floor(*pair))
-        best = first if first.median_ms <= second.median_ms else second
+        """The median of the measurements' medians, and their spread ((max - min) / min), the
+        row's noise floor."""
+        medians = [m.median_ms for m in self.measurements]
+        low = min(medians)
         combined = Timing(
-            (first.median_ms + second.median_ms) / 2,
-            max(first.iqr_ms, second.iqr_ms),
-            first.samples + second.samples,
-            best.method,
-            combine_gpu_states([first.gpu_state, second.gpu_state]),
+            statistics.median(medians),
+            max(m.iqr_ms for m in self.measurements),
+            sum(m.samples for m in self.measurements),
+            self.measurements[0].method,
+            combine_gpu_states([m.gpu_state for m in self.measurements]),
         )
-        return combined, noise_floor(first, second)
+        return combined, (max(medians) - low) / low if low > 0 else 0.0
 
 
 def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, float] | Exception]:
-    """Two rounds over every timer, the second in reverse order, then a third measurement for
-    each row whose two disagree by more than ``RETIME_ABOVE`` (one was disturbed: a clock change,
-    a stall; or the kernel's time wanders at the power cap). A timer that raises is reported, and
-    the others go on."""
+    """Rounds over every timer, each in the reverse order of the one before, until every row's
+    median is known to ``FINAL_MEDIAN_ERROR`` (two rounds at least, ``MAX_MEASUREMENTS`` at most):
+    a drift of the GPU's clocks or power state falls on every backend alike, and only the rows
+    still unsettled are measured again.  A timer that raises is reported, and the others go on."""
     failed: dict[str, Exception] = {}
 
     def round_of(names: Sequence[str]) -> None:
@@ -319,11 +326,14 @@ def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, f
             except Exception as exc:  # one backend's failure must not cost the others their rows
                 failed[name] = exc
 
-    names = list(timers)
-    round_of(names)
-    round_of(names[::-1])
-    round_of([name for name in names if name not in failed and timers[name].disturbed()])
-    return {name: failed[name] if name in failed else timers[name].result() for name in names}
+    order = list(timers)
+    while True:
+        pending = [name for name in order if name not in failed and timers[name].needs_more()]
+        if not pending:
+            break
+        round_of(pending)
+        order.reverse()
+    return {name: failed[name] if name in failed else timers[name].result() for name in timers}
 
 
 def _time_twice(
@@ -336,7 +346,7 @@ def _time_twice(
     seed: int,
     config: Any = None,
 ) -> tuple[Timing, float]:
-    """One backend alone: two measurements (a third if they disagree); the time and noise floor."""
+    """One backend alone, measured as a bench row is (``_time_interleaved``); the time and noise floor."""
     timer = _RowTimer(op_spec, b, args, shape, dtype, device, seed, config)
     outcome = _time_interleaved({b.name: timer})[b.name]
     if isinstance(outcome, Exception):
@@ -496,8 +506,10 @@ def run_bench(
         "cuda-graph replay over rotated inputs under 50 us of GPU time"
         if device == "cuda"
         else "cpu-timer",
-        "repeats": "2 x 20 (median of each, averaged), in rounds interleaved across a shape's backends "
-        "(A B C, then C B A); a third when the two differ by > 5%",
+        "repeats": f"20 a measurement; a row's time is the median of its measurements' medians, "
+        f"2 to {MAX_MEASUREMENTS} of them, taken until that median's standard error is under "
+        f"{FINAL_MEDIAN_ERROR:.0%} (the tuner's final rule), in rounds interleaved across a shape's "
+        "backends (A B C, then C B A, ...)",
         "l2": "flushed" if device == "cuda" else "n/a",
         # "write" zeroes a buffer (dirty lines left in the L2), "read" sums one (clean lines).
         "flush": timing_kwargs["flush"] if device == "cuda" else "n/a",
