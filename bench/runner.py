@@ -506,7 +506,7 @@ def run_bench(
         "cuda-graph replay over rotated inputs under 50 us of GPU time"
         if device == "cuda"
         else "cpu-timer",
-        "repeats": f"20 a measurement; a row's time is the median of its measurements' medians, "
+        "repeats": "20 a measurement; a row's time is the median of its measurements' medians, "
         f"2 to {MAX_MEASUREMENTS} of them, taken until that median's standard error is under "
         f"{FINAL_MEDIAN_ERROR:.0%} (the tuner's final rule), in rounds interleaved across a shape's "
         "backends (A B C, then C B A, ...)",
