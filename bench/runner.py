@@ -336,7 +336,7 @@ def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, f
     return {name: failed[name] if name in failed else timers[name].result() for name in timers}
 
 
-def _time_twice(
+def _time_alone(
     op_spec: registry.OpSpec,
     b: registry.Backend,
     args: Sequence[Any],

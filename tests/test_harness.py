@@ -192,8 +192,8 @@ def test_cli_names_a_file_it_cannot_read(tmp_path: Path, capsys, command) -> Non
     assert f"{broken} is not JSON (Expecting value, line 1 column 13)" in capsys.readouterr().err
 
 
-def _time_twice_with(monkeypatch, medians: list[float]) -> tuple[timing.Timing, float, int]:
-    """``runner._time_twice`` on a CPU row whose measurements read ``medians`` in turn (one more
+def _time_alone_with(monkeypatch, medians: list[float]) -> tuple[timing.Timing, float, int]:
+    """``runner._time_alone`` on a CPU row whose measurements read ``medians`` in turn (one more
     measurement than given would raise): the combined timing, its noise floor and how many
     measurements were taken."""
     from tilearena.kernels import registry
@@ -209,7 +209,7 @@ def _time_twice_with(monkeypatch, medians: list[float]) -> tuple[timing.Timing, 
     spec = registry.spec("softmax")
     b = registry.backend("softmax", "eager")
     args = spec.make_inputs({"M": 2, "N": 8}, torch.float32, "cpu", 0)
-    combined, noise = runner._time_twice(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
+    combined, noise = runner._time_alone(spec, b, args, {"M": 2, "N": 8}, torch.float32, "cpu", 0)
     return combined, noise, len(calls)
 
 
@@ -218,7 +218,7 @@ def test_a_disturbed_measurement_is_outvoted_by_the_median(monkeypatch) -> None:
     median's standard error is under the tuner's FINAL_MEDIAN_ERROR or MAX_MEASUREMENTS are
     taken, and the one disturbed measurement does not move the median of the rest."""
     medians = [1.0, 2.0, 1.02, 1.01, 1.0, 1.01]
-    timing, noise, calls = _time_twice_with(monkeypatch, medians)
+    timing, noise, calls = _time_alone_with(monkeypatch, medians)
     assert calls == runner.MAX_MEASUREMENTS == len(medians)
     assert timing.median_ms == pytest.approx(1.01)
     assert noise == pytest.approx(1.0)  # (max - min) / min: the disturbance stays on record
@@ -231,7 +231,7 @@ def test_a_bimodal_kernel_reads_the_median_of_its_levels_as_the_tuner_does(monke
     from tilearena.autotune.search import FINAL_MEDIAN_ERROR, median_error, relative_spread
 
     levels = [0.0193, 0.0182, 0.0193, 0.0182, 0.0182, 0.0193]
-    timing, _, calls = _time_twice_with(monkeypatch, levels)
+    timing, _, calls = _time_alone_with(monkeypatch, levels)
     assert calls == 6 and median_error(relative_spread(levels), 6) > FINAL_MEDIAN_ERROR
     assert timing.median_ms == pytest.approx(0.01875)
 
@@ -240,13 +240,13 @@ def test_measurements_are_added_one_round_at_a_time_until_the_median_is_known(mo
     """3 % apart: a median of two is known to ~1.9 %, over the 1 % the tuner's finals hold their
     winners to; a third leaves it at ~1.1 %, a fourth that agrees settles it (~0.8 %), and no
     more are taken (one more than given would raise)."""
-    timing, noise, calls = _time_twice_with(monkeypatch, [1.0, 1.03, 1.01, 1.01])
+    timing, noise, calls = _time_alone_with(monkeypatch, [1.0, 1.03, 1.01, 1.01])
     assert calls == 4
     assert timing.median_ms == pytest.approx(1.01) and noise == pytest.approx(0.03)
 
 
 def test_agreeing_measurements_are_not_retimed(monkeypatch) -> None:
-    timing, noise, calls = _time_twice_with(monkeypatch, [1.0, 1.01])
+    timing, noise, calls = _time_alone_with(monkeypatch, [1.0, 1.01])
     assert calls == 2
     assert abs(timing.median_ms - 1.005) < 1e-9 and abs(noise - 0.01) < 1e-9
 
