@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -20,14 +21,20 @@ def _cell(reading: dict) -> str:
     return f"{reading['ms']:.5f} ({reading.get('sm_mhz')} MHz, {reading.get('measurements') or 1} meas.)"
 
 
-def placement(path: Path) -> None:
-    data = json.loads(path.read_text())
-    print(f"== placement ({path.name}): pads {data['pads_mib']} MiB, {data['cycles']} cycles")
-    for case in data["cases"]:
+def _measured_cases(cases: list[dict]) -> Iterator[tuple[str, dict]]:
+    """Each case that has readings, with its label; a case that failed is printed instead."""
+    for case in cases:
         label = f"{case['backend']} {case['shape']['M']}x{case['shape']['N']}x{case['shape']['K']}"
         if "error" in case:
             print(f"{label}: {case['error']}")
-            continue
+        else:
+            yield label, case
+
+
+def placement(path: Path) -> None:
+    data = json.loads(path.read_text())
+    print(f"== placement ({path.name}): pads {data['pads_mib']} MiB, {data['cycles']} cycles")
+    for label, case in _measured_cases(data["cases"]):
         every = []
         for pad, readings in case["readings"].items():
             ms = [r["ms"] for r in readings]
@@ -40,11 +47,7 @@ def placement(path: Path) -> None:
 def paths(path: Path) -> None:
     data = json.loads(path.read_text())
     print(f"== paths ({path.name}): bench of five = {data.get('five')}")
-    for case in data["cases"]:
-        label = f"{case['backend']} {case['shape']['M']}x{case['shape']['N']}x{case['shape']['K']}"
-        if "error" in case:
-            print(f"{label}: {case['error']}")
-            continue
+    for label, case in _measured_cases(data["cases"]):
         for way, readings in case["readings"].items():
             cells = [_cell(r) for r in readings]
             print(f"{label} {way:12} " + "; ".join(cells))
