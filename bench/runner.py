@@ -3,8 +3,9 @@
 For each op, shape and dtype: one set of fresh random inputs (a new seed per run, recorded),
 one float64 reference; each backend runs once into a NaN-poisoned output (numerics), the
 backends' outputs are compared pairwise (cross-DSL agreement), then every backend that passed is
-timed twice, in rounds interleaved across the backends (the spread of the two is the row's noise
-floor). A shape's rows are written as soon as it finishes.
+timed in rounds interleaved across the backends, 2 to ``MAX_MEASUREMENTS`` times, until the
+median of its measurements is known to the tuner's ``FINAL_MEDIAN_ERROR`` (their spread is the
+row's noise floor). A shape's rows are written as soon as it finishes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .timing import (
     Timing,
     l2_cache_bytes,
     measure,
+    noise_floor,
     rotated_copy_count,
 )
 
@@ -230,7 +232,7 @@ def bench_shape(
 #: A row is measured until the median of its measurements is known as well as the tuner's final
 #: knows a winner's (``autotune.search.FINAL_MEDIAN_ERROR``, judged by the same rule), at most
 #: this many times, and the row's time is that median: the statistic the store promises.  Until
-#: session 30 the bench took two measurements (a third when they lay over 2 % apart) and kept the
+#: session 30 the bench took two measurements (a third when they lay over 5 % apart) and kept the
 #: mean of the two that agreed best, which for a kernel whose 1 s windows read one of two levels
 #: picks a level while the tuner's median of 2-6 rounds lies between them: at 7c42e99 Triton
 #: 128x4096x4096 (split-K 4) read 0.0181-0.0183 or 0.0193 ms in six benches, its tuner 0.0186-0.0188
@@ -299,7 +301,6 @@ class _RowTimer:
         """The median of the measurements' medians, and their spread ((max - min) / min), the
         row's noise floor."""
         medians = [m.median_ms for m in self.measurements]
-        low = min(medians)
         combined = Timing(
             statistics.median(medians),
             max(m.iqr_ms for m in self.measurements),
@@ -307,7 +308,7 @@ class _RowTimer:
             self.measurements[0].method,
             combine_gpu_states([m.gpu_state for m in self.measurements]),
         )
-        return combined, (max(medians) - low) / low if low > 0 else 0.0
+        return combined, noise_floor(*self.measurements)
 
 
 def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, float] | Exception]:

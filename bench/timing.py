@@ -639,7 +639,9 @@ def measure(
     return time_cpu(fn, repeats=min(repeats, 5), warmup=1, keep_series=keep_series)
 
 
-def noise_floor(first: Timing, second: Timing) -> float:
-    """Relative spread of two measurements of the same thing: differences below it are noise."""
-    low = min(first.median_ms, second.median_ms)
-    return abs(first.median_ms - second.median_ms) / low if low > 0 else 0.0
+def noise_floor(*measurements: Timing) -> float:
+    """Relative spread ((max - min) / min) of measurements of the same thing: differences below
+    it are noise."""
+    medians = [m.median_ms for m in measurements]
+    low = min(medians)
+    return (max(medians) - low) / low if low > 0 else 0.0
