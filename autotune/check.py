@@ -48,6 +48,9 @@ class Reproduction(JobId):
     #: not graph-timed, or timed without a window: ``store.graph_window_ms``).
     tuned_window_ms: float | None = None
     bench_window_ms: float | None = None
+    #: Whether the bench row was timed in a worker process of its own (``bench --isolate``), as
+    #: the tuner's final is, rather than in the bench process beside the shape's other backends.
+    bench_isolated: bool = False
 
     @property
     def other_window(self) -> bool:
@@ -128,6 +131,7 @@ def compare_with_baked(
                 bench_card=row.get("gpu_uuid") or bench_card,
                 tuned_window_ms=graph_window_ms(str(entry.get("timing", "default")), entry),
                 bench_window_ms=graph_window_ms(bench_timing, row),
+                bench_isolated=row.get("isolated") is True,
             )
         )
     return found
@@ -292,6 +296,16 @@ def run(args: argparse.Namespace) -> int:
             f"[yellow]{len(other_window)} of those rows were graph-timed over another window than their "
             f"tuner's final (tuned/bench ms in the method column); {within_window} of them within "
             f"{args.tolerance:.0%}[/]"
+        )
+    isolated = [r for r in in_use if r.bench_isolated]
+    if isolated:
+        # Where a row was timed can move it: at 7c42e99 a CuTe decode GEMM read 4 % faster in a
+        # bench process timing five backends than in the tuner's worker (NOTES.md, Session 30).
+        within_isolated = sum(r.within(args.tolerance) for r in isolated)
+        console.print(
+            f"[yellow]{len(isolated)} of those rows were timed in a worker process of their own (bench "
+            f"--isolate), {len(in_use) - len(isolated)} in the bench process; {within_isolated} of the "
+            f"isolated within {args.tolerance:.0%}[/]"
         )
     if any(r.bench_card for r in in_use):
         # Lent machines differ from run to run, and a memory-bound kernel's time differs with the

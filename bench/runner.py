@@ -5,7 +5,8 @@ one float64 reference; each backend runs once into a NaN-poisoned output (numeri
 backends' outputs are compared pairwise (cross-DSL agreement), then every backend that passed is
 timed in rounds interleaved across the backends, 2 to ``MAX_MEASUREMENTS`` times, until the
 median of its measurements is known to the tuner's ``FINAL_MEDIAN_ERROR`` (their spread is the
-row's noise floor). A shape's rows are written as soon as it finishes.
+row's noise floor). A shape's rows are written as soon as it finishes.  With ``--isolate`` the
+timing runs in a worker process per backend (``bench.isolated``), the checks stay here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -43,6 +44,9 @@ from .timing import (
     noise_floor,
     rotated_copy_count,
 )
+
+if TYPE_CHECKING:
+    from .isolated import BackendWorkers
 
 DTYPES = {
     "bf16": torch.bfloat16,
@@ -129,10 +133,13 @@ def bench_shape(
     time_it: bool = True,
     timing: str = "default",
     log: Callable[[str], None] | None = None,
+    workers: BackendWorkers | None = None,
 ) -> None:
     """Check every backend on one shape against float64, then time those that pass.  ``log``
     gets one line of where the shape's seconds went (a bench cut by a time limit at f4be60c
-    took ~19 s a matmul shape where its timing windows account for ~10)."""
+    took ~19 s a matmul shape where its timing windows account for ~10).  With ``workers``
+    (``bench --isolate``) each backend is timed in its own worker process (``bench.isolated``),
+    after this process has freed the shape's inputs, outputs and reference."""
     began = time.perf_counter()
     seed = random.SystemRandom().randrange(1 << 31)
     args = op_spec.make_inputs(shape, dtype, device, seed)
@@ -143,7 +150,9 @@ def bench_shape(
     # How long a graph-timed row's samples span under this mode (None: bare replays, no window).
     graph_window = graph_window_ms(timing)
     rows: list[dict[str, Any]] = []
-    timers: dict[str, _RowTimer] = {}
+    timers: dict[str, RowMeasurements] = {}
+    #: The rows an isolated bench times once every check is done: (backend, config, method).
+    to_time: dict[str, tuple[registry.Backend, Any, str | None]] = {}
     for name in backend_names:
         b = registry.backend(op_spec.name, name)
         row = _row(op_spec, b, shape, dtype)
@@ -176,7 +185,9 @@ def bench_shape(
             error=check.error,
         )
         outputs[name] = out
-        if check.ok and time_it:
+        if check.ok and time_it and workers is not None:
+            to_time[name] = (b, config, method)
+        elif check.ok and time_it:
             try:
                 timers[name] = _RowTimer(
                     op_spec, b, args, shape, dtype, device, seed, config, timing, method=method
@@ -185,6 +196,24 @@ def bench_shape(
                 row["ok"] = False
                 row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
         rows.append(row)
+    if workers is not None:
+        from .isolated import IsolatedRowTimer
+
+        # The agreement needs the outputs, which this process frees before the workers time.
+        _add_agreement(results, op_spec, shape, dtype, outputs)
+        outputs.clear()
+        del ref, args
+        if device != "cpu":
+            torch.cuda.empty_cache()
+        for name, (b, config, method) in to_time.items():
+            try:
+                timers[name] = IsolatedRowTimer(
+                    workers[name], op_spec, b, shape, dtype, device, seed, config, timing, method=method
+                )
+            except Exception as exc:
+                row = next(r for r in rows if r["backend"] == name)
+                row["ok"] = False
+                row["error"] = f"timing failed: {type(exc).__name__}: {str(exc)[:300]}"
     checked = time.perf_counter()
     # Timed after every backend's numerics, in interleaved rounds (A B C, then C B A, ...): a
     # drift of the GPU's clocks or power state over the shape's run (several percent on long
@@ -209,10 +238,31 @@ def bench_shape(
         row["measurements"] = len(timers[name].measurements)
         row["timing_method"] = measured.method
         row["timing_method_from"] = timers[name].method_from
+        # Where it was timed: its own worker process (--isolate) or the bench's, beside the
+        # shape's other backends.
+        row["isolated"] = workers is not None
         if measured.method == "cuda-graph" and graph_window is not None:
             row["graph_window_ms"] = graph_window
     for row in rows:
         results.add_row(row)
+    if workers is None:
+        _add_agreement(results, op_spec, shape, dtype, outputs)
+        del ref, args
+    else:
+        workers.release()
+    del outputs
+    if device != "cpu":
+        torch.cuda.empty_cache()
+
+
+def _add_agreement(
+    results: ResultsFile,
+    op_spec: registry.OpSpec,
+    shape: dict,
+    dtype: torch.dtype,
+    outputs: dict[str, torch.Tensor | str],
+) -> None:
+    """Every pair of the shape's checked outputs compared (cross-DSL agreement)."""
     if len(outputs) > 1:
         names, matrix = numerics.agreement_matrix(outputs)
         results.add_agreement(
@@ -224,9 +274,6 @@ def bench_shape(
                 "matrix": matrix,
             }
         )
-    del outputs, ref, args
-    if device != "cpu":
-        torch.cuda.empty_cache()
 
 
 #: A row is measured until the median of its measurements is known as well as the tuner's final
@@ -240,8 +287,45 @@ def bench_shape(
 MAX_MEASUREMENTS = 6
 
 
-class _RowTimer:
-    """One backend's timed call on one shape, measured once per round (see ``_time_interleaved``)."""
+class RowMeasurements:
+    """A row's measurements and the rule for when its median is known (``_time_interleaved``
+    asks ``needs_more`` each round); subclasses say how one measurement is taken."""
+
+    def __init__(self, method: str | None = None) -> None:
+        #: The timing method every measurement uses: the baked entry's (``method``) or, when
+        #: that is None, the first measurement's pick, kept for the rest (the two methods read
+        #: a kernel near the CUDA-graph line differently; a row's rounds must not mix them).
+        self.method = method or "auto"
+        self.method_from = "baked" if method else "estimate"
+        self.measurements: list[Timing] = []
+
+    def measure_once(self) -> None:
+        raise NotImplementedError
+
+    def needs_more(self) -> bool:
+        """Its median is not yet known to ``FINAL_MEDIAN_ERROR`` and ``MAX_MEASUREMENTS`` allow more."""
+        medians = [m.median_ms for m in self.measurements]
+        if not 2 <= len(medians) < MAX_MEASUREMENTS:
+            return len(medians) < 2
+        return median_error(relative_spread(medians), len(medians)) > FINAL_MEDIAN_ERROR
+
+    def result(self) -> tuple[Timing, float]:
+        """The median of the measurements' medians, and their spread ((max - min) / min), the
+        row's noise floor."""
+        medians = [m.median_ms for m in self.measurements]
+        combined = Timing(
+            statistics.median(medians),
+            max(m.iqr_ms for m in self.measurements),
+            sum(m.samples for m in self.measurements),
+            self.measurements[0].method,
+            combine_gpu_states([m.gpu_state for m in self.measurements]),
+        )
+        return combined, noise_floor(*self.measurements)
+
+
+class _RowTimer(RowMeasurements):
+    """One backend's timed call on one shape, in this process, measured once per round (see
+    ``_time_interleaved``)."""
 
     def __init__(
         self,
@@ -256,17 +340,12 @@ class _RowTimer:
         timing: str = "default",
         method: str | None = None,
     ) -> None:
+        super().__init__(method)
         self.device, self.timing_kwargs = device, measure_kwargs(timing)
         self.call = _timed_call(op_spec, b, args, config)
         self.graph_calls = (
             _rotated_calls(op_spec, b, args, shape, dtype, device, seed, config) if device != "cpu" else None
         )
-        #: The timing method every measurement uses: the baked entry's (``method``) or, when
-        #: that is None, the first measurement's pick, kept for the rest (the two methods read
-        #: a kernel near the CUDA-graph line differently; a row's rounds must not mix them).
-        self.method = method or "auto"
-        self.method_from = "baked" if method else "estimate"
-        self.measurements: list[Timing] = []
 
     def measure_once(self) -> None:
         method = self.method if self.graph_calls or self.method != "cuda-graph" else "cuda-events"
@@ -290,28 +369,8 @@ class _RowTimer:
             self.method = timing.method
         self.measurements.append(timing)
 
-    def needs_more(self) -> bool:
-        """Its median is not yet known to ``FINAL_MEDIAN_ERROR`` and ``MAX_MEASUREMENTS`` allow more."""
-        medians = [m.median_ms for m in self.measurements]
-        if not 2 <= len(medians) < MAX_MEASUREMENTS:
-            return len(medians) < 2
-        return median_error(relative_spread(medians), len(medians)) > FINAL_MEDIAN_ERROR
 
-    def result(self) -> tuple[Timing, float]:
-        """The median of the measurements' medians, and their spread ((max - min) / min), the
-        row's noise floor."""
-        medians = [m.median_ms for m in self.measurements]
-        combined = Timing(
-            statistics.median(medians),
-            max(m.iqr_ms for m in self.measurements),
-            sum(m.samples for m in self.measurements),
-            self.measurements[0].method,
-            combine_gpu_states([m.gpu_state for m in self.measurements]),
-        )
-        return combined, noise_floor(*self.measurements)
-
-
-def _time_interleaved(timers: dict[str, _RowTimer]) -> dict[str, tuple[Timing, float] | Exception]:
+def _time_interleaved(timers: dict[str, RowMeasurements]) -> dict[str, tuple[Timing, float] | Exception]:
     """Rounds over every timer, each in the reverse order of the one before, until every row's
     median is known to ``FINAL_MEDIAN_ERROR`` (two rounds at least, ``MAX_MEASUREMENTS`` at most):
     a drift of the GPU's clocks or power state falls on every backend alike, and only the rows
@@ -475,6 +534,7 @@ def run_bench(
     warm_workers: int = 0,
     timing: str = "default",
     budget_s: float | None = None,
+    isolate: bool = False,
 ) -> dict[str, Any]:
     """Check every (op, backend, shape, dtype) against float64 and time it; rows are written
     to ``out_dir/results.json`` as they are measured. ``timing`` is one of
@@ -483,7 +543,10 @@ def run_bench(
 
     ``budget_s`` bounds the run's wall clock: no shape is started that the slowest shape so far
     would carry past it.  The shapes left are listed in the file's ``not_measured`` (a run cut
-    from outside, by a signal or a time limit, keeps its rows but cannot say what it missed)."""
+    from outside, by a signal or a time limit, keeps its rows but cannot say what it missed).
+
+    ``isolate`` times each backend in a worker process of its own (``bench.isolated``), with
+    the rounds still interleaved across the shape's backends; the checks stay in this process."""
     started = time.perf_counter()
     timing_kwargs = measure_kwargs(timing)  # refuses an unknown mode before any work
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and 0 < budget_s < math.inf):
@@ -515,6 +578,10 @@ def run_bench(
         # "write" zeroes a buffer (dirty lines left in the L2), "read" sums one (clean lines).
         "flush": timing_kwargs["flush"] if device == "cuda" else "n/a",
         "mode": timing,
+        "isolation": "each backend timed in a worker process of its own, holding only its inputs "
+        "(rows: isolated)"
+        if isolate
+        else "every backend of a shape timed in the bench process, side by side",
     }
     if timing_kwargs["steady"] and device == "cuda":
         env["timing"]["steady"] = (
@@ -564,6 +631,40 @@ def run_bench(
                         plan.append((op_spec, names, dict(shape), dtype))
     if warm_workers > 0 and device == "cuda":
         warm_compile_caches(plan, warm_workers, console)
+    workers = None
+    if isolate:
+        from .isolated import BackendWorkers
+
+        workers = BackendWorkers()
+        with console.status("starting a timing worker per backend"):
+            for problem in workers.start([name for _, names, _, _ in plan for name in names]):
+                console.print(f"[yellow]--isolate: worker did not start: {problem}[/]")
+    try:
+        _bench_plan(plan, device, ceilings, results, console, timing, budget_s, started, workers)
+    finally:
+        if workers is not None:
+            workers.stop()
+    print_tables(results.data, console)
+    if write_report:
+        from .report import write_report as build
+
+        build([results.path], out_dir)
+    console.print(f"results: {results.path}")
+    return results.data
+
+
+def _bench_plan(
+    plan: Sequence[tuple[registry.OpSpec, list[str], dict, torch.dtype]],
+    device: str,
+    ceilings: dict[str, Any],
+    results: ResultsFile,
+    console: Console,
+    timing: str,
+    budget_s: float | None,
+    started: float,
+    workers: BackendWorkers | None,
+) -> None:
+    """Each planned shape checked and timed, with a progress bar, until ``budget_s`` runs out."""
     total = sum(len(p[1]) for p in plan)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -589,16 +690,9 @@ def run_bench(
             shape_began = time.perf_counter()
             bench_shape(
                 op_spec, names, shape, dtype, device, ceilings, results, advance,
-                timing=timing, log=progress.console.print,
+                timing=timing, log=progress.console.print, workers=workers,
             )
             slowest_s = max(slowest_s, time.perf_counter() - shape_began)
-    print_tables(results.data, console)
-    if write_report:
-        from .report import write_report as build
-
-        build([results.path], out_dir)
-    console.print(f"results: {results.path}")
-    return results.data
 
 
 def print_tables(data: dict[str, Any], console: Console) -> None:

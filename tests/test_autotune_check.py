@@ -314,3 +314,27 @@ def test_rows_graph_timed_over_another_window_are_flagged(tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert "1 of those rows were graph-timed over another window than their tuner's final" in out
     assert "graph/graph 100/1000 ms" in out
+
+
+def test_rows_timed_in_a_worker_of_their_own_are_counted_apart(tmp_path, capsys, monkeypatch) -> None:
+    """A row of ``bench --isolate`` records ``isolated``; baked-check counts those rows and how
+    many of them reproduce, and a row without the field (older files) counts as in-process."""
+    monkeypatch.setenv("COLUMNS", "240")
+    path = str(tmp_path / "h100-sxm.json")
+    store.bake(
+        [baked_entry({"M": m, "N": 8192}, 0.050, {"num_warps": 8}) for m in (1024, 2048, 4096)], GPU, path
+    )
+    rows = [
+        {**bench_row({"M": 1024, "N": 8192}, 0.050, {"num_warps": 8}), "isolated": True},
+        {**bench_row({"M": 2048, "N": 8192}, 0.048, {"num_warps": 8}), "isolated": True},
+        bench_row({"M": 4096, "N": 8192}, 0.050, {"num_warps": 8}),
+    ]
+    found = sorted(compare_with_baked(rows, store.read_file(path)["entries"]), key=lambda r: r.shape["M"])
+    assert [r.bench_isolated for r in found] == [True, True, False]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"env": {"gpu": GPU["name"]}, "rows": rows}))
+    assert main(["baked-check", str(results), "--store", path]) == 1
+    assert (
+        "2 of those rows were timed in a worker process of their own (bench --isolate), 1 in the bench "
+        "process; 1 of the isolated within 3%"
+    ) in capsys.readouterr().out

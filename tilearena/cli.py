@@ -107,6 +107,7 @@ def _bench(args: argparse.Namespace) -> int:
         warm_workers=args.warm_workers,
         timing=args.timing,
         budget_s=args.budget,
+        isolate=args.isolate,
     )
     return 0
 
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wall-clock limit: start no shape that the slowest so far would carry past it; the "
         "rows measured are kept and the shapes left are listed in results.json's not_measured",
+    )
+    bench.add_argument(
+        "--isolate",
+        action="store_true",
+        help="time each backend in a worker process of its own, holding only its inputs (as the "
+        "tuner's worker does), rounds still interleaved across backends; a timed kernel that "
+        "faults or hangs costs only its row",
     )
     bench.set_defaults(run=_bench)
     for module_name in _PLUGGED:
