@@ -50,7 +50,8 @@ def prepare_row(
     method: str | None,
 ) -> str:
     """Build this backend's timer on fresh inputs from ``seed`` (the parent's checked inputs'
-    values), after freeing the previous shape's; returns the timer's method so far."""
+    values), after freeing the previous shape's, and run it once; returns the timer's method so
+    far."""
     release_row()
     op_spec = registry.spec(op)
     b = registry.backend(op, backend)
@@ -58,6 +59,11 @@ def prepare_row(
     args = op_spec.make_inputs(dict(shape), dtype, device, seed)
     timer = runner._RowTimer(op_spec, b, args, dict(shape), dtype, device, seed, config, timing, method)
     _PREPARED["timer"] = timer
+    # Compile (or load) the kernel now, as the bench process's check did before it timed in-process:
+    # the first measurement then starts on a loaded kernel, not on a compile.
+    timer.call()
+    if device != "cpu":
+        torch.cuda.synchronize()
     return timer.method
 
 
