@@ -578,6 +578,7 @@ def run_bench(
         # "write" zeroes a buffer (dirty lines left in the L2), "read" sums one (clean lines).
         "flush": timing_kwargs["flush"] if device == "cuda" else "n/a",
         "mode": timing,
+        "isolated": isolate,
         "isolation": "each backend timed in a worker process of its own, holding only its inputs "
         "(rows: isolated)"
         if isolate

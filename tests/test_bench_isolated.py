@@ -56,6 +56,7 @@ def test_isolated_bench_times_each_backend_in_a_worker_and_checks_in_the_bench(t
     assert by_process[bench] == shapes
     assert len(workers) == 1 and sum(by_process[w] for w in workers) >= 2 * shapes
     assert set(by_process) == {bench} | workers
+    assert data["env"]["timing"]["isolated"] is True
     assert "worker process of its own" in data["env"]["timing"]["isolation"]
     # The checks stayed in the bench process, so the cross-backend agreement is still there.
     assert len(data["agreement"]) == shapes
@@ -66,6 +67,7 @@ def test_in_process_bench_times_where_it_checks(tmp_path: Path) -> None:
     bench = _bench_pid(pairs)
     assert {pid for pid, _ in pairs} == {bench} and len(pairs) > len(data["rows"])
     assert all(r["ok"] and r["isolated"] is False for r in data["rows"])
+    assert data["env"]["timing"]["isolated"] is False
     assert "side by side" in data["env"]["timing"]["isolation"]
 
 

@@ -59,6 +59,7 @@ def test_parts_of_one_pass_join_and_replace_the_matmul_rows() -> None:
         (lambda run: run["env"].update(commit="other"), "env.commit differs"),
         (lambda run: run["env"].update(gpu_uuid="card-2"), "env.gpu_uuid differs"),
         (lambda run: run["env"].update(timing={"mode": "hot"}), "timing modes differ"),
+        (lambda run: run["env"]["timing"].update(isolated=True), "some timed each backend in a worker"),
         (lambda run: run["rows"][0]["shape"].update(M=1), "is in more than one of them"),
     ],
 )
@@ -126,6 +127,7 @@ def test_shapes_a_pass_did_not_reach_keep_an_older_runs_rows_with_its_tags() -> 
         (lambda run: run.update(schema=2), "schema"),
         (lambda run: run["rows"].append({"op": "rmsnorm", "shape": {}, "dtype": "x"}), "matmul rows only"),
         (lambda run: run["env"].update(timing={"mode": "hot"}), "timing mode"),
+        (lambda run: run["env"]["timing"].update(isolated=True), "isolated .* True, the new run's False"),
         (lambda run: run["env"].update(commit=""), "env.commit is empty"),
     ],
 )

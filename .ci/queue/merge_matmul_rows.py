@@ -9,15 +9,17 @@ keeps the row-wise rows and swaps the matmul rows, agreement entries and ceiling
 run's, tags every new row with its commit and rewrites ``env.commits`` and ``env.note``.  It
 refuses a new run that is not matmul only, has no commit, or whose schema differs.  Several new
 runs (a pass benched in parts, as session 28's two halves) are first joined into one: they must
-share the commit, the card and the timing mode, and no (backend, shape, dtype) may appear twice;
-the first one's env and ceilings stand for them, and ``ceilings_matmul_runs`` keeps each one's.
+share the commit, the card, the timing mode and whether each backend was timed in a worker of
+its own (``--isolate``), and no (backend, shape, dtype) may appear twice; the first one's env and
+ceilings stand for them, and ``ceilings_matmul_runs`` keeps each one's.
 
 A pass that could not bench every shape (one session's device time holds about 1.5 of the two
 halves) is completed with ``--fill-from OLDER_RUN ...``: each shape the new runs lack takes all
 its rows (so a shape's ratios to cuBLAS stay within one run) from the first older run that has
-it, which must be matmul only, of the same schema and timing mode.  Every row is tagged with its
-own run's commit and card (``gpu_uuid``), and ``--joined-out`` writes the joined, filled matmul
-run alone (``tilearena baked-check`` then counts each row against its own card's entries).
+it, which must be matmul only, of the same schema, timing mode and isolation.  Every row is
+tagged with its own run's commit and card (``gpu_uuid``), and ``--joined-out`` writes the
+joined, filled matmul run alone (``tilearena baked-check`` then counts each row against its own
+card's entries).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def tag_rows(run: dict) -> None:
     for row in run["rows"]:
         row.setdefault("commit", (run["env"].get("commit") or "")[:7])
         row.setdefault("gpu_uuid", run["env"].get("gpu_uuid"))
+
+
+def isolated(run: dict) -> bool:
+    """Whether ``run`` timed each backend in a worker process of its own (``bench --isolate``;
+    runs from before it are not)."""
+    return bool((run["env"].get("timing") or {}).get("isolated", False))
 
 
 def merge(old: dict, new: dict, session: str) -> dict:
@@ -89,6 +97,8 @@ def join(runs: list[dict]) -> dict:
     modes = {(run["env"].get("timing") or {}).get("mode", "default") for run in runs}
     if len(modes) != 1:
         raise SystemExit(f"the new runs: timing modes differ: {sorted(modes)}")
+    if len({isolated(run) for run in runs}) != 1:
+        raise SystemExit("the new runs: some timed each backend in a worker of its own (--isolate), some not")
     seen: set[tuple] = set()
     for run in runs:
         for row in run["rows"]:
@@ -121,6 +131,12 @@ def fill(new: dict, older: list[dict]) -> dict:
             raise SystemExit(f"{where}: expected matmul rows only")
         if (run["env"].get("timing") or {}).get("mode", "default") != timing:
             raise SystemExit(f"{where}: its timing mode is not the new run's ({timing})")
+        if isolated(run) != isolated(new):
+            # A kernel's time can depend on what else its process holds (NOTES.md, Session 30).
+            raise SystemExit(
+                f"{where}: isolated (--isolate) {isolated(run)}, the new run's {isolated(new)}: "
+                "not timed alike"
+            )
         commit = (run["env"].get("commit") or "")[:7]
         if not commit:
             raise SystemExit(f"{where}: env.commit is empty")
