@@ -1,6 +1,6 @@
 """A plugin backend that says which process ran it (``TILEARENA_PLUGINS=process_probe_plugin``).
 
-``rmsnorm/process_probe`` is eager RMSNorm that appends "pid ppid" to the file named by
+``rmsnorm/process_probe`` is the eager RMSNorm that appends "pid ppid" to the file named by
 ``PROCESS_PROBE_FILE`` on every call, so a test can tell the bench process's calls (the checks)
 from a worker's (``bench --isolate``'s timing).  With ``PROCESS_PROBE_DIE_IN_WORKER=1`` a call
 in a worker process ends that process at once, as a kernel's fatal CUDA error would.
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from tilearena.kernels import registry
+from tilearena.kernels.rmsnorm.torch import rmsnorm_eager
 
 
 def process_probe_rmsnorm(
@@ -28,11 +29,11 @@ def process_probe_rmsnorm(
         log.write(f"{os.getpid()} {os.getppid()}\n")
     if os.environ.get("PROCESS_PROBE_DIE_IN_WORKER") == "1" and multiprocessing.parent_process() is not None:
         os._exit(3)
-    x32 = x.float()
-    y = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
-    return y if out is None else out.copy_(y)
+    return rmsnorm_eager(x, weight, eps, out=out)
 
 
 registry.register_backend(
-    registry.Backend("rmsnorm", "process_probe", "torch", process_probe_rmsnorm, devices=("cuda", "cpu"))
+    registry.Backend(
+        "rmsnorm", "process_probe", "torch", process_probe_rmsnorm, devices=("cuda", "cpu"), writes_out=False
+    )
 )
