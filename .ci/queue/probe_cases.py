@@ -53,6 +53,16 @@ def baked_case(backend: str, shape: dict[str, int], device: str) -> BakedCase | 
     return BakedCase(spec, b, dict(shape), first, dispatch.baked_config("matmul", b, first, shape))
 
 
+def tuner_request(case: BakedCase, device: str, timing: str) -> tuple[str | None, tuple, dict[str, Any]]:
+    """How the tuner's ``tasks.time_candidates`` times ``case``'s baked config for one round:
+    (the baked timing method, the positional arguments, the keyword arguments).  The case's own
+    inputs are dropped: the tuner's and the bench's paths make their own."""
+    method = dispatch.baked_timing_method("matmul", case.backend.name, case.first, case.shape, case.config)
+    case.first = ()
+    request = ("matmul", case.backend.name, case.shape, "bfloat16", device, [case.config or None])
+    return method, request, {"rounds": 1, "timing": timing, "with_state": True, "methods": [method]}
+
+
 def run_cases(
     cases: Sequence[tuple[str, dict[str, int]]],
     probe: Callable[[str, dict[str, int]], dict[str, Any]],

@@ -23,10 +23,8 @@ import sys
 from typing import Any
 
 import torch
-from probe_cases import baked_case, run_cases
+from probe_cases import baked_case, run_cases, tuner_request
 from tilearena.autotune import tasks
-
-from tilearena import dispatch
 
 DEVICE = os.environ.get("PROBE_DEVICE", "cuda")
 CASES: list[tuple[str, dict[str, int]]] = [
@@ -45,10 +43,7 @@ def probe_case(backend: str, shape: dict[str, int]) -> dict[str, Any]:
     case = baked_case(backend, shape, DEVICE)
     if isinstance(case, str):
         return {"backend": backend, "shape": shape, "error": case}
-    method = dispatch.baked_timing_method("matmul", backend, case.first, shape, case.config)
-    case.first = ()
-    request = ("matmul", backend, shape, "bfloat16", DEVICE, [case.config or None])
-    options = {"rounds": 1, "timing": TIMING, "with_state": True, "methods": [method]}
+    method, request, options = tuner_request(case, DEVICE, TIMING)
     readings: dict[str, list[dict[str, Any]]] = {str(p): [] for p in PADS_MIB}
     for cycle in range(CYCLES):
         for pad_mib in PADS_MIB:

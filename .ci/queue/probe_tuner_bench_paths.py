@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from probe_cases import baked_case, run_cases
+from probe_cases import baked_case, run_cases, tuner_request
 from tilearena.autotune import tasks
 from tilearena.autotune.worker import IsolatedWorker
 from tilearena.bench import results, runner
 from tilearena.kernels import registry
-
-from tilearena import dispatch
 
 DEVICE = os.environ.get("PROBE_DEVICE", "cuda")
 #: (backend, shape, cycles): the two context-dependent misses of 7c42e99, and the bimodal Triton
@@ -85,10 +83,7 @@ def probe_case(backend: str, shape: dict[str, int], cycles: int = 2) -> dict[str
     case = baked_case(backend, shape, DEVICE)
     if isinstance(case, str):
         return {"backend": backend, "shape": shape, "error": case}
-    method = dispatch.baked_timing_method("matmul", backend, case.first, shape, case.config)
-    case.first = ()  # the tuner's and the bench's paths make their own inputs
-    request = ("matmul", backend, shape, "bfloat16", DEVICE, [case.config or None])
-    options = {"rounds": 1, "timing": TIMING, "with_state": True, "methods": [method]}
+    method, request, options = tuner_request(case, DEVICE, TIMING)
     variants = ("tuner-worker", "tuner-here", "bench-alone", "bench-five")
     readings: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as scratch:
